@@ -1,0 +1,915 @@
+//! Typed configuration: one TOML file, defaults in one place, validation whose errors
+//! name the file and the key.
+//!
+//! Every default here is repeated, with the same words, in `config.example.toml`.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything that can be wrong with a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the expected keys and types.
+    #[error("invalid config file {path}: {message}")]
+    Syntax {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, which names the key and the line.
+        message: String,
+    },
+    /// A key has a value that makes no sense.
+    #[error("invalid config file {path}: key `{key}`: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The dotted key, e.g. `imap.tls`.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+/// A secret value (password, token) whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret string.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for handing to the one call that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// How a connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS before login (IMAP 143, submission 587).
+    Starttls,
+    /// No TLS at all: refused unless the host is a loopback address.
+    None,
+}
+
+/// Where a secret comes from: a file (e.g. a systemd credential) or an environment variable.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// Path of a file holding the secret; surrounding white space is trimmed.
+    pub file: Option<PathBuf>,
+    /// Name of an environment variable holding the secret.
+    pub env: Option<String>,
+}
+
+/// `[imap]`: the mailbox we watch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    /// Server host name (also the name checked in its certificate).
+    pub host: String,
+    /// Server port; default 993 for `implicit`, 143 otherwise.
+    pub port: Option<u16>,
+    /// `implicit` (default), `starttls` or `none` (loopback only).
+    #[serde(default = "default_tls")]
+    pub tls: TlsMode,
+    /// Extra CA certificate(s), PEM, trusted in addition to the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Login name.
+    pub username: String,
+    /// Password file (e.g. a systemd credential).
+    pub password_file: Option<PathBuf>,
+    /// Name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// The folder reports arrive in; default `INBOX`.
+    #[serde(default = "default_mailbox")]
+    pub mailbox: String,
+    /// Where handled messages go; default `Processed`.
+    #[serde(default = "default_processed")]
+    pub processed_folder: String,
+    /// Where noise (auto-replies, bounces, lists) goes; default `Ignored`.
+    #[serde(default = "default_ignored")]
+    pub ignored_folder: String,
+    /// Where messages that could not be handled go; default `Quarantine`.
+    #[serde(default = "default_quarantine")]
+    pub quarantine_folder: String,
+    /// Use IDLE when the server offers it; default true. False means polling.
+    #[serde(default = "default_true")]
+    pub idle: bool,
+    /// Seconds between polls when IDLE is off or not offered; default 60.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_secs: u64,
+    /// Seconds before an IMAP command without an answer counts as failed; default 60.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// `[smtp]`: how replies leave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Server host name.
+    pub host: String,
+    /// Server port; default 465 for `implicit`, 587 for `starttls`, 25 for `none`.
+    pub port: Option<u16>,
+    /// `implicit` (default), `starttls` or `none` (loopback only).
+    #[serde(default = "default_tls")]
+    pub tls: TlsMode,
+    /// Extra CA certificate(s), PEM, trusted in addition to the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Login name; no AUTH when absent.
+    pub username: Option<String>,
+    /// Password file (e.g. a systemd credential).
+    pub password_file: Option<PathBuf>,
+    /// Name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// The address replies come from, normally the security@ address itself.
+    pub from_address: String,
+    /// Display name on replies; default `Security Team`.
+    #[serde(default = "default_from_name")]
+    pub from_name: String,
+    /// Seconds before an SMTP exchange without an answer counts as failed; default 60.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// `[github]`: where advisories are created.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// REST API base URL; default `https://api.github.com`.
+    #[serde(default = "default_api_url")]
+    pub api_url: String,
+    /// Token file (a fine-grained token with "Repository security advisories: write").
+    pub token_file: Option<PathBuf>,
+    /// Name of an environment variable holding the token.
+    pub token_env: Option<String>,
+    /// Seconds before a GitHub request without an answer counts as failed; default 30.
+    #[serde(default = "default_github_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// `[reply]`: the acknowledgement sent to reporters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyConfig {
+    /// Send acknowledgements at all; default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A minijinja template file for the reply body; the built-in text when absent.
+    pub template: Option<PathBuf>,
+    /// The security policy reporters are pointed to.
+    #[serde(default = "default_policy_url")]
+    pub policy_url: String,
+    /// Name of the project family in the reply, e.g. `Pallets`; default `the maintainers`.
+    #[serde(default = "default_project_name")]
+    pub project_name: String,
+}
+
+impl Default for ReplyConfig {
+    fn default() -> Self {
+        ReplyConfig {
+            enabled: true,
+            template: None,
+            policy_url: default_policy_url(),
+            project_name: default_project_name(),
+        }
+    }
+}
+
+/// `[advisory]`: what goes into the advisory description.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvisoryConfig {
+    /// Show the reporter's email address in the description (which becomes public on
+    /// publication); default false: display name only.
+    #[serde(default)]
+    pub include_reporter_email: bool,
+    /// Text attachments up to this many bytes are shown inline; default 32768.
+    #[serde(default = "default_inline_max")]
+    pub inline_attachment_max_bytes: usize,
+}
+
+impl Default for AdvisoryConfig {
+    fn default() -> Self {
+        AdvisoryConfig {
+            include_reporter_email: false,
+            inline_attachment_max_bytes: default_inline_max(),
+        }
+    }
+}
+
+/// `[limits]`: hard bounds on what a message may be.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest message accepted, in bytes; default 26214400 (25 MiB).
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// Most MIME parts in one message; default 256.
+    #[serde(default = "default_max_parts")]
+    pub max_parts: usize,
+    /// Deepest nesting of multiparts and attached messages; default 8.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+    /// Most attachments in one message; default 64.
+    #[serde(default = "default_max_attachments")]
+    pub max_attachments: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: default_max_message(),
+            max_parts: default_max_parts(),
+            max_depth: default_max_depth(),
+            max_attachments: default_max_attachments(),
+        }
+    }
+}
+
+/// `[retry]`: pacing of retries after transient failures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First delay after a transient failure, in seconds; default 5.
+    #[serde(default = "default_retry_initial")]
+    pub initial_delay_secs: u64,
+    /// Longest delay between two attempts, in seconds; default 900 (15 minutes).
+    #[serde(default = "default_retry_max")]
+    pub max_delay_secs: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_delay_secs: default_retry_initial(),
+            max_delay_secs: default_retry_max(),
+        }
+    }
+}
+
+/// One `[[repository]]`: a place reports can be routed to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// `owner/name` on GitHub.
+    pub name: String,
+    /// Words that identify it in a subject, body or plus-address (case-insensitive);
+    /// the repository's own name is always one.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Package ecosystem as GitHub names it (`pip`, `npm`, `cargo`, ...); default `pip`.
+    #[serde(default = "default_ecosystem")]
+    pub ecosystem: String,
+    /// Package name in that ecosystem; default the repository's name.
+    pub package: Option<String>,
+}
+
+impl RepositoryConfig {
+    /// The repository part of `owner/name`.
+    pub fn repo_name(&self) -> &str {
+        self.name.split_once('/').map_or(&self.name, |(_, n)| n)
+    }
+
+    /// The owner part of `owner/name`.
+    pub fn owner(&self) -> &str {
+        self.name.split_once('/').map_or("", |(o, _)| o)
+    }
+
+    /// The package name, defaulting to the repository's name.
+    pub fn package_name(&self) -> &str {
+        self.package.as_deref().unwrap_or_else(|| self.repo_name())
+    }
+
+    /// All lower-cased words that identify this repository: its name and its aliases.
+    pub fn all_aliases(&self) -> Vec<String> {
+        let mut all = vec![self.repo_name().to_lowercase()];
+        for a in &self.aliases {
+            let a = a.to_lowercase();
+            if !all.contains(&a) {
+                all.push(a);
+            }
+        }
+        all
+    }
+}
+
+/// `[metrics]`: the loopback HTTP endpoint for `/metrics` and `/healthz`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `127.0.0.1:9464`-style address; no endpoint when absent.
+    pub listen: Option<String>,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Journal, spool and stored attachments live here; default `/var/lib/advisory-bridge`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// `owner/name` of the repository for reports that name none of the configured ones.
+    pub default_repository: String,
+    /// The mailbox.
+    pub imap: ImapConfig,
+    /// The outgoing mail server.
+    pub smtp: SmtpConfig,
+    /// GitHub.
+    pub github: GithubConfig,
+    /// The acknowledgement.
+    #[serde(default)]
+    pub reply: ReplyConfig,
+    /// The advisory description.
+    #[serde(default)]
+    pub advisory: AdvisoryConfig,
+    /// Bounds on messages.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Retry pacing.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Monitoring endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// The repositories reports are routed to.
+    #[serde(default, rename = "repository")]
+    pub repositories: Vec<RepositoryConfig>,
+    /// The file this was read from, for error messages.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_tls() -> TlsMode {
+    TlsMode::Implicit
+}
+fn default_mailbox() -> String {
+    "INBOX".into()
+}
+fn default_processed() -> String {
+    "Processed".into()
+}
+fn default_ignored() -> String {
+    "Ignored".into()
+}
+fn default_quarantine() -> String {
+    "Quarantine".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_poll_interval() -> u64 {
+    60
+}
+fn default_timeout() -> u64 {
+    60
+}
+fn default_github_timeout() -> u64 {
+    30
+}
+fn default_from_name() -> String {
+    "Security Team".into()
+}
+fn default_api_url() -> String {
+    "https://api.github.com".into()
+}
+fn default_policy_url() -> String {
+    "https://palletsprojects.com/security".into()
+}
+fn default_project_name() -> String {
+    "the maintainers".into()
+}
+fn default_inline_max() -> usize {
+    32 * 1024
+}
+fn default_max_message() -> usize {
+    25 * 1024 * 1024
+}
+fn default_max_parts() -> usize {
+    256
+}
+fn default_max_depth() -> usize {
+    8
+}
+fn default_max_attachments() -> usize {
+    64
+}
+fn default_retry_initial() -> u64 {
+    5
+}
+fn default_retry_max() -> u64 {
+    900
+}
+fn default_ecosystem() -> String {
+    "pip".into()
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/advisory-bridge")
+}
+
+/// GitHub's ecosystem names accepted in `vulnerabilities[].package.ecosystem`.
+pub const ECOSYSTEMS: &[&str] = &[
+    "rubygems", "npm", "pip", "maven", "nuget", "composer", "go", "rust", "erlang", "actions",
+    "pub", "other", "swift",
+];
+
+impl ImapConfig {
+    /// The port to use: the configured one or the usual one for the TLS mode.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            TlsMode::Implicit => 993,
+            TlsMode::Starttls | TlsMode::None => 143,
+        })
+    }
+}
+
+impl SmtpConfig {
+    /// The port to use: the configured one or the usual one for the TLS mode.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            TlsMode::Implicit => 465,
+            TlsMode::Starttls => 587,
+            TlsMode::None => 25,
+        })
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in error messages and to
+    /// resolve relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.path = path.to_owned();
+        config.resolve_relative_paths();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Relative paths in the file are relative to the file's folder, not to wherever the
+    /// daemon happened to be started.
+    fn resolve_relative_paths(&mut self) {
+        let base = self
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.state_dir);
+        for p in [
+            &mut self.imap.ca_file,
+            &mut self.imap.password_file,
+            &mut self.smtp.ca_file,
+            &mut self.smtp.password_file,
+            &mut self.github.token_file,
+            &mut self.reply.template,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// Checks everything that serde cannot: cross-field rules and value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_tls(self, "imap", &self.imap.host, self.imap.tls)?;
+        check_tls(self, "smtp", &self.smtp.host, self.smtp.tls)?;
+        check_secret(
+            self,
+            "imap.password_file",
+            &self.imap.password_file,
+            &self.imap.password_env,
+            true,
+        )?;
+        check_secret(
+            self,
+            "smtp.password_file",
+            &self.smtp.password_file,
+            &self.smtp.password_env,
+            self.smtp.username.is_some(),
+        )?;
+        check_secret(
+            self,
+            "github.token_file",
+            &self.github.token_file,
+            &self.github.token_env,
+            true,
+        )?;
+        if self.imap.username.trim().is_empty() {
+            return Err(self.invalid("imap.username", "must not be empty"));
+        }
+        if !self.smtp.from_address.contains('@') || has_line_break(&self.smtp.from_address) {
+            return Err(self.invalid(
+                "smtp.from_address",
+                "must be one email address such as security@example.org",
+            ));
+        }
+        if has_line_break(&self.smtp.from_name) {
+            return Err(self.invalid("smtp.from_name", "must be a single line"));
+        }
+        if !(self.github.api_url.starts_with("https://") || self.github.api_url.starts_with("http://"))
+        {
+            return Err(self.invalid("github.api_url", "must be an http(s) URL"));
+        }
+        if self.github.api_url.starts_with("http://") && !url_host_is_loopback(&self.github.api_url)
+        {
+            return Err(self.invalid(
+                "github.api_url",
+                "plain http is only allowed for a loopback host; use https",
+            ));
+        }
+        for (key, v) in [
+            ("imap.timeout_secs", self.imap.timeout_secs),
+            ("imap.poll_interval_secs", self.imap.poll_interval_secs),
+            ("smtp.timeout_secs", self.smtp.timeout_secs),
+            ("github.timeout_secs", self.github.timeout_secs),
+            ("retry.initial_delay_secs", self.retry.initial_delay_secs),
+        ] {
+            if v == 0 {
+                return Err(self.invalid(key, "must be at least 1"));
+            }
+        }
+        if self.retry.max_delay_secs < self.retry.initial_delay_secs {
+            return Err(self.invalid(
+                "retry.max_delay_secs",
+                "must not be smaller than retry.initial_delay_secs",
+            ));
+        }
+        let folders = [
+            ("imap.mailbox", &self.imap.mailbox),
+            ("imap.processed_folder", &self.imap.processed_folder),
+            ("imap.ignored_folder", &self.imap.ignored_folder),
+            ("imap.quarantine_folder", &self.imap.quarantine_folder),
+        ];
+        for (i, (key, name)) in folders.iter().enumerate() {
+            if name.trim().is_empty() || has_line_break(name) {
+                return Err(self.invalid(key, "must be a folder name"));
+            }
+            if folders[..i].iter().any(|(_, other)| other == name) {
+                return Err(self.invalid(key, format!("folder `{name}` is used twice")));
+            }
+        }
+        for (key, v) in [
+            ("limits.max_message_bytes", self.limits.max_message_bytes),
+            ("limits.max_parts", self.limits.max_parts),
+            ("limits.max_depth", self.limits.max_depth),
+            ("limits.max_attachments", self.limits.max_attachments),
+        ] {
+            if v == 0 {
+                return Err(self.invalid(key, "must be at least 1"));
+            }
+        }
+        if self.repositories.is_empty() {
+            return Err(self.invalid(
+                "repository",
+                "configure at least one [[repository]] with name = \"owner/name\"",
+            ));
+        }
+        let mut seen_alias: Vec<(String, String)> = Vec::new();
+        for (i, repo) in self.repositories.iter().enumerate() {
+            let key = format!("repository[{i}].name");
+            if !valid_repo_name(&repo.name) {
+                return Err(self.invalid(&key, format!("`{}` is not owner/name", repo.name)));
+            }
+            if self.repositories[..i]
+                .iter()
+                .any(|r| r.name.eq_ignore_ascii_case(&repo.name))
+            {
+                return Err(self.invalid(&key, format!("`{}` is listed twice", repo.name)));
+            }
+            if !ECOSYSTEMS.contains(&repo.ecosystem.as_str()) {
+                return Err(self.invalid(
+                    &format!("repository[{i}].ecosystem"),
+                    format!(
+                        "`{}` is not one of GitHub's ecosystems ({})",
+                        repo.ecosystem,
+                        ECOSYSTEMS.join(", ")
+                    ),
+                ));
+            }
+            for alias in repo.all_aliases() {
+                if alias.trim().is_empty() || alias.contains(char::is_whitespace) {
+                    return Err(self.invalid(
+                        &format!("repository[{i}].aliases"),
+                        format!("alias `{alias}` must be one word"),
+                    ));
+                }
+                if let Some((_, other)) = seen_alias.iter().find(|(a, _)| *a == alias) {
+                    return Err(self.invalid(
+                        &format!("repository[{i}].aliases"),
+                        format!("alias `{alias}` is also used by {other}"),
+                    ));
+                }
+                seen_alias.push((alias, repo.name.clone()));
+            }
+        }
+        if !self
+            .repositories
+            .iter()
+            .any(|r| r.name.eq_ignore_ascii_case(&self.default_repository))
+        {
+            return Err(self.invalid(
+                "default_repository",
+                format!(
+                    "`{}` is not one of the configured [[repository]] entries",
+                    self.default_repository
+                ),
+            ));
+        }
+        if let Some(listen) = &self.metrics.listen {
+            let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+                self.invalid("metrics.listen", "must be an address like 127.0.0.1:9464")
+            })?;
+            if !addr.ip().is_loopback() {
+                return Err(self.invalid(
+                    "metrics.listen",
+                    "must be a loopback address; put a reverse proxy in front for more",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured repository with this `owner/name` (case-insensitive).
+    pub fn repository(&self, name: &str) -> Option<&RepositoryConfig> {
+        self.repositories
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Reads the IMAP password from its file or environment variable.
+    pub fn imap_password(&self) -> Result<Secret, ConfigError> {
+        self.read_secret(
+            "imap.password_file",
+            &self.imap.password_file,
+            &self.imap.password_env,
+        )
+    }
+
+    /// Reads the SMTP password, if SMTP AUTH is configured.
+    pub fn smtp_password(&self) -> Result<Option<Secret>, ConfigError> {
+        if self.smtp.username.is_none() {
+            return Ok(None);
+        }
+        self.read_secret(
+            "smtp.password_file",
+            &self.smtp.password_file,
+            &self.smtp.password_env,
+        )
+        .map(Some)
+    }
+
+    /// Reads the GitHub token from its file or environment variable.
+    pub fn github_token(&self) -> Result<Secret, ConfigError> {
+        self.read_secret(
+            "github.token_file",
+            &self.github.token_file,
+            &self.github.token_env,
+        )
+    }
+
+    fn read_secret(
+        &self,
+        key: &str,
+        file: &Option<PathBuf>,
+        env: &Option<String>,
+    ) -> Result<Secret, ConfigError> {
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                self.invalid(key, format!("cannot read secret file {}: {e}", file.display()))
+            })?;
+            let value = text.trim();
+            if value.is_empty() {
+                return Err(self.invalid(key, format!("secret file {} is empty", file.display())));
+            }
+            return Ok(Secret::new(value));
+        }
+        if let Some(var) = env {
+            let env_key = key.replace("_file", "_env");
+            let value = std::env::var(var).map_err(|_| {
+                self.invalid(&env_key, format!("environment variable {var} is not set"))
+            })?;
+            let value = value.trim();
+            if value.is_empty() {
+                return Err(self.invalid(&env_key, format!("environment variable {var} is empty")));
+            }
+            return Ok(Secret::new(value));
+        }
+        Err(self.invalid(key, "no secret configured"))
+    }
+
+    /// The address part of `smtp.from_address`, lower-cased: our own address.
+    pub fn own_address(&self) -> String {
+        self.smtp.from_address.trim().to_lowercase()
+    }
+}
+
+fn has_line_break(s: &str) -> bool {
+    s.contains(['\r', '\n'])
+}
+
+fn valid_repo_name(name: &str) -> bool {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(name.split_once('/'), Some((o, n)) if ok(o) && ok(n))
+}
+
+/// True when `host` is a loopback IP address or `localhost`.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn url_host_is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = if authority.starts_with('[') {
+        authority.split(']').next().map(|h| format!("{h}]")).unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or("").to_owned()
+    };
+    is_loopback_host(&host)
+}
+
+fn check_tls(config: &Config, section: &str, host: &str, tls: TlsMode) -> Result<(), ConfigError> {
+    if host.trim().is_empty() {
+        return Err(config.invalid(&format!("{section}.host"), "must not be empty"));
+    }
+    if tls == TlsMode::None && !is_loopback_host(host) {
+        return Err(config.invalid(
+            &format!("{section}.tls"),
+            format!(
+                "\"none\" sends passwords in the clear and is only allowed for a loopback \
+                 host, not `{host}`; use \"implicit\" or \"starttls\""
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_secret(
+    config: &Config,
+    key: &str,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+    required: bool,
+) -> Result<(), ConfigError> {
+    match (file, env) {
+        (Some(_), Some(_)) => Err(config.invalid(
+            key,
+            format!("set either {key} or {} , not both", key.replace("_file", "_env")),
+        )),
+        (None, None) if required => Err(config.invalid(
+            key,
+            format!("set {key} (a file) or {} (an environment variable)", key.replace("_file", "_env")),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+default_repository = "pallets/flask"
+[imap]
+host = "imap.example.org"
+username = "security@example.org"
+password_env = "IMAP_PW"
+[smtp]
+host = "smtp.example.org"
+from_address = "security@example.org"
+[github]
+token_env = "GH_TOKEN"
+[[repository]]
+name = "pallets/flask"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/advisory-bridge/config.toml"))
+    }
+
+    #[test]
+    fn a_minimal_config_gets_the_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.imap.port(), 993);
+        assert_eq!(c.smtp.port(), 465);
+        assert_eq!(c.imap.mailbox, "INBOX");
+        assert_eq!(c.github.api_url, "https://api.github.com");
+        assert_eq!(c.limits.max_message_bytes, 25 * 1024 * 1024);
+        assert_eq!(c.repositories[0].ecosystem, "pip");
+        assert_eq!(c.repositories[0].package_name(), "flask");
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/advisory-bridge"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_in_the_error() {
+        let text = MINIMAL.replace("[github]", "[github]\ntokne_file = \"x\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("tokne_file"), "{err}");
+        assert!(err.contains("config.toml"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_to_a_remote_host_is_refused() {
+        let text = MINIMAL.replace("host = \"imap.example.org\"", "host = \"imap.example.org\"\ntls = \"none\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("imap.tls"), "{err}");
+        let text = MINIMAL.replace(
+            "host = \"imap.example.org\"",
+            "host = \"127.0.0.1\"\ntls = \"none\"",
+        );
+        assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn the_default_repository_must_be_configured() {
+        let text = MINIMAL.replace("default_repository = \"pallets/flask\"", "default_repository = \"pallets/jinja\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("default_repository"), "{err}");
+    }
+
+    #[test]
+    fn an_alias_used_twice_is_refused() {
+        let text = format!("{MINIMAL}\n[[repository]]\nname = \"pallets-eco/flask\"\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("repository[1]"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        assert_eq!(format!("{s}"), "[redacted]");
+    }
+
+    #[test]
+    fn a_missing_secret_file_names_the_key() {
+        let text = MINIMAL.replace("password_env = \"IMAP_PW\"", "password_file = \"nope\"");
+        let c = parse(&text).unwrap();
+        let err = c.imap_password().unwrap_err().to_string();
+        assert!(err.contains("imap.password_file"), "{err}");
+        assert!(err.contains("/etc/advisory-bridge/nope"), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! The loop that moves each message through the pipeline stages.

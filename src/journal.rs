@@ -1,0 +1,1 @@
+//! The SQLite journal: each report state, attempts, retries and outcomes.

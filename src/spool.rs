@@ -1,0 +1,1 @@
+//! Durable local storage of raw messages and kept attachments.
