@@ -1,1 +1,871 @@
-//! The loop that moves each message through the pipeline stages.
+//! The loop that moves each message through the pipeline stages, records every step in
+//! the journal, retries transient failures with backoff and files finished messages away.
+//!
+//! Exactly-once rests on three rules kept here:
+//! 1. the raw message is spooled and the report journaled before any external effect;
+//! 2. before creating an advisory we look for our hidden marker among the repository's
+//!    advisories and adopt what we find, so neither a crash after GitHub's answer nor a
+//!    lost journal can create a second one;
+//! 3. a message leaves the watched mailbox only after its outcome is journaled; a final
+//!    state found for a message still in the mailbox means "finish the move".
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::classify::{self, Classification, ReplyDecision, SuppressReason};
+use crate::config::{Config, ConfigError};
+use crate::failure::{Classify, FailureKind};
+use crate::github::{GitHub, GitHubError, GitHubSettings};
+use crate::journal::{Entry, Journal, JournalError, NewEntry, State};
+use crate::mail::{self, Address, Limits, Report, ReportId};
+use crate::render::{self, AdvisoryContext, AdvisoryDraft, AdvisoryRef, Templates};
+use crate::reply::{Mailer, MailerSettings, SendError};
+use crate::route::{self, Route};
+use crate::source::{FetchOutcome, ImapError, ImapSettings, ImapSource, Wake};
+use crate::spool::{Spool, SpoolError};
+
+/// IDLE must be re-issued before the 29-minute server timeout (RFC 2177).
+const MAX_IDLE: Duration = Duration::from_secs(28 * 60);
+/// How long a step in flight may run on after SIGTERM before it is abandoned.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Cap on the delay between IMAP reconnection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(300);
+
+/// Why the daemon cannot start or must stop.
+#[derive(Debug, thiserror::Error)]
+pub enum FatalError {
+    /// A secret or the template could not be loaded.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The reply template is broken.
+    #[error(transparent)]
+    Template(#[from] render::TemplateError),
+    /// The journal cannot be written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The spool cannot be written.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The GitHub client could not be built.
+    #[error(transparent)]
+    GitHub(#[from] GitHubError),
+    /// The SMTP client could not be built.
+    #[error(transparent)]
+    Smtp(#[from] SendError),
+    /// In `once` mode the mailbox could not be reached.
+    #[error(transparent)]
+    Imap(#[from] ImapError),
+}
+
+/// Counters for monitoring, also logged at exit.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Messages fetched from the mailbox.
+    pub messages_seen: AtomicU64,
+    /// Draft advisories created.
+    pub advisories_created: AtomicU64,
+    /// Advisories found by their marker and adopted instead of created.
+    pub advisories_adopted: AtomicU64,
+    /// Acknowledgements sent.
+    pub replies_sent: AtomicU64,
+    /// Acknowledgements deliberately not sent.
+    pub replies_suppressed: AtomicU64,
+    /// Messages filed as noise.
+    pub ignored: AtomicU64,
+    /// Messages quarantined.
+    pub quarantined: AtomicU64,
+    /// Transient failures that scheduled a retry.
+    pub retries: AtomicU64,
+    /// IMAP (re)connections.
+    pub imap_connects: AtomicU64,
+    /// True while a mailbox session is up: what `/healthz` reports.
+    pub mailbox_connected: AtomicBool,
+}
+
+impl Metrics {
+    fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "messages_seen",
+                "Messages fetched from the mailbox.",
+                &self.messages_seen,
+            ),
+            (
+                "advisories_created",
+                "Draft advisories created.",
+                &self.advisories_created,
+            ),
+            (
+                "advisories_adopted",
+                "Existing advisories adopted by marker.",
+                &self.advisories_adopted,
+            ),
+            ("replies_sent", "Acknowledgements sent.", &self.replies_sent),
+            (
+                "replies_suppressed",
+                "Acknowledgements not sent on purpose.",
+                &self.replies_suppressed,
+            ),
+            ("ignored", "Messages filed as noise.", &self.ignored),
+            ("quarantined", "Messages quarantined.", &self.quarantined),
+            (
+                "retries",
+                "Transient failures that scheduled a retry.",
+                &self.retries,
+            ),
+            (
+                "imap_connects",
+                "IMAP connections made.",
+                &self.imap_connects,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP advisory_bridge_{name}_total {help}\n# TYPE advisory_bridge_{name}_total counter\nadvisory_bridge_{name}_total {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+/// `run` keeps watching; `once` drains what is there and returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Watch the mailbox until SIGTERM.
+    Run,
+    /// Handle every message present now, then return.
+    Once,
+}
+
+/// What a `once` run left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// Messages still waiting for a retry.
+    pub deferred: usize,
+}
+
+/// Everything one message's trip through the pure stages produces: what `preview`
+/// prints and what the daemon acts on.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Report or noise.
+    pub classification: Classification,
+    /// The chosen repository.
+    pub route: Route,
+    /// The advisory to create.
+    pub draft: AdvisoryDraft,
+    /// Whether and to whom to reply.
+    pub reply: ReplyDecision,
+}
+
+/// Runs parse's output through classify, route and render. Pure.
+pub fn prepare(config: &Config, report: &Report, received_at: DateTime<Utc>) -> Prepared {
+    let ctx = classify_context(config);
+    let classification = classify::classify(report, &ctx);
+    let route = route::route(
+        report,
+        &config.repositories,
+        &config.default_repository,
+        &config.smtp.from_address,
+    );
+    let repository = config
+        .repository(&route.repository)
+        .expect("route only returns configured repositories");
+    let draft = render::advisory(
+        report,
+        &AdvisoryContext {
+            route: &route,
+            repository,
+            settings: &config.advisory,
+            received_at,
+        },
+    );
+    let reply = if !config.reply.enabled {
+        ReplyDecision::Suppress(SuppressReason::Disabled)
+    } else {
+        classify::reply_decision(report, &ctx)
+    };
+    Prepared {
+        classification,
+        route,
+        draft,
+        reply,
+    }
+}
+
+/// Our own addresses, for loop detection.
+pub fn classify_context(config: &Config) -> classify::Context {
+    let mut own = vec![config.own_address()];
+    let login = config.imap.username.trim().to_lowercase();
+    if login.contains('@') && !own.contains(&login) {
+        own.push(login);
+    }
+    classify::Context { own_addresses: own }
+}
+
+/// Our address and display name as the sender of replies.
+pub fn from_address(config: &Config) -> Address {
+    Address {
+        name: Some(config.smtp.from_name.clone()),
+        email: config.smtp.from_address.trim().to_owned(),
+    }
+}
+
+/// IMAP settings with the password read from its secret source.
+pub fn imap_settings(config: &Config) -> Result<ImapSettings, ConfigError> {
+    Ok(ImapSettings {
+        host: config.imap.host.clone(),
+        port: config.imap.port(),
+        tls: config.imap.tls,
+        ca_file: config.imap.ca_file.clone(),
+        username: config.imap.username.clone(),
+        password: config.imap_password()?,
+        timeout: Duration::from_secs(config.imap.timeout_secs),
+    })
+}
+
+/// SMTP settings with the password read from its secret source.
+pub fn mailer_settings(config: &Config) -> Result<MailerSettings, ConfigError> {
+    let credentials = match (&config.smtp.username, config.smtp_password()?) {
+        (Some(user), Some(pw)) => Some((user.clone(), pw)),
+        _ => None,
+    };
+    Ok(MailerSettings {
+        host: config.smtp.host.clone(),
+        port: config.smtp.port(),
+        tls: config.smtp.tls,
+        ca_file: config.smtp.ca_file.clone(),
+        credentials,
+        timeout: Duration::from_secs(config.smtp.timeout_secs),
+    })
+}
+
+/// GitHub settings with the token read from its secret source.
+pub fn github_settings(config: &Config) -> Result<GitHubSettings, ConfigError> {
+    Ok(GitHubSettings {
+        api_url: config.github.api_url.clone(),
+        token: config.github_token()?,
+        timeout: Duration::from_secs(config.github.timeout_secs),
+    })
+}
+
+/// Capped exponential backoff with jitter: attempt 1 waits about `initial`, each further
+/// attempt doubles it up to `max`; the result is drawn from [d/2, d] so that many
+/// deferred messages do not retry in lockstep. A delay the remote side asked for is
+/// honoured as a floor.
+pub fn backoff(
+    attempts: u32,
+    initial: Duration,
+    max: Duration,
+    asked: Option<Duration>,
+) -> Duration {
+    let exp = attempts.saturating_sub(1).min(20);
+    let d = initial.saturating_mul(1u32 << exp).min(max);
+    let half = d / 2;
+    let jitter = half.mul_f64(rand::random::<f64>());
+    let d = half + jitter;
+    match asked {
+        Some(a) if a > d => a + Duration::from_millis(rand::random_range(0..1000)),
+        _ => d,
+    }
+}
+
+/// What became of one message in one pass.
+enum Step {
+    /// It left the mailbox (or was already gone).
+    Done,
+    /// It waits for a retry not before this time.
+    Deferred(DateTime<Utc>),
+}
+
+/// Why one message's pass stopped early.
+enum StepError {
+    /// The IMAP session is broken: reconnect and try again.
+    Imap(ImapError),
+    /// The daemon must stop.
+    Fatal(FatalError),
+}
+
+impl From<ImapError> for StepError {
+    fn from(e: ImapError) -> Self {
+        StepError::Imap(e)
+    }
+}
+impl From<JournalError> for StepError {
+    fn from(e: JournalError) -> Self {
+        StepError::Fatal(e.into())
+    }
+}
+impl From<SpoolError> for StepError {
+    fn from(e: SpoolError) -> Self {
+        StepError::Fatal(e.into())
+    }
+}
+
+/// A failure of an external step for one report.
+enum ReportFailure {
+    GitHub(GitHubError),
+    Smtp(SendError),
+    Template(render::TemplateError),
+}
+
+impl ReportFailure {
+    fn kind(&self) -> FailureKind {
+        match self {
+            ReportFailure::GitHub(e) => e.kind(),
+            ReportFailure::Smtp(e) => e.kind(),
+            ReportFailure::Template(_) => FailureKind::Permanent,
+        }
+    }
+}
+
+impl std::fmt::Display for ReportFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReportFailure::GitHub(e) => e.fmt(f),
+            ReportFailure::Smtp(e) => e.fmt(f),
+            ReportFailure::Template(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The daemon: configuration plus the clients and stores every message goes through.
+pub struct Daemon {
+    config: Arc<Config>,
+    journal: Journal,
+    spool: Spool,
+    github: GitHub,
+    mailer: Mailer,
+    templates: Templates,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    imap: ImapSettings,
+    /// Per mailbox UID (within one UIDVALIDITY): not before this time. Saves refetching
+    /// messages that wait for a retry on every pass.
+    deferred: HashMap<(u32, u32), DateTime<Utc>>,
+    uidvalidity: Option<u32>,
+}
+
+impl Daemon {
+    /// Reads secrets, loads the template, opens the journal and spool, and builds the
+    /// clients. Contacts nothing.
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Daemon, FatalError> {
+        let templates = Templates::load(&config.reply)?;
+        let imap = imap_settings(&config)?;
+        let mailer = Mailer::new(&mailer_settings(&config)?)?;
+        let github = GitHub::new(&github_settings(&config)?)?;
+        let spool = Spool::open(&config.state_dir)?;
+        let journal = Journal::open(&config.state_dir)?;
+        Ok(Daemon {
+            limits: Limits::from(&config.limits),
+            config: Arc::new(config),
+            journal,
+            spool,
+            github,
+            mailer,
+            templates,
+            metrics,
+            imap,
+            deferred: HashMap::new(),
+            uidvalidity: None,
+        })
+    }
+
+    fn folders(&self) -> [&str; 3] {
+        [
+            &self.config.imap.processed_folder,
+            &self.config.imap.ignored_folder,
+            &self.config.imap.quarantine_folder,
+        ]
+    }
+
+    /// Runs until `shutdown` turns true (`Run`) or the mailbox is drained (`Once`).
+    pub async fn run(
+        &mut self,
+        mode: Mode,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Summary, FatalError> {
+        let mut reconnect_attempts = 0u32;
+        let mut ready_sent = false;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(Summary::default());
+            }
+            Metrics::inc(&self.metrics.imap_connects);
+            let connected =
+                ImapSource::connect(&self.imap, &self.config.imap.mailbox, &self.folders()).await;
+            let (mut imap, state) = match connected {
+                Ok(c) => c,
+                Err(e) if mode == Mode::Once => return Err(e.into()),
+                Err(e) => {
+                    reconnect_attempts += 1;
+                    let delay = backoff(
+                        reconnect_attempts,
+                        Duration::from_secs(1),
+                        MAX_RECONNECT_DELAY,
+                        None,
+                    );
+                    if e.kind().is_transient() {
+                        warn!(error = %e, retry_in = ?delay, "cannot reach the mailbox; retrying");
+                    } else {
+                        error!(error = %e, retry_in = ?delay, "the mailbox refused us; fix the configuration, retrying");
+                    }
+                    notify_status(&format!("mailbox unreachable: {e}"));
+                    if wait_or_shutdown(&mut shutdown, delay).await {
+                        return Ok(Summary::default());
+                    }
+                    continue;
+                }
+            };
+            reconnect_attempts = 0;
+            self.metrics
+                .mailbox_connected
+                .store(true, Ordering::Relaxed);
+            if self.uidvalidity != Some(state.uidvalidity) {
+                if self.uidvalidity.is_some() {
+                    warn!(
+                        uidvalidity = state.uidvalidity,
+                        "mailbox UIDVALIDITY changed; rescanning (reports are keyed by Message-ID, so nothing is duplicated)"
+                    );
+                }
+                self.deferred.clear();
+                self.uidvalidity = Some(state.uidvalidity);
+            }
+            if !ready_sent {
+                ready_sent = true;
+                notify_ready();
+            }
+            info!(
+                mailbox = %self.config.imap.mailbox,
+                messages = state.exists,
+                "watching the mailbox"
+            );
+            let result = self.session(&mut imap, mode, &mut shutdown).await;
+            self.metrics
+                .mailbox_connected
+                .store(false, Ordering::Relaxed);
+            match result {
+                Ok(summary) => {
+                    let _ = imap.logout().await;
+                    return Ok(summary);
+                }
+                Err(StepError::Fatal(e)) => {
+                    let _ = imap.logout().await;
+                    return Err(e);
+                }
+                Err(StepError::Imap(e)) => {
+                    if mode == Mode::Once {
+                        return Err(e.into());
+                    }
+                    warn!(error = %e, "lost the mailbox connection; reconnecting");
+                    notify_status(&format!("reconnecting: {e}"));
+                }
+            }
+        }
+    }
+
+    /// One logged-in session: passes over the mailbox separated by waits.
+    async fn session(
+        &mut self,
+        imap: &mut ImapSource,
+        mode: Mode,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Summary, StepError> {
+        loop {
+            let uids = imap.list_uids().await?;
+            let mut next_due: Option<DateTime<Utc>> = None;
+            let mut deferred = 0usize;
+            for uid in uids {
+                if *shutdown.borrow() {
+                    return Ok(Summary { deferred });
+                }
+                let span = info_span!("message", uid);
+                let step = self
+                    .process_with_grace(imap, uid, shutdown)
+                    .instrument(span)
+                    .await?;
+                match step {
+                    Some(Step::Done) => {}
+                    Some(Step::Deferred(t)) => {
+                        deferred += 1;
+                        next_due = Some(next_due.map_or(t, |n| n.min(t)));
+                    }
+                    None => return Ok(Summary { deferred }),
+                }
+            }
+            notify_status(&format!("idle; {deferred} message(s) waiting for a retry"));
+            if mode == Mode::Once {
+                return Ok(Summary { deferred });
+            }
+            let max_wait = next_due
+                .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(MAX_IDLE)
+                .min(MAX_IDLE);
+            let poll = Duration::from_secs(self.config.imap.poll_interval_secs);
+            tokio::select! {
+                woke = imap.wait(self.config.imap.idle, poll, max_wait) => {
+                    let _: Wake = woke?;
+                }
+                _ = shutdown.changed() => return Ok(Summary { deferred }),
+            }
+        }
+    }
+
+    /// Processes one message; on SIGTERM the step in flight gets a short grace period and
+    /// is then abandoned (the journal lets the next start finish it). `None` means
+    /// shutdown.
+    async fn process_with_grace(
+        &mut self,
+        imap: &mut ImapSource,
+        uid: u32,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Step>, StepError> {
+        let mut rx = shutdown.clone();
+        let work = self.process(imap, uid);
+        tokio::pin!(work);
+        tokio::select! {
+            r = &mut work => return r.map(Some),
+            _ = rx.changed() => {}
+        }
+        match tokio::time::timeout(SHUTDOWN_GRACE, work).await {
+            Ok(r) => r.map(|_| None),
+            Err(_) => {
+                warn!(
+                    uid,
+                    "abandoning the step in flight for shutdown; it resumes at the next start"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Moves one message as far through the pipeline as it can go now.
+    async fn process(&mut self, imap: &mut ImapSource, uid: u32) -> Result<Step, StepError> {
+        let uidvalidity = self.uidvalidity.unwrap_or(0);
+        let now = Utc::now();
+        if let Some(&until) = self.deferred.get(&(uidvalidity, uid)) {
+            if until > now {
+                return Ok(Step::Deferred(until));
+            }
+        }
+        let fetched = match imap.fetch(uid, self.limits.max_message_bytes).await? {
+            FetchOutcome::Gone => return Ok(Step::Done),
+            FetchOutcome::TooLarge { size } => {
+                // Never read into memory; the message itself stays intact in quarantine.
+                let id = ReportId(format!("oversize-{uidvalidity}-{uid}"));
+                let reason = format!(
+                    "message is {size} bytes, over limits.max_message_bytes = {}",
+                    self.limits.max_message_bytes
+                );
+                self.journal.record_seen(
+                    &NewEntry {
+                        report_id: &id,
+                        message_id: None,
+                        spool_path: std::path::Path::new(""),
+                        sender: None,
+                        subject: None,
+                    },
+                    now,
+                )?;
+                self.quarantine(imap, uid, &id, &reason).await?;
+                return Ok(Step::Done);
+            }
+            FetchOutcome::Message(m) => m,
+        };
+        Metrics::inc(&self.metrics.messages_seen);
+        let received_at = fetched.internal_date.unwrap_or(now);
+        let spool_path = self.spool.store_message(&fetched.raw)?;
+        let report = match mail::parse(&fetched.raw, &self.limits) {
+            Ok(r) => r,
+            Err(e) => {
+                let id = ReportId(hex::encode(Sha256::digest(&fetched.raw)));
+                self.journal.record_seen(
+                    &NewEntry {
+                        report_id: &id,
+                        message_id: None,
+                        spool_path: &spool_path,
+                        sender: None,
+                        subject: None,
+                    },
+                    now,
+                )?;
+                self.quarantine(imap, uid, &id, &e.to_string()).await?;
+                return Ok(Step::Done);
+            }
+        };
+        let sender = report.from.as_ref().map(|a| a.email.as_str());
+        let entry = self.journal.record_seen(
+            &NewEntry {
+                report_id: &report.report_id,
+                message_id: report.message_id.as_deref(),
+                spool_path: &spool_path,
+                sender,
+                subject: Some(&report.subject),
+            },
+            now,
+        )?;
+        let span = info_span!("report", report_id = %report.report_id);
+        self.advance(imap, uid, &report, entry, received_at)
+            .instrument(span)
+            .await
+    }
+
+    /// Continues a journaled report from wherever it stands.
+    async fn advance(
+        &mut self,
+        imap: &mut ImapSource,
+        uid: u32,
+        report: &Report,
+        entry: Entry,
+        received_at: DateTime<Utc>,
+    ) -> Result<Step, StepError> {
+        let id = &report.report_id;
+        let now = Utc::now();
+        if entry.state.is_final() {
+            // Either a crash between the journal record and the move, or a second copy
+            // of a report already handled (same Message-ID): finish the move.
+            let folder = self.folder_for(entry.state).to_owned();
+            info!(state = entry.state.as_str(), folder = %folder, "report already handled; filing this copy");
+            imap.move_to(uid, &folder).await?;
+            return Ok(Step::Done);
+        }
+        if let Some(t) = entry.next_attempt_at {
+            if t > now {
+                self.deferred
+                    .insert((self.uidvalidity.unwrap_or(0), uid), t);
+                return Ok(Step::Deferred(t));
+            }
+        }
+        let prepared = prepare(&self.config, report, received_at);
+        if let Classification::Noise(reason) = &prepared.classification {
+            let reason = reason.to_string();
+            self.journal
+                .record_final(id, State::Ignored, Some(&reason), now)?;
+            imap.move_to(uid, &self.config.imap.ignored_folder).await?;
+            Metrics::inc(&self.metrics.ignored);
+            info!(outcome = "ignored", reason = %reason, "message is not a report");
+            return Ok(Step::Done);
+        }
+        let route = &prepared.route;
+        if entry.repository.is_none() {
+            self.journal
+                .record_route(id, &route.repository, &route.reason.to_string(), now)?;
+        }
+
+        let advisory = match (&entry.ghsa_id, &entry.advisory_url) {
+            (Some(ghsa), Some(url)) if entry.state != State::Seen => AdvisoryRef {
+                ghsa_id: ghsa.clone(),
+                html_url: url.clone(),
+                repository: entry.repository.clone().unwrap_or(route.repository.clone()),
+            },
+            _ => {
+                for a in &prepared.draft.stored_attachments {
+                    if let Some(att) = report.attachments.get(a.index) {
+                        self.spool.store_attachment(id, &a.file_name, &att.data)?;
+                    }
+                }
+                match self.ensure_advisory(report, &prepared.draft).await {
+                    Ok(a) => {
+                        self.journal
+                            .record_advisory(id, &a.ghsa_id, &a.html_url, Utc::now())?;
+                        a
+                    }
+                    Err(e) => return self.failed(imap, uid, id, &entry, e).await,
+                }
+            }
+        };
+
+        if entry.state != State::Acknowledged {
+            match &prepared.reply {
+                ReplyDecision::Send(to) => {
+                    let message = match render::reply(
+                        report,
+                        to,
+                        &advisory,
+                        &from_address(&self.config),
+                        &self.config.reply,
+                        &self.templates,
+                    ) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            return self
+                                .failed(imap, uid, id, &entry, ReportFailure::Template(e))
+                                .await;
+                        }
+                    };
+                    if let Err(e) = self.mailer.send(&message).await {
+                        return self
+                            .failed(imap, uid, id, &entry, ReportFailure::Smtp(e))
+                            .await;
+                    }
+                    self.journal
+                        .record_reply(id, "sent", Some(&message.message_id), Utc::now())?;
+                    Metrics::inc(&self.metrics.replies_sent);
+                }
+                ReplyDecision::Suppress(reason) => {
+                    self.journal.record_reply(
+                        id,
+                        &format!("suppressed: {reason}"),
+                        None,
+                        Utc::now(),
+                    )?;
+                    Metrics::inc(&self.metrics.replies_suppressed);
+                    info!(reason = %reason, "no reply sent");
+                }
+            }
+        }
+
+        self.journal
+            .record_final(id, State::Filed, None, Utc::now())?;
+        imap.move_to(uid, &self.config.imap.processed_folder)
+            .await?;
+        self.deferred.remove(&(self.uidvalidity.unwrap_or(0), uid));
+        info!(
+            outcome = "filed",
+            repository = %advisory.repository,
+            ghsa = %advisory.ghsa_id,
+            route = %route.reason,
+            "report handled"
+        );
+        Ok(Step::Done)
+    }
+
+    /// Adopts the advisory that carries this report's marker, or creates it.
+    async fn ensure_advisory(
+        &self,
+        report: &Report,
+        draft: &AdvisoryDraft,
+    ) -> Result<AdvisoryRef, ReportFailure> {
+        let marker = render::marker(&report.report_id);
+        if let Some(found) = self
+            .github
+            .find_by_marker(&draft.repository, &marker)
+            .await
+            .map_err(ReportFailure::GitHub)?
+        {
+            Metrics::inc(&self.metrics.advisories_adopted);
+            info!(ghsa = %found.ghsa_id, "adopted the advisory created before a restart");
+            return Ok(found);
+        }
+        let created = self
+            .github
+            .create_draft(draft)
+            .await
+            .map_err(ReportFailure::GitHub)?;
+        Metrics::inc(&self.metrics.advisories_created);
+        info!(ghsa = %created.ghsa_id, repository = %created.repository, "draft advisory created");
+        Ok(created)
+    }
+
+    /// Schedules a retry for a transient failure, or quarantines on a permanent one.
+    async fn failed(
+        &mut self,
+        imap: &mut ImapSource,
+        uid: u32,
+        id: &ReportId,
+        entry: &Entry,
+        failure: ReportFailure,
+    ) -> Result<Step, StepError> {
+        match failure.kind() {
+            FailureKind::Transient { retry_after } => {
+                let delay = backoff(
+                    entry.attempts + 1,
+                    Duration::from_secs(self.config.retry.initial_delay_secs),
+                    Duration::from_secs(self.config.retry.max_delay_secs),
+                    retry_after,
+                );
+                let now = Utc::now();
+                let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                let attempts = self
+                    .journal
+                    .record_failure(id, &failure.to_string(), next, now)?;
+                self.deferred
+                    .insert((self.uidvalidity.unwrap_or(0), uid), next);
+                Metrics::inc(&self.metrics.retries);
+                warn!(error = %failure, attempts, retry_in = ?delay, "step failed; will retry");
+                Ok(Step::Deferred(next))
+            }
+            FailureKind::Permanent => {
+                let reason = match &entry.ghsa_id {
+                    Some(ghsa) => format!("advisory {ghsa} exists, but: {failure}"),
+                    None => failure.to_string(),
+                };
+                self.quarantine(imap, uid, id, &reason).await?;
+                Ok(Step::Done)
+            }
+        }
+    }
+
+    async fn quarantine(
+        &mut self,
+        imap: &mut ImapSource,
+        uid: u32,
+        id: &ReportId,
+        reason: &str,
+    ) -> Result<(), StepError> {
+        self.journal
+            .record_final(id, State::Quarantined, Some(reason), Utc::now())?;
+        imap.move_to(uid, &self.config.imap.quarantine_folder)
+            .await?;
+        Metrics::inc(&self.metrics.quarantined);
+        error!(outcome = "quarantined", report_id = %id, reason, "message quarantined");
+        Ok(())
+    }
+
+    fn folder_for(&self, state: State) -> &str {
+        match state {
+            State::Ignored => &self.config.imap.ignored_folder,
+            State::Quarantined => &self.config.imap.quarantine_folder,
+            _ => &self.config.imap.processed_folder,
+        }
+    }
+}
+
+/// Sleeps `delay` unless shutdown comes first; true means shutdown.
+async fn wait_or_shutdown(shutdown: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}
+
+/// Tells systemd we are ready (no-op outside systemd).
+fn notify_ready() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+}
+
+/// Sets systemd's status line (no-op outside systemd).
+pub fn notify_status(status: &str) {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(status)]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_what_the_server_asked() {
+        let s = Duration::from_secs;
+        for attempt in 1..40 {
+            let d = backoff(attempt, s(5), s(900), None);
+            assert!(d <= s(900), "attempt {attempt}: {d:?}");
+            let nominal = s(5).saturating_mul(1 << (attempt - 1).min(20)).min(s(900));
+            assert!(d >= nominal / 2, "attempt {attempt}: {d:?}");
+        }
+        let d = backoff(1, s(5), s(900), Some(s(120)));
+        assert!(d >= s(120) && d <= s(121), "{d:?}");
+    }
+}

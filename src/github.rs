@@ -74,3 +74,11 @@ impl GitHub {
         unimplemented!("github::GitHub::check_access")
     }
 }
+
+/// The request body GitHub receives for a draft: what `preview` prints.
+pub fn create_body(
+    draft: &AdvisoryDraft,
+) -> octocrab::models::security_advisories::CreateRepositoryAdvisory {
+    let _ = draft;
+    unimplemented!("github::create_body")
+}

@@ -14,6 +14,7 @@ pub mod failure;
 pub mod github;
 pub mod journal;
 pub mod mail;
+pub mod metrics;
 pub mod render;
 pub mod reply;
 pub mod route;
