@@ -917,6 +917,31 @@ name = "pallets/flask"
     }
 
     #[test]
+    fn the_example_config_is_valid_and_shows_the_defaults() {
+        let text = include_str!("../config.example.toml");
+        let c = parse(text).unwrap();
+        let d = parse(MINIMAL).unwrap();
+        assert_eq!(c.imap.poll_interval_secs, d.imap.poll_interval_secs);
+        assert_eq!(c.imap.timeout_secs, d.imap.timeout_secs);
+        assert_eq!(c.smtp.timeout_secs, d.smtp.timeout_secs);
+        assert_eq!(c.github.timeout_secs, d.github.timeout_secs);
+        assert_eq!(c.github.api_url, d.github.api_url);
+        assert_eq!(c.limits.max_message_bytes, d.limits.max_message_bytes);
+        assert_eq!(c.limits.max_parts, d.limits.max_parts);
+        assert_eq!(c.limits.max_depth, d.limits.max_depth);
+        assert_eq!(c.limits.max_attachments, d.limits.max_attachments);
+        assert_eq!(c.retry.initial_delay_secs, d.retry.initial_delay_secs);
+        assert_eq!(c.retry.max_delay_secs, d.retry.max_delay_secs);
+        assert_eq!(
+            c.advisory.inline_attachment_max_bytes,
+            d.advisory.inline_attachment_max_bytes
+        );
+        assert_eq!(c.reply.policy_url, d.reply.policy_url);
+        assert_eq!(c.state_dir, d.state_dir);
+        assert_eq!(c.repository("pallets/jinja").unwrap().package_name(), "jinja2");
+    }
+
+    #[test]
     fn secrets_never_show_in_debug_output() {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "[redacted]");
