@@ -401,10 +401,10 @@ mod tests {
             "https://github.com/pallets/clickjacking",
             "https://github.com/pallets",
         ] {
-            assert_eq!(
-                route_of(&report("x", text)).reason,
-                RouteReason::Default,
-                "{text}"
+            let reason = route_of(&report("x", text)).reason;
+            assert!(
+                !matches!(reason, RouteReason::GitHubUrl(_)),
+                "{text}: {reason:?}"
             );
         }
     }
