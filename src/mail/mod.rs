@@ -428,7 +428,9 @@ fn collect_attachments(
                 }
             }
             PartType::Text(t) | PartType::Html(t) => {
-                let data = t.as_bytes().to_vec();
+                // MIME text travels with CRLF line breaks; keep it in local form (LF) so a
+                // patch applies and a log reads as sent.
+                let data = t.replace("\r\n", "\n").into_bytes();
                 Attachment {
                     filename,
                     content_type: content_type.unwrap_or_else(|| "text/plain".into()),
@@ -727,7 +729,12 @@ mod tests {
         assert_eq!(patch.filename.as_deref(), Some("fix-escape.patch"));
         assert_eq!(patch.content_type, "text/x-patch");
         assert!(patch.is_text);
-        assert!(String::from_utf8_lossy(&patch.data).starts_with("diff --git a/src/markupsafe"));
+        let patch_text = String::from_utf8(patch.data.clone()).unwrap();
+        assert!(patch_text.starts_with("diff --git a/src/markupsafe"));
+        assert!(
+            !patch_text.contains('\r'),
+            "MIME line breaks become local ones"
+        );
         assert_eq!(patch.sha256, sha256_hex(&patch.data));
         let png = &r.attachments[1];
         assert_eq!(png.filename.as_deref(), Some("alert.png"));
