@@ -64,12 +64,22 @@ pub fn pre_block(escaped: &str) -> String {
     format!("\n<pre>\n{body}\n</pre>\n\n")
 }
 
+/// Longest value [`inline_code`] shows, in characters; longer ones end in `…`. Keeps a
+/// hostile 100 KB subject or file name from eating the description's room.
+pub const INLINE_MAX_CHARS: usize = 200;
+
 /// `value` as one line of inline code that no Markdown, HTML or table syntax in it can
-/// affect. Line breaks become spaces.
+/// affect. Line breaks become spaces; values over [`INLINE_MAX_CHARS`] are cut.
 pub fn inline_code(value: &str) -> String {
     let mut out = String::from("<code>");
     let mut last_space = false;
-    for c in value.trim().chars() {
+    let value = value.trim();
+    let cut = value.chars().count() > INLINE_MAX_CHARS;
+    for c in value.chars().take(if cut {
+        INLINE_MAX_CHARS - 1
+    } else {
+        INLINE_MAX_CHARS
+    }) {
         if c == '\n' || c == '\r' || c == '\t' {
             if !last_space {
                 out.push(' ');
@@ -86,6 +96,9 @@ pub fn inline_code(value: &str) -> String {
             c if is_disguising(c) => push_visible_escape(&mut out, c),
             c => out.push(c),
         }
+    }
+    if cut {
+        out.push('…');
     }
     out.push_str("</code>");
     out
@@ -139,6 +152,19 @@ mod tests {
              &#91;l&#93;&#40;http&#58;&#47;&#47;x&#41;</code>"
         );
         assert!(!s[6..s.len() - 7].contains(['|', '<', '>', '`', '*', '@', '[', '\n']));
+    }
+
+    #[test]
+    fn long_inline_values_are_cut() {
+        let s = inline_code(&"a".repeat(10_000));
+        assert_eq!(s.chars().count(), "<code></code>".len() + INLINE_MAX_CHARS);
+        assert!(s.ends_with("…</code>"));
+        assert_eq!(
+            inline_code(&"a".repeat(INLINE_MAX_CHARS))
+                .matches('a')
+                .count(),
+            INLINE_MAX_CHARS
+        );
     }
 
     #[test]

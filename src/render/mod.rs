@@ -288,6 +288,9 @@ fn route_reason(reason: &RouteReason) -> String {
     }
 }
 
+/// Room the attachment table may take at most; the rest is left for the report text.
+const LISTING_MAX_CHARS: usize = 24_000;
+
 fn attachment_listing(report: &Report, stored: &[StoredAttachment]) -> String {
     if report.attachments.is_empty() {
         return String::new();
@@ -302,7 +305,7 @@ fn attachment_listing(report: &Report, stored: &[StoredAttachment]) -> String {
             .iter()
             .find(|s| s.index == i && s.generated.is_none())
             .map_or_else(String::new, |s| inline_code(&s.file_name));
-        s.push_str(&format!(
+        let row = format!(
             "| {} | {} | {} | {} | {} | {} |\n",
             i + 1,
             a.filename
@@ -312,7 +315,15 @@ fn attachment_listing(report: &Report, stored: &[StoredAttachment]) -> String {
             human_size(a.data.len()),
             inline_code(&a.sha256),
             stored_as
-        ));
+        );
+        if github_len(&s) + github_len(&row) > LISTING_MAX_CHARS {
+            s.push_str(&format!(
+                "\n{} more attachment(s) are not listed here for lack of room; all are stored.\n",
+                report.attachments.len() - i
+            ));
+            break;
+        }
+        s.push_str(&row);
     }
     s.push('\n');
     s
@@ -1009,6 +1020,40 @@ mod tests {
                 .contains("| 1 | <code>fix&#45;escape&#46;patch</code>")
         );
         assert_eq!(d.stored_attachments.len(), 3);
+    }
+
+    #[test]
+    fn many_attachments_with_huge_names_and_a_huge_subject_still_fit() {
+        let mut r = fixture("patch-and-binary.eml");
+        r.subject = "|<@x>".repeat(20_000);
+        let template = r.attachments[0].clone();
+        r.attachments = (0..300)
+            .map(|i| crate::mail::Attachment {
+                filename: Some(format!("{i}{}", "|`<".repeat(100))),
+                ..template.clone()
+            })
+            .collect();
+        r.text = "report ".repeat(20_000);
+        let d = render(&r);
+        assert!(
+            github_len(&d.description) <= DESCRIPTION_LIMIT,
+            "{}",
+            github_len(&d.description)
+        );
+        assert!(
+            d.description
+                .contains("more attachment(s) are not listed here")
+        );
+        assert_eq!(
+            d.stored_attachments.len(),
+            301,
+            "all attachments and the full text are kept"
+        );
+        assert!(
+            d.description
+                .ends_with(&format!("{}\n", marker(&r.report_id)))
+        );
+        assert_eq!(d.summary.chars().count(), SUMMARY_LIMIT);
     }
 
     #[test]
