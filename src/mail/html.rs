@@ -309,17 +309,22 @@ fn next_boundary(s: &str, mut i: usize) -> usize {
     i.min(s.len())
 }
 
-/// Skips past the end tag of an element whose content is hidden.
+/// Skips past the end tag of an element whose content is hidden. Scans forward without
+/// copying, so many hidden elements cost linear time, not quadratic.
 fn skip_element<'a>(s: &'a str, name: &str) -> &'a str {
-    let lower = s.to_ascii_lowercase();
-    let needle = format!("</{name}");
-    match lower.find(&needle) {
-        Some(i) => {
-            let after = &s[i..];
-            after.find('>').map_or("", |j| &after[j + 1..])
+    let mut from = 0;
+    while let Some(i) = s[from..].find("</") {
+        let rest = &s[from + i + 2..];
+        if rest
+            .as_bytes()
+            .get(..name.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            return rest.find('>').map_or("", |j| &rest[j + 1..]);
         }
-        None => "",
+        from += i + 2;
     }
+    ""
 }
 
 /// Decodes the character references mail clients actually produce.
@@ -456,5 +461,9 @@ mod tests {
             let _ = html_to_text(input);
         }
         assert_eq!(html_to_text("a < b"), "a < b");
+        assert_eq!(
+            html_to_text("<STYLE>x</Style>shown<script>never closed"),
+            "shown"
+        );
     }
 }
