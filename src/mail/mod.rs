@@ -856,6 +856,44 @@ mod tests {
     }
 
     #[test]
+    fn the_plain_alternative_is_preferred_and_inline_images_are_attachments() {
+        let raw = "Message-ID: <alt@x>\r\nFrom: a@example.org\r\n\
+            Content-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n\
+            --alt\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlain version.\r\n\
+            --alt\r\nContent-Type: multipart/related; boundary=\"rel\"\r\n\r\n\
+            --rel\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>HTML <b>version</b></p>\r\n\
+            --rel\r\nContent-Type: image/png\r\nContent-ID: <img1>\r\n\
+            Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--rel--\r\n--alt--\r\n";
+        let r = parse(raw.as_bytes(), &LIMITS).unwrap();
+        assert_eq!(r.text, "Plain version.");
+        assert!(!r.text_from_html);
+        assert_eq!(r.attachments.len(), 1, "{:?}", r.attachments);
+        assert_eq!(r.attachments[0].content_type, "image/png");
+        assert_eq!(r.attachments[0].data, b"\x89PNG\r\n\x1a\n");
+        assert_eq!(r.attachments[0].filename, None);
+    }
+
+    #[test]
+    fn a_base64_attached_message_is_kept_decoded() {
+        let inner = "Subject: inner\r\nFrom: b@example.org\r\n\r\nInner body.\r\n";
+        // base64 of `inner`, as a mail client would send it.
+        let encoded =
+            "U3ViamVjdDogaW5uZXINCkZyb206IGJAZXhhbXBsZS5vcmcNCg0KSW5uZXIgYm9keS4NCg==\r\n";
+        let raw = format!(
+            "Message-ID: <b64@x>\r\nFrom: a@example.org\r\n\
+             Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n\
+             --m\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n\
+             --m\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+             {encoded}--m--\r\n"
+        );
+        let r = parse(raw.as_bytes(), &LIMITS).unwrap();
+        assert_eq!(r.attachments.len(), 1);
+        assert_eq!(r.attachments[0].content_type, "message/rfc822");
+        assert_eq!(r.attachments[0].filename.as_deref(), Some("inner.eml"));
+        assert_eq!(String::from_utf8_lossy(&r.attachments[0].data), inner);
+    }
+
+    #[test]
     fn a_message_over_the_size_limit_is_refused_before_parsing() {
         let limits = Limits {
             max_message_bytes: 10,
