@@ -1,0 +1,469 @@
+//! Turn an HTML mail body into readable plain text that keeps link targets visible.
+//!
+//! mail-parser has an HTML-to-text conversion, but it drops `href`s, and routing looks for
+//! GitHub URLs in the text, and maintainers need to see where a link really points (the
+//! visible text of a link can lie). So links become `text (url)`. Images become
+//! `[image: alt]` without their source. Scripts, styles and the head are dropped. This is
+//! a forgiving scanner, not a validating parser: any input gives some text, never a panic.
+
+/// Converts an HTML document or fragment to plain text.
+pub fn html_to_text(html: &str) -> String {
+    let mut conv = Converter::default();
+    conv.run(html);
+    conv.finish()
+}
+
+#[derive(Default)]
+struct Converter {
+    out: String,
+    /// Open `<a href>` elements: the target and where their text starts in `out`.
+    links: Vec<(Option<String>, usize)>,
+    pre_depth: usize,
+    pending_space: bool,
+}
+
+/// Elements whose content is never shown.
+const SKIPPED: &[&str] = &["script", "style", "head", "title", "template", "noscript"];
+/// Elements that start and end on a line of their own.
+const BLOCKS: &[&str] = &[
+    "p",
+    "div",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "table",
+    "tr",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "blockquote",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "pre",
+    "hr",
+    "form",
+    "center",
+    "address",
+    "figure",
+    "main",
+    "nav",
+    "aside",
+    "tbody",
+    "thead",
+    "tfoot",
+];
+
+impl Converter {
+    fn run(&mut self, html: &str) {
+        let mut rest = html;
+        while !rest.is_empty() {
+            let Some(lt) = rest.find('<') else {
+                self.text(rest);
+                break;
+            };
+            self.text(&rest[..lt]);
+            rest = &rest[lt..];
+            if let Some(after) = rest.strip_prefix("<!--") {
+                rest = after.find("-->").map_or("", |end| &after[end + 3..]);
+                continue;
+            }
+            let next = rest[1..].chars().next();
+            let is_tag = matches!(next, Some(c) if c.is_ascii_alphabetic() || c == '/' || c == '!' || c == '?');
+            if !is_tag {
+                // A lone `<`, as in `a < b`: it is text.
+                self.text("<");
+                rest = &rest[1..];
+                continue;
+            }
+            let (tag, after) = scan_tag(&rest[1..]);
+            rest = after;
+            let Some(tag) = tag else { continue };
+            if !tag.closing && SKIPPED.contains(&tag.name.as_str()) {
+                rest = skip_element(rest, &tag.name);
+                continue;
+            }
+            self.tag(&tag);
+        }
+    }
+
+    fn tag(&mut self, tag: &Tag) {
+        let name = tag.name.as_str();
+        match (name, tag.closing) {
+            ("br", _) => self.newline(1),
+            ("li", false) => {
+                self.newline(1);
+                self.out.push_str("- ");
+                self.pending_space = false;
+            }
+            ("td" | "th", false) => self.pending_space = true,
+            ("img", false) => {
+                let alt = tag
+                    .attr("alt")
+                    .map(|a| decode_entities(a).trim().to_owned());
+                self.word(&match alt {
+                    Some(a) if !a.is_empty() => format!("[image: {a}]"),
+                    _ => "[image]".to_owned(),
+                });
+            }
+            ("a", false) => {
+                let href = tag
+                    .attr("href")
+                    .map(|h| decode_entities(h).trim().to_owned());
+                self.links.push((href, self.out.len()));
+            }
+            ("a", true) => {
+                if let Some((Some(href), start)) = self.links.pop() {
+                    self.close_link(&href, start);
+                }
+            }
+            ("pre", false) => {
+                self.newline(2);
+                self.pre_depth += 1;
+            }
+            ("pre", true) => {
+                self.pre_depth = self.pre_depth.saturating_sub(1);
+                self.newline(2);
+            }
+            (n, _) if BLOCKS.contains(&n) => self.newline(2),
+            _ => {}
+        }
+    }
+
+    /// Shows where a link points unless its text already says so.
+    fn close_link(&mut self, href: &str, start: usize) {
+        let shown_href = href.strip_prefix("mailto:").unwrap_or(href);
+        let lower = href.to_ascii_lowercase();
+        let worth_showing = lower.starts_with("http://")
+            || lower.starts_with("https://")
+            || lower.starts_with("mailto:")
+            || lower.starts_with("ftp://");
+        if !worth_showing {
+            return;
+        }
+        let text = self.out.get(start..).unwrap_or("").trim();
+        if text == shown_href || text == href {
+            return;
+        }
+        self.pending_space = true;
+        if text.is_empty() {
+            self.word(shown_href);
+        } else {
+            self.word(&format!("({shown_href})"));
+        }
+    }
+
+    fn text(&mut self, raw: &str) {
+        if raw.is_empty() {
+            return;
+        }
+        let decoded = decode_entities(raw);
+        if self.pre_depth > 0 {
+            self.flush_space();
+            self.out.push_str(&decoded);
+            return;
+        }
+        for (i, piece) in decoded
+            .split(|c: char| c.is_whitespace() && c != '\u{A0}')
+            .enumerate()
+        {
+            if i > 0 {
+                self.pending_space = true;
+            }
+            if !piece.is_empty() {
+                self.word(piece);
+            }
+        }
+    }
+
+    fn word(&mut self, w: &str) {
+        self.flush_space();
+        self.out.push_str(w);
+    }
+
+    fn flush_space(&mut self) {
+        if self.pending_space && !self.out.is_empty() && !self.out.ends_with(['\n', ' ']) {
+            self.out.push(' ');
+        }
+        self.pending_space = false;
+    }
+
+    fn newline(&mut self, count: usize) {
+        self.pending_space = false;
+        while self.out.ends_with(' ') {
+            self.out.pop();
+        }
+        if self.out.is_empty() {
+            return;
+        }
+        let have = self.out.len() - self.out.trim_end_matches('\n').len();
+        for _ in have..count {
+            self.out.push('\n');
+        }
+    }
+
+    fn finish(self) -> String {
+        let mut text = String::with_capacity(self.out.len());
+        let mut blank_run = 0;
+        for line in self.out.lines() {
+            let line = line.trim_end();
+            if line.trim().is_empty() {
+                blank_run += 1;
+                if blank_run > 1 {
+                    continue;
+                }
+            } else {
+                blank_run = 0;
+            }
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.trim_matches('\n').to_owned()
+    }
+}
+
+struct Tag {
+    name: String,
+    closing: bool,
+    attrs: Vec<(String, String)>,
+}
+
+impl Tag {
+    fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Scans a tag starting just after `<`; returns it (None for `<!…>`/`<?…>`) and the rest
+/// of the input after `>` (or nothing when the tag never closes).
+fn scan_tag(s: &str) -> (Option<Tag>, &str) {
+    if s.starts_with('!') || s.starts_with('?') {
+        return (None, s.find('>').map_or("", |i| &s[i + 1..]));
+    }
+    let closing = s.starts_with('/');
+    let body = if closing { &s[1..] } else { s };
+    let name_len = body
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == ':'))
+        .unwrap_or(body.len());
+    let name = body[..name_len].to_ascii_lowercase();
+    let mut rest = &body[name_len..];
+    let mut attrs = Vec::new();
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '/');
+        if rest.is_empty() {
+            break;
+        }
+        if let Some(after) = rest.strip_prefix('>') {
+            rest = after;
+            break;
+        }
+        let n_len = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '=' | '>' | '/'))
+            .unwrap_or(rest.len())
+            .max(1.min(rest.len()));
+        let n_len = next_boundary(rest, n_len);
+        let attr_name = rest[..n_len].to_ascii_lowercase();
+        rest = rest[n_len..].trim_start();
+        let mut value = String::new();
+        if let Some(after) = rest.strip_prefix('=') {
+            let after = after.trim_start();
+            if let Some(q) = after.chars().next().filter(|c| *c == '"' || *c == '\'') {
+                let inner = &after[1..];
+                let end = inner.find(q).unwrap_or(inner.len());
+                value = inner[..end].to_owned();
+                rest = inner.get(end + 1..).unwrap_or("");
+            } else {
+                let end = after
+                    .find(|c: char| c.is_whitespace() || c == '>')
+                    .unwrap_or(after.len());
+                value = after[..end].to_owned();
+                rest = &after[end..];
+            }
+        }
+        attrs.push((attr_name, value));
+    }
+    (
+        Some(Tag {
+            name,
+            closing,
+            attrs,
+        }),
+        rest,
+    )
+}
+
+/// Rounds `i` up to a character boundary of `s`.
+fn next_boundary(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i.min(s.len())
+}
+
+/// Skips past the end tag of an element whose content is hidden. Scans forward without
+/// copying, so many hidden elements cost linear time, not quadratic.
+fn skip_element<'a>(s: &'a str, name: &str) -> &'a str {
+    let mut from = 0;
+    while let Some(i) = s[from..].find("</") {
+        let rest = &s[from + i + 2..];
+        if rest
+            .as_bytes()
+            .get(..name.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            return rest.find('>').map_or("", |j| &rest[j + 1..]);
+        }
+        from += i + 2;
+    }
+    ""
+}
+
+/// Decodes the character references mail clients actually produce.
+fn decode_entities(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        rest = &rest[amp..];
+        let end = rest
+            .char_indices()
+            .take(12)
+            .find(|(_, c)| *c == ';')
+            .map(|(i, _)| i);
+        let decoded = end.and_then(|end| entity(&rest[1..end]).map(|c| (c, end)));
+        match decoded {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn entity(name: &str) -> Option<char> {
+    if let Some(num) = name.strip_prefix('#') {
+        let code = match num.strip_prefix(['x', 'X']) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+            None => num.parse().ok()?,
+        };
+        return Some(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
+    }
+    Some(match name {
+        "amp" => '&',
+        "lt" => '<',
+        "gt" => '>',
+        "quot" => '"',
+        "apos" => '\'',
+        "nbsp" => ' ',
+        "copy" => '©',
+        "reg" => '®',
+        "hellip" => '…',
+        "mdash" => '—',
+        "ndash" => '–',
+        "laquo" => '«',
+        "raquo" => '»',
+        "lsquo" => '‘',
+        "rsquo" => '’',
+        "ldquo" => '“',
+        "rdquo" => '”',
+        "euro" => '€',
+        "auml" => 'ä',
+        "ouml" => 'ö',
+        "uuml" => 'ü',
+        "Auml" => 'Ä',
+        "Ouml" => 'Ö',
+        "Uuml" => 'Ü',
+        "szlig" => 'ß',
+        "eacute" => 'é',
+        "egrave" => 'è',
+        "agrave" => 'à',
+        "ccedil" => 'ç',
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_keep_their_target_visible() {
+        let t = html_to_text(
+            r#"<p>See <a href="https://github.com/pallets/jinja/issues/1">this issue</a>.</p>"#,
+        );
+        assert_eq!(
+            t,
+            "See this issue (https://github.com/pallets/jinja/issues/1)."
+        );
+    }
+
+    #[test]
+    fn a_link_whose_text_is_its_url_is_not_repeated() {
+        let t = html_to_text(r#"<a href="https://example.org/x">https://example.org/x</a>"#);
+        assert_eq!(t, "https://example.org/x");
+    }
+
+    #[test]
+    fn scripts_styles_and_comments_vanish_and_images_lose_their_source() {
+        let t = html_to_text(
+            "<html><head><title>T</title><style>p{}</style></head><body>\
+             <script>alert(1)</script><!-- hidden --><p>Hi <img src=\"http://evil/x.png\" alt=\"poc\"></p></body></html>",
+        );
+        assert_eq!(t, "Hi [image: poc]");
+        assert!(!t.contains("evil"));
+    }
+
+    #[test]
+    fn blocks_become_paragraphs_and_entities_are_decoded() {
+        let t = html_to_text(
+            "<div>caf&eacute; &amp; &lt;tag&gt;</div><p>two<br>lines</p><ul><li>a</li><li>b</li></ul>",
+        );
+        assert_eq!(t, "café & <tag>\n\ntwo\nlines\n\n- a\n- b");
+    }
+
+    #[test]
+    fn preformatted_text_keeps_its_layout() {
+        let t = html_to_text("<pre>def f():\n    return 1</pre>");
+        assert_eq!(t, "def f():\n    return 1");
+    }
+
+    #[test]
+    fn broken_markup_still_gives_text() {
+        for input in [
+            "<",
+            "<a",
+            "<a href=\"x",
+            "a < b",
+            "<!-- never closed",
+            "<p <p>>",
+            "&#xFFFFFFFF;",
+            "<é>",
+            "<a b=é>x",
+        ] {
+            let _ = html_to_text(input);
+        }
+        assert_eq!(html_to_text("a < b"), "a < b");
+        assert_eq!(
+            html_to_text("<STYLE>x</Style>shown<script>never closed"),
+            "shown"
+        );
+    }
+}
