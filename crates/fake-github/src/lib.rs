@@ -392,7 +392,10 @@ impl FakeHandle {
     /// Makes the next API request matching `when` misbehave. Faults are consumed in
     /// the order pushed; each applies once.
     pub fn push_fault_when(&self, when: FaultMatch, fault: Fault) {
-        self.shared.lock().faults.push_back(FaultRule { when, fault });
+        self.shared
+            .lock()
+            .faults
+            .push_back(FaultRule { when, fault });
     }
 
     /// Faults pushed but not yet consumed.

@@ -20,7 +20,7 @@ use tower::ServiceExt;
 
 use crate::advisory::{self, NewAdvisory, Origin};
 use crate::spec::{self, Matched, Operation, Violation};
-use crate::{AdvisoryState, Fault, FakeError, Inner, RecordedRequest, Shared, Stored};
+use crate::{AdvisoryState, FakeError, Fault, Inner, RecordedRequest, Shared, Stored};
 
 /// Marks a response the connection task must not send: the fault said drop it.
 #[derive(Clone, Copy)]
@@ -229,9 +229,23 @@ async fn api(
         }
         Some(Fault::Delay(delay)) => {
             tokio::time::sleep(delay).await;
-            handle(&shared, &method, matched, query.as_deref(), &body, &headers, &mut record)
+            handle(
+                &shared,
+                matched,
+                query.as_deref(),
+                &body,
+                &headers,
+                &mut record,
+            )
         }
-        None => handle(&shared, &method, matched, query.as_deref(), &body, &headers, &mut record),
+        None => handle(
+            &shared,
+            matched,
+            query.as_deref(),
+            &body,
+            &headers,
+            &mut record,
+        ),
     };
 
     let mut response = json_response(
@@ -250,7 +264,11 @@ async fn api(
         insert_header(h, "x-ratelimit-resource", "core");
     }
     let h = response.headers_mut();
-    insert_header(h, "x-github-request-id", &format!("FAKE:{request_number:08X}"));
+    insert_header(
+        h,
+        "x-github-request-id",
+        &format!("FAKE:{request_number:08X}"),
+    );
     insert_header(h, "x-github-api-version-selected", "2022-11-28");
     insert_header(h, "x-github-media-type", "github.v3; format=json");
     for (name, value) in outcome.headers.iter().chain(fault_headers.iter()) {
@@ -298,7 +316,6 @@ fn fault_outcome(code: u16, operation: Option<Operation>) -> Outcome {
 /// Auth, rate limit, routing, then the operation.
 fn handle(
     shared: &Shared,
-    method: &Method,
     matched: Option<Matched>,
     query: Option<&str>,
     body: &Bytes,
@@ -334,14 +351,15 @@ fn handle(
         let user_id = advisory::user_id_for(&shared.login);
         return Outcome::error(
             403,
-            &format!("API rate limit exceeded for user ID {user_id}. If you reach out to GitHub Support for help, please include the request ID FAKE."),
+            &format!(
+                "API rate limit exceeded for user ID {user_id}. If you reach out to GitHub Support for help, please include the request ID FAKE."
+            ),
             "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
         );
     }
     inner.rate.used += 1;
 
     let Some(matched) = matched else {
-        let _ = method;
         return Outcome::error(404, "Not Found", REST_DOCS);
     };
     let operation = matched.operation;
@@ -375,27 +393,43 @@ fn handle(
     };
     match operation {
         Operation::List => list(&mut inner, &ctx, &repo_key, query, &matched),
-        Operation::Create => create(&mut inner, &ctx, &repo_key, &parsed_body, Origin::Maintainer),
-        Operation::Report => create(&mut inner, &ctx, &repo_key, &parsed_body, Origin::PrivateReport),
+        Operation::Create => create(
+            &mut inner,
+            &ctx,
+            &repo_key,
+            &parsed_body,
+            Origin::Maintainer,
+        ),
+        Operation::Report => create(
+            &mut inner,
+            &ctx,
+            &repo_key,
+            &parsed_body,
+            Origin::PrivateReport,
+        ),
         Operation::Get => match find(&mut inner, &repo_key, matched.ghsa_id.as_deref()) {
             Some(stored) => Outcome::ok(200, stored.json.clone()),
             None => Outcome::error(404, "Not Found", docs),
         },
-        Operation::Update => update(&mut inner, &ctx, &repo_key, matched.ghsa_id.as_deref(), &parsed_body),
-        Operation::RequestCve => {
-            match find(&mut inner, &repo_key, matched.ghsa_id.as_deref()) {
-                None => Outcome::error(404, "Not Found", docs),
-                Some(stored) if !stored.json["cve_id"].is_null() => Outcome::validation_failed(
-                    &[Violation {
-                        field: "cve_id".into(),
-                        code: "already_exists",
-                        message: "This advisory already has a CVE ID.".into(),
-                    }],
-                    docs,
-                ),
-                Some(_) => Outcome::ok(202, json!({})),
-            }
-        }
+        Operation::Update => update(
+            &mut inner,
+            &ctx,
+            &repo_key,
+            matched.ghsa_id.as_deref(),
+            &parsed_body,
+        ),
+        Operation::RequestCve => match find(&mut inner, &repo_key, matched.ghsa_id.as_deref()) {
+            None => Outcome::error(404, "Not Found", docs),
+            Some(stored) if !stored.json["cve_id"].is_null() => Outcome::validation_failed(
+                &[Violation {
+                    field: "cve_id".into(),
+                    code: "already_exists",
+                    message: "This advisory already has a CVE ID.".into(),
+                }],
+                docs,
+            ),
+            Some(_) => Outcome::ok(202, json!({})),
+        },
         // Temporary private forks are outside what the fake models.
         Operation::CreateFork => Outcome::error(404, "Not Found", docs),
     }
@@ -415,10 +449,20 @@ fn find<'a>(inner: &'a mut Inner, repo_key: &str, ghsa_id: Option<&str>) -> Opti
         .get_mut(repo_key)?
         .advisories
         .iter_mut()
-        .find(|a| a.json["ghsa_id"].as_str().is_some_and(|id| id.eq_ignore_ascii_case(ghsa_id)))
+        .find(|a| {
+            a.json["ghsa_id"]
+                .as_str()
+                .is_some_and(|id| id.eq_ignore_ascii_case(ghsa_id))
+        })
 }
 
-fn create(inner: &mut Inner, ctx: &Ctx<'_>, repo_key: &str, body: &Value, origin: Origin) -> Outcome {
+fn create(
+    inner: &mut Inner,
+    ctx: &Ctx<'_>,
+    repo_key: &str,
+    body: &Value,
+    origin: Origin,
+) -> Outcome {
     let both = ["severity", "cvss_vector_string"]
         .iter()
         .all(|k| body.get(*k).is_some_and(|v| !v.is_null()));
@@ -432,7 +476,15 @@ fn create(inner: &mut Inner, ctx: &Ctx<'_>, repo_key: &str, body: &Value, origin
             ctx.docs,
         );
     }
-    let advisory = insert_locked(inner, ctx.base_url, ctx.login, repo_key, body, origin, ctx.now);
+    let advisory = insert_locked(
+        inner,
+        ctx.base_url,
+        ctx.login,
+        repo_key,
+        body,
+        origin,
+        ctx.now,
+    );
     Outcome::ok(201, advisory)
 }
 
@@ -492,7 +544,15 @@ pub(crate) fn insert(
     if !inner.repos.contains_key(&key) {
         return Err(FakeError::UnknownRepository(repo.to_owned()));
     }
-    let json = insert_locked(&mut inner, &shared.base_url, &shared.login, &key, body, origin, Utc::now());
+    let json = insert_locked(
+        &mut inner,
+        &shared.base_url,
+        &shared.login,
+        &key,
+        body,
+        origin,
+        Utc::now(),
+    );
     Ok(json["ghsa_id"].as_str().unwrap_or_default().to_owned())
 }
 
@@ -568,14 +628,21 @@ fn encode_cursor(seq: u64) -> String {
 }
 
 fn decode_cursor(text: &str) -> Option<u64> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..text.len())
         .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect();
-    String::from_utf8(bytes?).ok()?.strip_prefix("cursor:v2:")?.parse().ok()
+    String::from_utf8(bytes?)
+        .ok()?
+        .strip_prefix("cursor:v2:")?
+        .parse()
+        .ok()
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters pass).
@@ -644,7 +711,12 @@ fn list(
             "state" => state = Some(raw.clone()),
             "sort" => sort = raw.clone(),
             "direction" => descending = raw == "desc",
-            "per_page" => per_page = value.as_u64().and_then(|n| usize::try_from(n).ok()).unwrap_or(30),
+            "per_page" => {
+                per_page = value
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(30)
+            }
             "before" => before = Some(raw.clone()),
             "after" => after = Some(raw.clone()),
             _ => {}
@@ -667,7 +739,11 @@ fn list(
     let mut items: Vec<&Stored> = repo
         .advisories
         .iter()
-        .filter(|a| state.as_deref().is_none_or(|s| a.json["state"].as_str() == Some(s)))
+        .filter(|a| {
+            state
+                .as_deref()
+                .is_none_or(|s| a.json["state"].as_str() == Some(s))
+        })
         .collect();
     items.sort_by(|a, b| {
         let ka = (a.json[field].as_str(), a.seq);
@@ -712,10 +788,16 @@ fn list(
     };
     let mut links = Vec::new();
     if !page.is_empty() && end < items.len() {
-        links.push(format!("{}; rel=\"next\"", link_to("after", items[end - 1].seq)));
+        links.push(format!(
+            "{}; rel=\"next\"",
+            link_to("after", items[end - 1].seq)
+        ));
     }
     if !page.is_empty() && start > 0 {
-        links.push(format!("{}; rel=\"prev\"", link_to("before", items[start].seq)));
+        links.push(format!(
+            "{}; rel=\"prev\"",
+            link_to("before", items[start].seq)
+        ));
     }
     let mut outcome = Outcome::ok(200, Value::Array(page));
     if !links.is_empty() {

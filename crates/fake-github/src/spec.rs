@@ -129,7 +129,9 @@ impl std::fmt::Display for Violation {
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// The embedded fixture is not what `scripts/update-openapi-fixture` writes.
-    #[error("the OpenAPI fixture is malformed at {at}: {reason}; regenerate it with scripts/update-openapi-fixture")]
+    #[error(
+        "the OpenAPI fixture is malformed at {at}: {reason}; regenerate it with scripts/update-openapi-fixture"
+    )]
     Fixture {
         /// Where in the fixture.
         at: String,
@@ -267,10 +269,8 @@ impl Spec {
                         continue;
                     };
                     if let Ok(schema) = json_schema_of(response, &at) {
-                        responses.insert(
-                            code,
-                            compile(schema, &format!("{at}.responses.{status}"))?,
-                        );
+                        responses
+                            .insert(code, compile(schema, &format!("{at}.responses.{status}"))?);
                     }
                 }
             }
@@ -450,7 +450,8 @@ mod tests {
             "severity": null, "cve_id": null, "cwe_ids": null,
         });
         assert!(spec().validate_request(Operation::Create, &body).is_empty());
-        let bad = json!({"summary": "s", "description": "d", "vulnerabilities": [], "severity": "dire"});
+        let bad =
+            json!({"summary": "s", "description": "d", "vulnerabilities": [], "severity": "dire"});
         assert_eq!(spec().validate_request(Operation::Create, &bad).len(), 1);
     }
 
@@ -474,6 +475,38 @@ mod tests {
                 .len(),
             1
         );
-        assert!(s.validate_query(Operation::List, "page", &json!(2)).is_err());
+        assert!(
+            s.validate_query(Operation::List, "page", &json!(2))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_response_check_catches_an_advisory_missing_a_required_field() {
+        let body = json!({"summary": "s", "description": "d",
+            "vulnerabilities": [{"package": {"ecosystem": "pip", "name": "flask"}}],
+            "cwe_ids": ["CWE-22"], "credits": [{"login": "alice", "type": "finder"}],
+            "cvss_vector_string": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:L/I:L/A:L"});
+        let mut advisory = crate::advisory::build(
+            crate::advisory::NewAdvisory {
+                api_url: "http://127.0.0.1:1",
+                full_name: "pallets/flask",
+                ghsa_id: "GHSA-2222-3333-4444",
+                author: crate::advisory::simple_user("http://127.0.0.1:1", "bot", 1),
+                now: chrono::Utc::now(),
+                origin: crate::advisory::Origin::Maintainer,
+            },
+            &body,
+        );
+        let v = spec()
+            .validate_response(Operation::Create, 201, &advisory)
+            .unwrap();
+        assert!(v.is_empty(), "{v:#?}");
+        advisory.as_object_mut().unwrap().remove("cvss");
+        advisory["created_at"] = json!("yesterday");
+        let v = spec()
+            .validate_response(Operation::Create, 201, &advisory)
+            .unwrap();
+        assert_eq!(v.len(), 2, "{v:#?}");
     }
 }
