@@ -294,7 +294,7 @@ fn classify(
                 || source.message.to_ascii_lowercase().contains("rate limit");
             let transient =
                 status >= 500 || status == 429 || status == 408 || (status == 403 && rate_limited);
-            let mut message = format!("{} {}", source.status_code, source.message);
+            let mut message = format!("HTTP {status}: {}", source.message);
             if let Some(errors) = source.errors.as_ref().filter(|e| !e.is_empty()) {
                 let details: Vec<String> = errors.iter().map(summarise_error).collect();
                 message.push_str(&format!(" ({})", details.join("; ")));

@@ -77,6 +77,15 @@ pub enum Fault {
         /// Extra or replacing response headers.
         headers: Vec<(String, String)>,
     },
+    /// Answer with this status, JSON body and headers, exactly.
+    Json {
+        /// HTTP status.
+        code: u16,
+        /// Extra or replacing response headers.
+        headers: Vec<(String, String)>,
+        /// The body.
+        body: Value,
+    },
     /// Wait this long, then handle the request normally.
     Delay(Duration),
     /// Close the connection without an answer; the request has no effect.
@@ -89,6 +98,19 @@ impl Fault {
         Fault::Status {
             code,
             headers: Vec::new(),
+        }
+    }
+
+    /// A 403 for a token without the needed permission (not a rate limit).
+    pub fn forbidden() -> Fault {
+        Fault::Json {
+            code: 403,
+            headers: Vec::new(),
+            body: serde_json::json!({
+                "message": "Resource not accessible by personal access token",
+                "documentation_url": "https://docs.github.com/rest/security-advisories/repository-advisories#create-a-repository-security-advisory",
+                "status": "403",
+            }),
         }
     }
 
@@ -303,6 +325,9 @@ impl FakeGitHub {
                 },
             );
         }
+        // Compile the schemas before the first request, so that request is not slowed
+        // by it (a test with a short client timeout would see a stall that is ours).
+        let _ = tokio::task::spawn_blocking(spec::spec).await;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| FakeError::Bind { addr, source })?;

@@ -227,6 +227,14 @@ async fn api(
             fault_headers = headers;
             fault_outcome(code, operation)
         }
+        Some(Fault::Json {
+            code,
+            headers,
+            body,
+        }) => {
+            fault_headers = headers;
+            Outcome::ok(code, body)
+        }
         Some(Fault::Delay(delay)) => {
             tokio::time::sleep(delay).await;
             handle(
