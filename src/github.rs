@@ -330,9 +330,20 @@ fn classify(
     GitHubError {
         operation,
         repository: repository.to_owned(),
-        message,
+        message: truncate(message, MESSAGE_LIMIT),
         kind,
     }
+}
+
+/// Longest error message kept: GitHub's text is outside our control and ends up in logs.
+const MESSAGE_LIMIT: usize = 1000;
+
+fn truncate(mut text: String, limit: usize) -> String {
+    if text.chars().count() > limit {
+        text = text.chars().take(limit).collect();
+        text.push_str("…");
+    }
+    text
 }
 
 /// One entry of a 422 `errors` array as `field code: message`.
@@ -407,6 +418,12 @@ mod tests {
                 FailureKind::Permanent
             );
         }
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("ééé".into(), 2), "éé…");
+        assert_eq!(truncate("ok".into(), 2), "ok");
     }
 
     #[test]

@@ -242,7 +242,11 @@ async fn a_wrong_token_is_permanent_and_not_repeated_in_the_error() {
 async fn a_rejected_body_is_permanent_with_githubs_message() {
     let fake = fake().await;
     let error = client(&fake)
-        .create_draft(&draft("pallets/flask", &"x".repeat(1025), "r5@example.org"))
+        .create_draft(&draft(
+            "pallets/flask",
+            &"Subject words ".repeat(80),
+            "r5@example.org",
+        ))
         .await
         .unwrap_err();
     assert_eq!(error.kind, FailureKind::Permanent, "{error}");

@@ -357,30 +357,75 @@ impl Spec {
 }
 
 fn violations(validator: &Validator, instance: &Value) -> Vec<Violation> {
+    use jsonschema::error::ValidationErrorKind as Kind;
     validator
         .iter_errors(instance)
         .map(|e| {
             let pointer = e.instance_path.to_string();
-            let pointer = pointer.trim_start_matches('/');
-            match &e.kind {
-                jsonschema::error::ValidationErrorKind::Required { property } => {
+            let pointer = pointer.trim_start_matches('/').to_owned();
+            let shown = if pointer.is_empty() {
+                "the body".to_owned()
+            } else {
+                pointer.clone()
+            };
+            // GitHub's messages name the field and the rule, never the submitted value;
+            // the fake does the same, so report text cannot leak into a client's logs.
+            let (field, code, message) = match &e.kind {
+                Kind::Required { property } => {
                     let name = property.as_str().unwrap_or_default();
                     let field = if pointer.is_empty() {
                         name.to_owned()
                     } else {
                         format!("{pointer}/{name}")
                     };
-                    Violation {
-                        field,
-                        code: "missing_field",
-                        message: e.to_string(),
-                    }
+                    let message = format!("{field} wasn't supplied");
+                    (field, "missing_field", message)
                 }
-                _ => Violation {
-                    field: pointer.to_owned(),
-                    code: "invalid",
-                    message: e.to_string(),
-                },
+                Kind::MaxLength { limit } => {
+                    let message = format!("{shown} is too long (maximum is {limit} characters)");
+                    (pointer, "invalid", message)
+                }
+                Kind::MinLength { limit } => {
+                    let message = format!("{shown} is too short (minimum is {limit} characters)");
+                    (pointer, "invalid", message)
+                }
+                Kind::Enum { options } => {
+                    let message = format!("{shown} is not one of {options}");
+                    (pointer, "invalid", message)
+                }
+                Kind::AdditionalProperties { unexpected } => {
+                    let message = format!("{} is not a permitted key", unexpected.join(", "));
+                    (pointer, "invalid", message)
+                }
+                Kind::Type { kind } => {
+                    let expected = match kind {
+                        jsonschema::error::TypeKind::Single(t) => t.to_string(),
+                        jsonschema::error::TypeKind::Multiple(set) => format!("{set:?}"),
+                    };
+                    let message = format!("{shown} is not of type {expected}");
+                    (pointer, "invalid", message)
+                }
+                Kind::Minimum { limit } => {
+                    let message = format!("{shown} is less than the minimum of {limit}");
+                    (pointer, "invalid", message)
+                }
+                Kind::Maximum { limit } => {
+                    let message = format!("{shown} is greater than the maximum of {limit}");
+                    (pointer, "invalid", message)
+                }
+                Kind::Format { format } => {
+                    let message = format!("{shown} is not a valid {format}");
+                    (pointer, "invalid", message)
+                }
+                _ => {
+                    let message = format!("{shown} is invalid");
+                    (pointer, "invalid", message)
+                }
+            };
+            Violation {
+                field,
+                code,
+                message,
             }
         })
         .collect()
@@ -432,6 +477,11 @@ mod tests {
         assert_eq!(v.len(), 1, "{v:?}");
         assert_eq!(v[0].field, "summary");
         assert_eq!(v[0].code, "invalid");
+        assert_eq!(
+            v[0].message,
+            "summary is too long (maximum is 1024 characters)"
+        );
+        assert!(!v[0].message.contains("xxx"), "the value is not echoed");
     }
 
     #[test]
