@@ -341,7 +341,7 @@ const MESSAGE_LIMIT: usize = 1000;
 fn truncate(mut text: String, limit: usize) -> String {
     if text.chars().count() > limit {
         text = text.chars().take(limit).collect();
-        text.push_str("…");
+        text.push('…');
     }
     text
 }
