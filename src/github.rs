@@ -1,11 +1,33 @@
 //! The only code that talks to GitHub: create draft advisories and find ones we made,
 //! through octocrab's typed repository-advisory calls.
+//!
+//! Every call has an overall deadline ([`GitHubSettings::timeout`]) on top of octocrab's
+//! connect/read timeouts, so a stalled GitHub cannot hang the daemon. Failures are sorted
+//! into [`FailureKind`] here and nowhere else:
+//!
+//! | failure | kind | `retry_after` |
+//! | --- | --- | --- |
+//! | network error, timeout, 5xx, 429 | transient | `Retry-After`, else the rate-limit reset when `x-ratelimit-remaining: 0` |
+//! | 403 with `Retry-After`, `x-ratelimit-remaining: 0` or a "rate limit" message | transient | as above |
+//! | 401, 404, 422, other 4xx, unreadable answers | permanent | - |
+//!
+//! octocrab is built without its `retry` feature on purpose: a retried `POST` whose first
+//! attempt reached GitHub would create a second advisory. Retrying is the daemon's job,
+//! after it has looked for the report's marker ([`GitHub::find_by_marker`]).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use octocrab::Octocrab;
+use octocrab::models::security_advisories::{
+    CreatePackage, CreateRepositoryAdvisory, CreateVulnerability, RepositoryAdvisory,
+};
 
 use crate::config::Secret;
 use crate::failure::{Classify, FailureKind};
 use crate::render::{AdvisoryDraft, AdvisoryRef};
+
+/// Advisories per list page: GitHub's maximum, so a scan costs as few requests as possible.
+const PAGE_SIZE: u8 = 100;
 
 /// A failed GitHub call, with what the retry logic needs.
 #[derive(Debug, thiserror::Error)]
@@ -41,14 +63,45 @@ pub struct GitHubSettings {
 /// A GitHub client for the repository advisory endpoints.
 #[derive(Clone)]
 pub struct GitHub {
-    _private: (),
+    octocrab: Octocrab,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for GitHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHub")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GitHub {
     /// Builds a client; does not contact GitHub.
     pub fn new(settings: &GitHubSettings) -> Result<GitHub, GitHubError> {
-        let _ = settings;
-        unimplemented!("github::GitHub::new")
+        let invalid = |message: String| GitHubError {
+            operation: "configure client",
+            repository: settings.api_url.clone(),
+            message,
+            kind: FailureKind::Permanent,
+        };
+        let octocrab = Octocrab::builder()
+            .base_uri(settings.api_url.as_str())
+            .map_err(|e| {
+                invalid(format!(
+                    "github.api_url {:?} is not a usable URL ({e}); set it to e.g. https://api.github.com",
+                    settings.api_url
+                ))
+            })?
+            .personal_token(settings.token.expose().to_owned())
+            .set_connect_timeout(Some(settings.timeout))
+            .set_read_timeout(Some(settings.timeout))
+            .set_write_timeout(Some(settings.timeout))
+            .build()
+            .map_err(|e| invalid(format!("cannot build the HTTP client: {}", describe(&e))))?;
+        Ok(GitHub {
+            octocrab,
+            timeout: settings.timeout,
+        })
     }
 
     /// Looks through all of the repository's advisories (every state, every page) for one
@@ -58,20 +111,329 @@ impl GitHub {
         repository: &str,
         marker: &str,
     ) -> Result<Option<AdvisoryRef>, GitHubError> {
-        let _ = (repository, marker);
-        unimplemented!("github::GitHub::find_by_marker")
+        const OPERATION: &str = "find advisory by marker";
+        let (owner, name) = split_repository(OPERATION, repository)?;
+        let repos = self.octocrab.repos(owner, name);
+        let advisories = repos.security_advisories();
+        // No `state` filter: GitHub then lists every state (triage, draft, published,
+        // closed, withdrawn), and a maintainer may already have moved ours on.
+        let mut page = self
+            .call(
+                OPERATION,
+                repository,
+                advisories
+                    .list()
+                    .sort("created")
+                    .direction("desc")
+                    .per_page(PAGE_SIZE)
+                    .send(),
+            )
+            .await?;
+        loop {
+            if let Some(found) = page
+                .items
+                .iter()
+                .find(|a| a.description.as_deref().is_some_and(|d| d.contains(marker)))
+            {
+                return Ok(Some(advisory_ref(repository, found)));
+            }
+            let next = self
+                .call(
+                    OPERATION,
+                    repository,
+                    self.octocrab.get_page::<RepositoryAdvisory>(&page.next),
+                )
+                .await?;
+            match next {
+                Some(next) => page = next,
+                None => return Ok(None),
+            }
+        }
     }
 
     /// Creates a draft advisory.
     pub async fn create_draft(&self, draft: &AdvisoryDraft) -> Result<AdvisoryRef, GitHubError> {
-        let _ = draft;
-        unimplemented!("github::GitHub::create_draft")
+        const OPERATION: &str = "create advisory";
+        let (owner, name) = split_repository(OPERATION, &draft.repository)?;
+        let body = CreateRepositoryAdvisory {
+            summary: draft.summary.clone(),
+            description: draft.description.clone(),
+            vulnerabilities: draft
+                .vulnerabilities
+                .iter()
+                .map(|p| CreateVulnerability {
+                    package: CreatePackage {
+                        ecosystem: p.ecosystem.clone(),
+                        name: Some(p.name.clone()),
+                    },
+                    ..CreateVulnerability::default()
+                })
+                .collect(),
+            ..CreateRepositoryAdvisory::default()
+        };
+        let repos = self.octocrab.repos(owner, name);
+        let created = self
+            .call(
+                OPERATION,
+                &draft.repository,
+                repos.security_advisories().create(&body),
+            )
+            .await?;
+        Ok(advisory_ref(&draft.repository, &created))
     }
 
     /// Checks that the token can read the repository's advisories (for `check`).
     pub async fn check_access(&self, repository: &str) -> Result<(), GitHubError> {
-        let _ = repository;
-        unimplemented!("github::GitHub::check_access")
+        const OPERATION: &str = "list advisories";
+        let (owner, name) = split_repository(OPERATION, repository)?;
+        let repos = self.octocrab.repos(owner, name);
+        self.call(
+            OPERATION,
+            repository,
+            repos.security_advisories().list().per_page(1u8).send(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Runs one octocrab call under the overall deadline and classifies its failure.
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        repository: &str,
+        request: impl Future<Output = octocrab::Result<T>>,
+    ) -> Result<T, GitHubError> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(classify(operation, repository, &error, SystemTime::now())),
+            Err(_) => Err(GitHubError {
+                operation,
+                repository: repository.to_owned(),
+                message: format!(
+                    "no answer within {} s (github.timeout_secs); will retry",
+                    self.timeout.as_secs_f32()
+                ),
+                kind: FailureKind::TRANSIENT,
+            }),
+        }
+    }
+}
+
+fn split_repository<'a>(
+    operation: &'static str,
+    repository: &'a str,
+) -> Result<(&'a str, &'a str), GitHubError> {
+    match repository.split_once('/') {
+        Some((owner, name)) if !owner.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((owner, name))
+        }
+        _ => Err(GitHubError {
+            operation,
+            repository: repository.to_owned(),
+            message: "the repository must be written owner/name".into(),
+            kind: FailureKind::Permanent,
+        }),
+    }
+}
+
+fn advisory_ref(repository: &str, advisory: &RepositoryAdvisory) -> AdvisoryRef {
+    AdvisoryRef {
+        ghsa_id: advisory.ghsa_id.clone(),
+        html_url: advisory.html_url.to_string(),
+        repository: repository.to_owned(),
+    }
+}
+
+/// An error and its sources on one line (octocrab's own `Display` can include a backtrace).
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Sorts an octocrab failure into transient or permanent.
+///
+/// octocrab's `Error::GitHub` carries the failed response's status *and headers*
+/// (`GitHubError::headers` in 0.54), so `Retry-After` and the `x-ratelimit-*` headers
+/// are read straight from the error; no response-recording tower layer is needed.
+fn classify(
+    operation: &'static str,
+    repository: &str,
+    error: &octocrab::Error,
+    now: SystemTime,
+) -> GitHubError {
+    let (message, kind) = match error {
+        octocrab::Error::GitHub { source, .. } => {
+            let status = source.status_code.as_u16();
+            let headers = source.headers.as_ref();
+            let header = |name: &str| {
+                headers
+                    .and_then(|h| h.get(name))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::trim)
+            };
+            let retry_after = header("retry-after")
+                .and_then(|v| parse_retry_after(v, now))
+                .or_else(|| {
+                    (header("x-ratelimit-remaining") == Some("0"))
+                        .then(|| header("x-ratelimit-reset"))
+                        .flatten()
+                        .and_then(|reset| reset.parse::<u64>().ok())
+                        .map(|reset| delay_until(reset, now))
+                });
+            let rate_limited = header("retry-after").is_some()
+                || header("x-ratelimit-remaining") == Some("0")
+                || source.message.to_ascii_lowercase().contains("rate limit");
+            let transient =
+                status >= 500 || status == 429 || status == 408 || (status == 403 && rate_limited);
+            let mut message = format!("HTTP {status}: {}", source.message);
+            if let Some(errors) = source.errors.as_ref().filter(|e| !e.is_empty()) {
+                let details: Vec<String> = errors.iter().map(summarise_error).collect();
+                message.push_str(&format!(" ({})", details.join("; ")));
+            }
+            message.push_str(match status {
+                401 => "; check github.token_file: the token is missing, wrong or expired",
+                403 if !transient => "; the token lacks permission: it needs repository security advisories write access",
+                404 => "; the repository does not exist or the token cannot see it",
+                _ => "",
+            });
+            let kind = if transient {
+                FailureKind::Transient { retry_after }
+            } else {
+                FailureKind::Permanent
+            };
+            (message, kind)
+        }
+        // The connection failed, dropped, or timed out before an answer arrived.
+        octocrab::Error::Hyper { .. } | octocrab::Error::Service { .. } => (
+            format!("network error: {}", describe(error)),
+            FailureKind::TRANSIENT,
+        ),
+        octocrab::Error::Json { .. } | octocrab::Error::Serde { .. } => (
+            format!(
+                "GitHub answered something that is not a repository advisory ({}); \
+                 if this was a create, the advisory may exist: its marker will find it",
+                describe(error)
+            ),
+            FailureKind::Permanent,
+        ),
+        other => (describe(other), FailureKind::Permanent),
+    };
+    GitHubError {
+        operation,
+        repository: repository.to_owned(),
+        message: truncate(message, MESSAGE_LIMIT),
+        kind,
+    }
+}
+
+/// Longest error message kept: GitHub's text is outside our control and ends up in logs.
+const MESSAGE_LIMIT: usize = 1000;
+
+fn truncate(mut text: String, limit: usize) -> String {
+    if text.chars().count() > limit {
+        text = text.chars().take(limit).collect();
+        text.push('…');
+    }
+    text
+}
+
+/// One entry of a 422 `errors` array as `field code: message`.
+fn summarise_error(error: &serde_json::Value) -> String {
+    let text = |key: &str| error.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    let mut out = [text("field"), text("code")]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = text("message");
+    if !message.is_empty() {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(message);
+    }
+    if out.is_empty() {
+        out = error.to_string();
+    }
+    out
+}
+
+/// `Retry-After` is either delay-seconds or an HTTP date.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let at = u64::try_from(at.timestamp()).ok()?;
+    Some(delay_until(at, now))
+}
+
+/// The delay from `now` until `epoch_secs` (zero when it has passed).
+fn delay_until(epoch_secs: u64, now: SystemTime) -> Duration {
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Duration::from_secs(epoch_secs).saturating_sub(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("30", now), Some(Duration::from_secs(30)));
+        // 1_700_000_060 is Tue, 14 Nov 2023 22:14:20 GMT.
+        assert_eq!(
+            parse_retry_after("Tue, 14 Nov 2023 22:14:20 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn a_reset_in_the_past_means_retry_now() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(delay_until(1_600_000_000, now), Duration::ZERO);
+        assert_eq!(delay_until(1_700_000_120, now), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn repositories_must_be_owner_slash_name() {
+        assert_eq!(
+            split_repository("x", "pallets/flask").unwrap(),
+            ("pallets", "flask")
+        );
+        for bad in ["flask", "/flask", "pallets/", "a/b/c"] {
+            assert_eq!(
+                split_repository("x", bad).unwrap_err().kind,
+                FailureKind::Permanent
+            );
+        }
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("ééé".into(), 2), "éé…");
+        assert_eq!(truncate("ok".into(), 2), "ok");
+    }
+
+    #[test]
+    fn validation_errors_read_as_field_code_message() {
+        let e = serde_json::json!({"field": "summary", "code": "invalid", "message": "too long"});
+        assert_eq!(summarise_error(&e), "summary invalid: too long");
+        assert_eq!(
+            summarise_error(&serde_json::json!({"code": "custom"})),
+            "custom"
+        );
     }
 }
 

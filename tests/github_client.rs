@@ -1,0 +1,353 @@
+//! The GitHub client against the fake GitHub: drafts land where they should, the marker
+//! search sees every page, and every failure is sorted into retry-or-quarantine.
+
+use std::time::Duration;
+
+use advisory_bridge::config::Secret;
+use advisory_bridge::failure::FailureKind;
+use advisory_bridge::github::{GitHub, GitHubError, GitHubSettings};
+use advisory_bridge::mail::ReportId;
+use advisory_bridge::render::{AdvisoryDraft, Package, marker};
+use fake_github::{
+    AdvisoryState, FakeGitHub, FakeHandle, FakeOptions, Fault, FaultMatch, Operation,
+};
+use serde_json::json;
+
+const TOKEN: &str = "ghp_fake_token_for_tests";
+
+async fn fake() -> FakeHandle {
+    FakeGitHub::start(FakeOptions {
+        token: TOKEN.into(),
+        repos: vec!["pallets/flask".into(), "pallets/werkzeug".into()],
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn client_with(fake: &FakeHandle, token: &str, timeout: Duration) -> GitHub {
+    GitHub::new(&GitHubSettings {
+        api_url: fake.url(),
+        token: Secret::new(token),
+        timeout,
+    })
+    .unwrap()
+}
+
+fn client(fake: &FakeHandle) -> GitHub {
+    client_with(fake, TOKEN, Duration::from_secs(30))
+}
+
+fn draft(repository: &str, summary: &str, report: &str) -> AdvisoryDraft {
+    AdvisoryDraft {
+        repository: repository.into(),
+        summary: summary.into(),
+        description: format!(
+            "Reported by mail.\n\n{}\n",
+            marker(&ReportId(report.into()))
+        ),
+        vulnerabilities: vec![Package {
+            ecosystem: "pip".into(),
+            name: repository.rsplit('/').next().unwrap().into(),
+        }],
+        stored_attachments: Vec::new(),
+    }
+}
+
+fn expect_transient(error: &GitHubError) -> Option<Duration> {
+    match error.kind {
+        FailureKind::Transient { retry_after } => retry_after,
+        FailureKind::Permanent => panic!("expected a transient failure, got {error}"),
+    }
+}
+
+#[tokio::test]
+async fn a_report_about_werkzeug_becomes_a_draft_in_werkzeug() {
+    let fake = fake().await;
+    let github = client(&fake);
+    let created = github
+        .create_draft(&draft(
+            "pallets/werkzeug",
+            "Debugger PIN bypass",
+            "r1@example.org",
+        ))
+        .await
+        .unwrap();
+
+    let stored = fake.advisories("pallets/werkzeug");
+    assert_eq!(stored.len(), 1);
+    assert!(fake.advisories("pallets/flask").is_empty());
+    assert_eq!(stored[0]["ghsa_id"], created.ghsa_id.as_str());
+    assert_eq!(stored[0]["state"], "draft");
+    assert_eq!(stored[0]["summary"], "Debugger PIN bypass");
+    assert_eq!(
+        stored[0]["vulnerabilities"][0]["package"],
+        json!({"ecosystem": "pip", "name": "werkzeug"})
+    );
+    assert_eq!(created.repository, "pallets/werkzeug");
+    assert_eq!(
+        created.html_url,
+        format!(
+            "https://github.com/pallets/werkzeug/security/advisories/{}",
+            created.ghsa_id
+        )
+    );
+    assert!(fake_github::advisory::is_ghsa_id(&created.ghsa_id));
+}
+
+#[tokio::test]
+async fn the_create_request_body_follows_githubs_openapi_description() {
+    let fake = fake().await;
+    client(&fake)
+        .create_draft(&draft("pallets/flask", "Path traversal", "r2@example.org"))
+        .await
+        .unwrap();
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/repos/pallets/flask/security-advisories")
+    );
+    assert_eq!(request.status, Some(201));
+    let body = request.body.as_ref().unwrap();
+    assert_eq!(
+        fake_github::spec().validate_request(Operation::Create, body),
+        vec![]
+    );
+    assert!(request.violations.is_empty());
+    // Only what we mean to send: no nulls for optional fields GitHub would interpret.
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["description", "summary", "vulnerabilities"]);
+}
+
+#[tokio::test]
+async fn the_marker_is_found_on_page_three_of_three_in_any_state() {
+    let fake = fake().await;
+    let wanted = marker(&ReportId("old@example.org".into()));
+    let target = fake
+        .insert_advisory(
+            "pallets/flask",
+            &json!({"summary": "old report", "description": format!("text\n{wanted}"), "vulnerabilities": []}),
+        )
+        .unwrap();
+    fake.set_advisory_state("pallets/flask", &target, AdvisoryState::Closed)
+        .unwrap();
+    for i in 0..249 {
+        fake.insert_advisory(
+            "pallets/flask",
+            &json!({"summary": format!("report {i}"), "description": format!("report {i}"), "vulnerabilities": []}),
+        )
+        .unwrap();
+    }
+    let github = client(&fake);
+
+    let found = github
+        .find_by_marker("pallets/flask", &wanted)
+        .await
+        .unwrap();
+    let found = found.expect("the advisory with the marker");
+    assert_eq!(found.ghsa_id, target);
+    assert_eq!(found.repository, "pallets/flask");
+    let lists: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == Some(Operation::List))
+        .collect();
+    assert_eq!(
+        lists.len(),
+        3,
+        "newest first, 100 per page: the oldest is on page 3"
+    );
+    assert!(lists.iter().all(|r| r.status == Some(200)));
+    assert!(lists[0].query.as_deref().unwrap().contains("per_page=100"));
+    assert!(
+        !lists[0].query.as_deref().unwrap().contains("state="),
+        "every state"
+    );
+
+    let absent = marker(&ReportId("never@example.org".into()));
+    assert_eq!(
+        github
+            .find_by_marker("pallets/flask", &absent)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        github
+            .find_by_marker("pallets/werkzeug", &wanted)
+            .await
+            .unwrap(),
+        None,
+        "another repository's advisory does not count"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_on_a_later_page_fails_the_search_as_transient() {
+    let fake = fake().await;
+    for i in 0..150 {
+        fake.insert_advisory(
+            "pallets/flask",
+            &json!({"summary": format!("report {i}"), "description": "d", "vulnerabilities": []}),
+        )
+        .unwrap();
+    }
+    fake.push_fault_when(
+        FaultMatch::operation(Operation::List),
+        Fault::Delay(Duration::ZERO),
+    );
+    fake.push_fault_when(FaultMatch::operation(Operation::List), Fault::status(502));
+    let error = client(&fake)
+        .find_by_marker("pallets/flask", "<!-- absent -->")
+        .await
+        .unwrap_err();
+    expect_transient(&error);
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn an_unknown_repository_is_permanent() {
+    let fake = fake().await;
+    let error = client(&fake)
+        .create_draft(&draft("pallets/quart", "s", "r3@example.org"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, FailureKind::Permanent, "{error}");
+    assert!(error.message.contains("404"), "{error}");
+    assert_eq!(error.repository, "pallets/quart");
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_permanent_and_not_repeated_in_the_error() {
+    let fake = fake().await;
+    let github = client_with(&fake, "ghp_wrong_secret_value", Duration::from_secs(30));
+    let error = github
+        .create_draft(&draft("pallets/flask", "s", "r4@example.org"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, FailureKind::Permanent, "{error}");
+    assert!(error.message.contains("Bad credentials"), "{error}");
+    assert!(!format!("{error} {error:?}").contains("ghp_wrong_secret_value"));
+    assert!(fake.advisories("pallets/flask").is_empty());
+}
+
+#[tokio::test]
+async fn a_rejected_body_is_permanent_with_githubs_message() {
+    let fake = fake().await;
+    let error = client(&fake)
+        .create_draft(&draft(
+            "pallets/flask",
+            &"Subject words ".repeat(80),
+            "r5@example.org",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, FailureKind::Permanent, "{error}");
+    assert!(error.message.contains("Validation Failed"), "{error}");
+    assert!(
+        error.message.contains("summary"),
+        "the field is named: {error}"
+    );
+}
+
+#[tokio::test]
+async fn service_unavailable_is_transient_without_advice() {
+    let fake = fake().await;
+    fake.push_fault(Fault::status(503));
+    let error = client(&fake)
+        .create_draft(&draft("pallets/flask", "s", "r6@example.org"))
+        .await
+        .unwrap_err();
+    assert_eq!(expect_transient(&error), None);
+    assert!(error.message.contains("503"), "{error}");
+}
+
+#[tokio::test]
+async fn too_many_requests_and_secondary_limits_wait_for_retry_after() {
+    let fake = fake().await;
+    let github = client(&fake);
+    fake.push_fault(Fault::Status {
+        code: 429,
+        headers: vec![("retry-after".into(), "42".into())],
+    });
+    let error = github
+        .create_draft(&draft("pallets/flask", "s", "r7@example.org"))
+        .await
+        .unwrap_err();
+    assert_eq!(expect_transient(&error), Some(Duration::from_secs(42)));
+
+    fake.push_fault(Fault::secondary_rate_limit(17));
+    let error = github.check_access("pallets/flask").await.unwrap_err();
+    assert_eq!(expect_transient(&error), Some(Duration::from_secs(17)));
+}
+
+#[tokio::test]
+async fn an_exhausted_rate_limit_waits_until_the_reset() {
+    let fake = fake().await;
+    let reset = chrono::Utc::now().timestamp() + 120;
+    fake.push_fault(Fault::rate_limit_exhausted(reset));
+    let error = client(&fake)
+        .create_draft(&draft("pallets/flask", "s", "r8@example.org"))
+        .await
+        .unwrap_err();
+    let delay = expect_transient(&error).expect("a delay derived from x-ratelimit-reset");
+    assert!(
+        delay <= Duration::from_secs(120) && delay >= Duration::from_secs(60),
+        "{delay:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_forbidden_without_rate_limit_signs_is_permanent() {
+    let fake = fake().await;
+    fake.push_fault(Fault::forbidden());
+    let error = client(&fake)
+        .check_access("pallets/flask")
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, FailureKind::Permanent, "{error}");
+    assert!(error.message.contains("Resource not accessible"), "{error}");
+}
+
+#[tokio::test]
+async fn a_stalled_github_times_out_as_transient() {
+    let fake = fake().await;
+    fake.push_fault(Fault::Delay(Duration::from_secs(60)));
+    let github = client_with(&fake, TOKEN, Duration::from_millis(500));
+    let error = github
+        .create_draft(&draft("pallets/flask", "s", "r9@example.org"))
+        .await
+        .unwrap_err();
+    expect_transient(&error);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_transient() {
+    let fake = fake().await;
+    fake.push_fault(Fault::Drop);
+    let error = client(&fake)
+        .create_draft(&draft("pallets/flask", "s", "r10@example.org"))
+        .await
+        .unwrap_err();
+    expect_transient(&error);
+    assert!(error.message.contains("network"), "{error}");
+}
+
+#[tokio::test]
+async fn check_access_reads_one_advisory() {
+    let fake = fake().await;
+    let github = client(&fake);
+    github.check_access("pallets/flask").await.unwrap();
+    let request = fake.requests().pop().unwrap();
+    assert_eq!(request.operation, Some(Operation::List));
+    assert_eq!(request.query.as_deref(), Some("per_page=1"));
+    let error = github.check_access("pallets/quart").await.unwrap_err();
+    assert_eq!(error.kind, FailureKind::Permanent);
+}
