@@ -938,7 +938,10 @@ name = "pallets/flask"
         );
         assert_eq!(c.reply.policy_url, d.reply.policy_url);
         assert_eq!(c.state_dir, d.state_dir);
-        assert_eq!(c.repository("pallets/jinja").unwrap().package_name(), "jinja2");
+        assert_eq!(
+            c.repository("pallets/jinja").unwrap().package_name(),
+            "jinja2"
+        );
     }
 
     #[test]

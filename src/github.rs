@@ -155,22 +155,7 @@ impl GitHub {
     pub async fn create_draft(&self, draft: &AdvisoryDraft) -> Result<AdvisoryRef, GitHubError> {
         const OPERATION: &str = "create advisory";
         let (owner, name) = split_repository(OPERATION, &draft.repository)?;
-        let body = CreateRepositoryAdvisory {
-            summary: draft.summary.clone(),
-            description: draft.description.clone(),
-            vulnerabilities: draft
-                .vulnerabilities
-                .iter()
-                .map(|p| CreateVulnerability {
-                    package: CreatePackage {
-                        ecosystem: p.ecosystem.clone(),
-                        name: Some(p.name.clone()),
-                    },
-                    ..CreateVulnerability::default()
-                })
-                .collect(),
-            ..CreateRepositoryAdvisory::default()
-        };
+        let body = create_body(draft);
         let repos = self.octocrab.repos(owner, name);
         let created = self
             .call(
@@ -216,6 +201,27 @@ impl GitHub {
                 kind: FailureKind::TRANSIENT,
             }),
         }
+    }
+}
+
+/// The request body GitHub receives for a draft: what `create_draft` sends and
+/// `preview` prints.
+pub fn create_body(draft: &AdvisoryDraft) -> CreateRepositoryAdvisory {
+    CreateRepositoryAdvisory {
+        summary: draft.summary.clone(),
+        description: draft.description.clone(),
+        vulnerabilities: draft
+            .vulnerabilities
+            .iter()
+            .map(|p| CreateVulnerability {
+                package: CreatePackage {
+                    ecosystem: p.ecosystem.clone(),
+                    name: Some(p.name.clone()),
+                },
+                ..CreateVulnerability::default()
+            })
+            .collect(),
+        ..CreateRepositoryAdvisory::default()
     }
 }
 
@@ -435,12 +441,4 @@ mod tests {
             "custom"
         );
     }
-}
-
-/// The request body GitHub receives for a draft: what `preview` prints.
-pub fn create_body(
-    draft: &AdvisoryDraft,
-) -> octocrab::models::security_advisories::CreateRepositoryAdvisory {
-    let _ = draft;
-    unimplemented!("github::create_body")
 }
