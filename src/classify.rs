@@ -14,6 +14,8 @@ pub enum NoiseReason {
     Bulk(String),
     /// Our own mail coming back.
     OwnMail,
+    /// The receiving server's spam filter flagged it (`X-Spam-Flag: YES`).
+    Spam(String),
 }
 
 impl std::fmt::Display for NoiseReason {
@@ -23,6 +25,7 @@ impl std::fmt::Display for NoiseReason {
             NoiseReason::Bounce => f.write_str("bounce or delivery status notification"),
             NoiseReason::Bulk(why) => write!(f, "bulk or list mail ({why})"),
             NoiseReason::OwnMail => f.write_str("our own mail looping back"),
+            NoiseReason::Spam(why) => write!(f, "spam ({why})"),
         }
     }
 }
@@ -88,7 +91,10 @@ pub enum ReplyDecision {
 /// 4. bulk or list mail: `Precedence: bulk|junk|list`, `List-Id` or `List-Unsubscribe`.
 ///    When the `List-Id` names one of our own addresses (a security@ address that is
 ///    itself a mailing list or group, as with Google Groups), the list headers and
-///    `Precedence: list` are expected on every report and are not noise.
+///    `Precedence: list` are expected on every report and are not noise;
+/// 5. spam: the receiving server set `X-Spam-Flag: YES`. A score alone does not count,
+///    because its scale depends on the filter; the message is filed as ignored with the
+///    reason, never deleted, so a misjudged report can be found.
 pub fn classify(report: &Report, ctx: &Context) -> Classification {
     match noise(report, ctx) {
         Some(reason) => Classification::Noise(reason),
@@ -138,6 +144,9 @@ fn noise(report: &Report, ctx: &Context) -> Option<NoiseReason> {
         if s.list_unsubscribe {
             return Some(NoiseReason::Bulk("List-Unsubscribe".into()));
         }
+    }
+    if s.spam_flag.as_deref().is_some_and(|f| f.trim() == "YES") {
+        return Some(NoiseReason::Spam("X-Spam-Flag: YES".into()));
     }
     None
 }
@@ -381,6 +390,17 @@ mod tests {
                 "{headers}"
             );
         }
+    }
+
+    #[test]
+    fn mail_flagged_as_spam_is_noise_but_a_score_alone_is_not() {
+        let r = message("From: a@example.org\r\nX-Spam-Flag: YES\r\nX-Spam-Score: 9.1");
+        assert_eq!(
+            classify(&r, &ctx()),
+            Classification::Noise(NoiseReason::Spam("X-Spam-Flag: YES".into()))
+        );
+        let r = message("From: a@example.org\r\nX-Spam-Flag: NO\r\nX-Spam-Score: 9.1");
+        assert_eq!(classify(&r, &ctx()), Classification::Report);
     }
 
     #[test]

@@ -1057,6 +1057,102 @@ mod tests {
     }
 
     #[test]
+    fn no_mix_of_dangerous_tokens_breaks_out_of_its_place() {
+        const TOKENS: &[&str] = &[
+            "<",
+            ">",
+            "&",
+            "</pre>",
+            "</PRE >",
+            "<pre>",
+            "```",
+            "~~~",
+            "@team",
+            "@org/team",
+            "|",
+            "\n",
+            "\r",
+            "\t",
+            "<!--",
+            "-->",
+            "advisory-bridge report-id=",
+            "\u{202E}",
+            "\u{2066}",
+            "![x](http://e/x.png)",
+            "<img src=x>",
+            "`",
+            "\\",
+            "*",
+            "_",
+            "[l](u)",
+            "    ",
+            "#",
+            "&lt;",
+            "</code>",
+            "<code>",
+            "é",
+            "😀",
+            "\u{0}",
+            "\u{85}",
+        ];
+        let base = fixture("patch-and-binary.eml");
+        let mut seed: u64 = 0x5eed;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..300 {
+            let mut piece = || {
+                (0..40)
+                    .map(|_| TOKENS[next() % TOKENS.len()])
+                    .collect::<String>()
+            };
+            let mut r = base.clone();
+            r.text = piece();
+            r.subject = crate::mail::clean::single_line(&piece());
+            r.attachments[0].filename = Some(piece());
+            r.attachments[0].data = piece().into_bytes();
+            r.attachments[0].content_type = piece();
+            r.from = Some(Address {
+                name: Some(piece()),
+                email: piece(),
+            });
+            let d = render_with(
+                &r,
+                &AdvisoryConfig {
+                    include_reporter_email: true,
+                    ..AdvisoryConfig::default()
+                },
+            );
+            let desc = &d.description;
+            assert_eq!(desc.matches("<!--").count(), 1, "{desc}");
+            assert!(desc.ends_with(&format!("{}\n", marker(&r.report_id))));
+            pre_blocks(desc);
+            let ours = desc
+                .replace("<pre>", "")
+                .replace("</pre>", "")
+                .replace("<code>", "")
+                .replace("</code>", "")
+                .replace(&marker(&r.report_id), "");
+            assert!(
+                !ours.contains('<'),
+                "a `<` from the report survived:\n{desc}"
+            );
+            assert!(
+                !desc.contains(['\r', '\u{202E}', '\u{2066}', '\u{0}']),
+                "{desc:?}"
+            );
+            for line in desc.lines().filter(|l| l.starts_with("| ")) {
+                let pipes = line.matches('|').count();
+                assert!(pipes == 3 || pipes == 7, "{line}");
+            }
+            assert!(!d.summary.contains(['\r', '\n']));
+        }
+    }
+
+    #[test]
     fn the_summary_drops_reply_prefixes_and_list_tags() {
         let mut r = fixture("no-project.eml");
         r.subject = "Re: AW: [security] Fwd:  WG: [pallets]   XSS  in   templates".into();
