@@ -673,8 +673,8 @@ impl Daemon {
             },
             _ => {
                 for a in &prepared.draft.stored_attachments {
-                    if let Some(att) = report.attachments.get(a.index) {
-                        self.spool.store_attachment(id, &a.file_name, &att.data)?;
+                    if let Some(data) = a.data(report) {
+                        self.spool.store_attachment(id, &a.file_name, data)?;
                     }
                 }
                 match self.ensure_advisory(report, &prepared.draft).await {
