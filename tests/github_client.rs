@@ -286,6 +286,11 @@ async fn too_many_requests_and_secondary_limits_wait_for_retry_after() {
     fake.push_fault(Fault::secondary_rate_limit(17));
     let error = github.check_access("pallets/flask").await.unwrap_err();
     assert_eq!(expect_transient(&error), Some(Duration::from_secs(17)));
+
+    // A secondary limit that names no time: GitHub says wait at least a minute.
+    fake.push_fault(Fault::status(403));
+    let error = github.check_access("pallets/flask").await.unwrap_err();
+    assert_eq!(expect_transient(&error), Some(Duration::from_secs(60)));
 }
 
 #[tokio::test]
