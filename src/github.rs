@@ -9,6 +9,7 @@
 //! | --- | --- | --- |
 //! | network error, timeout, 5xx, 429 | transient | `Retry-After`, else the rate-limit reset when `x-ratelimit-remaining: 0` |
 //! | 403 with `Retry-After`, `x-ratelimit-remaining: 0` or a "rate limit" message | transient | as above |
+//! | 429 or rate-limit 403 naming no time | transient | 60 s (GitHub's advice) |
 //! | 401, 404, 422, other 4xx, unreadable answers | permanent | - |
 //!
 //! octocrab is built without its `retry` feature on purpose: a retried `POST` whose first
@@ -311,6 +312,14 @@ fn classify(
                 404 => "; the repository does not exist or the token cannot see it",
                 _ => "",
             });
+            // GitHub's rate-limit guide: without a Retry-After or reset to go by, wait at
+            // least a minute after a secondary rate limit.
+            let retry_after = match retry_after {
+                None if status == 429 || (status == 403 && rate_limited) => {
+                    Some(SECONDARY_LIMIT_WAIT)
+                }
+                other => other,
+            };
             let kind = if transient {
                 FailureKind::Transient { retry_after }
             } else {
@@ -340,6 +349,9 @@ fn classify(
         kind,
     }
 }
+
+/// The least wait after a rate limit that named no time.
+const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// Longest error message kept: GitHub's text is outside our control and ends up in logs.
 const MESSAGE_LIMIT: usize = 1000;

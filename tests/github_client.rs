@@ -286,6 +286,11 @@ async fn too_many_requests_and_secondary_limits_wait_for_retry_after() {
     fake.push_fault(Fault::secondary_rate_limit(17));
     let error = github.check_access("pallets/flask").await.unwrap_err();
     assert_eq!(expect_transient(&error), Some(Duration::from_secs(17)));
+
+    // A secondary limit that names no time: GitHub says wait at least a minute.
+    fake.push_fault(Fault::status(403));
+    let error = github.check_access("pallets/flask").await.unwrap_err();
+    assert_eq!(expect_transient(&error), Some(Duration::from_secs(60)));
 }
 
 #[tokio::test]
@@ -350,4 +355,57 @@ async fn check_access_reads_one_advisory() {
     assert_eq!(request.query.as_deref(), Some("per_page=1"));
     let error = github.check_access("pallets/quart").await.unwrap_err();
     assert_eq!(error.kind, FailureKind::Permanent);
+}
+
+#[tokio::test]
+async fn a_create_that_timed_out_can_still_land_and_the_marker_finds_it() {
+    let fake = fake().await;
+    fake.push_fault(Fault::Delay(Duration::from_secs(2)));
+    let impatient = client_with(&fake, TOKEN, Duration::from_millis(300));
+    let report = draft("pallets/flask", "Late", "late@example.org");
+    let error = impatient.create_draft(&report).await.unwrap_err();
+    expect_transient(&error);
+
+    // GitHub finishes what it started: wait (generously) for the advisory to appear.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while fake.advisories("pallets/flask").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delayed create never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wanted = marker(&ReportId("late@example.org".into()));
+    let found = client(&fake)
+        .find_by_marker("pallets/flask", &wanted)
+        .await
+        .unwrap()
+        .expect("the create that timed out is found by its marker");
+    assert_eq!(
+        found.ghsa_id,
+        fake.advisories("pallets/flask")[0]["ghsa_id"]
+            .as_str()
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn the_fakes_own_rate_limit_is_read_from_its_headers() {
+    let fake = FakeGitHub::start(FakeOptions {
+        token: TOKEN.into(),
+        repos: vec!["pallets/flask".into()],
+        rate_limit: 1,
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap();
+    let github = client(&fake);
+    github.check_access("pallets/flask").await.unwrap();
+    let error = github.check_access("pallets/flask").await.unwrap_err();
+    let delay = expect_transient(&error).expect("a delay until the hourly reset");
+    assert!(
+        delay <= Duration::from_secs(3600) && delay >= Duration::from_secs(3000),
+        "{delay:?}"
+    );
+    assert!(error.message.contains("rate limit"), "{error}");
 }

@@ -86,7 +86,8 @@ pub enum Fault {
         /// The body.
         body: Value,
     },
-    /// Wait this long, then handle the request normally.
+    /// Wait this long, then handle the request normally, even when the client has given
+    /// up meanwhile (a create still creates: the "outcome unknown" case).
     Delay(Duration),
     /// Close the connection without an answer; the request has no effect.
     Drop,

@@ -169,8 +169,28 @@ impl Outcome {
 const REST_DOCS: &str = "https://docs.github.com/rest";
 
 /// Every request under the API: faults, then auth, rate limit and the operation.
+///
+/// The work runs in its own task, so a client that gives up (timeout, closed socket)
+/// does not cancel it: like GitHub, a request that arrived is carried out, which is the
+/// case the daemon's marker search must recover from.
 async fn api(
     State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match tokio::spawn(respond(shared, method, uri, headers, body)).await {
+        Ok(response) => response,
+        Err(e) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"message": format!("fake-github failed: {e}"), "documentation_url": REST_DOCS, "status": "500"}),
+        ),
+    }
+}
+
+async fn respond(
+    shared: Arc<Shared>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
