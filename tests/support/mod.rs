@@ -882,3 +882,4 @@ impl Drop for Process {
         self.kill();
     }
 }
+pub mod stack;

@@ -1,0 +1,394 @@
+//! End to end, with the real binary against a real Dovecot, a real SMTP server and the
+//! fake GitHub: a report mailed to security@ becomes a draft advisory in the right
+//! repository and the reporter gets one threaded reply.
+
+mod support;
+
+use std::time::Duration;
+
+use fake_github::{Fault, FaultMatch, Operation};
+use mail_parser::MessageParser;
+use serde_json::Value;
+use support::stack::{PATIENCE, SECURITY_ADDRESS, Stack, fixture, report};
+use support::{header_value, wait_for_async};
+
+/// The advisory whose description carries the marker of the report with this
+/// Message-ID, with its repository.
+fn advisory_for(stack: &Stack, message_id: &str) -> Option<(String, Value)> {
+    let id = advisory_bridge::mail::normalise_id(message_id).expect("a real Message-ID");
+    let hash = advisory_bridge::mail::sha256_hex(id.as_bytes());
+    let marker = format!("report-id={hash}");
+    stack
+        .all_advisories()
+        .into_iter()
+        .find(|(_, a)| a["description"].as_str().unwrap_or("").contains(&marker))
+}
+
+fn description(advisory: &Value) -> &str {
+    advisory["description"].as_str().unwrap_or("")
+}
+
+fn message_id_of(raw: &[u8]) -> String {
+    MessageParser::default()
+        .parse(raw)
+        .and_then(|m| m.message_id().map(str::to_owned))
+        .expect("fixture has a Message-ID")
+}
+
+/// Replies addressed (envelope) to `rcpt`.
+fn replies_to(stack: &Stack, rcpt: &str) -> Vec<Vec<u8>> {
+    stack
+        .replies()
+        .into_iter()
+        .filter(|r| {
+            header_value(r, "X-Sink-Rcpt-To")
+                .is_some_and(|v| v.to_lowercase().contains(&rcpt.to_lowercase()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_about_werkzeug_becomes_a_draft_in_werkzeug_and_the_reporter_gets_a_threaded_reply()
+ {
+    let mut stack = Stack::start().await;
+    // Started before the mail arrives: the IDLE path.
+    let mut daemon = stack.daemon(&["run"]);
+    wait_for_async(PATIENCE, "the daemon to create its folders", || async {
+        stack
+            .mailbox()
+            .folders()
+            .await
+            .iter()
+            .any(|f| f == "Processed")
+    })
+    .await;
+
+    let raw = stack.deliver_fixture("plain-werkzeug.eml").await;
+    let message_id = message_id_of(&raw);
+    wait_for_async(PATIENCE, "the advisory and the reply", || async {
+        advisory_for(&stack, &message_id).is_some() && !stack.replies().is_empty()
+    })
+    .await;
+
+    let (repo, advisory) = advisory_for(&stack, &message_id).expect("advisory exists");
+    assert_eq!(repo, "pallets/werkzeug");
+    assert_eq!(advisory["state"], "draft");
+    let ghsa = advisory["ghsa_id"].as_str().expect("ghsa id").to_owned();
+    assert_eq!(
+        advisory["vulnerabilities"][0]["package"],
+        serde_json::json!({"ecosystem": "pip", "name": "werkzeug"})
+    );
+    let text = description(&advisory);
+    assert!(text.contains("becomes **public**"), "{text}");
+    assert!(
+        !text.contains("@example"),
+        "no reporter address by default: {text}"
+    );
+    assert!(
+        stack
+            .github
+            .requests()
+            .iter()
+            .all(|r| r.violations.is_empty()),
+        "every request matched GitHub's description"
+    );
+
+    let replies = stack.replies();
+    assert_eq!(replies.len(), 1, "exactly one reply");
+    let reply = &replies[0];
+    let parsed = MessageParser::default().parse(reply).expect("reply parses");
+    assert_eq!(
+        parsed.in_reply_to().as_text(),
+        Some(message_id.as_str()),
+        "threaded under the report"
+    );
+    let references = header_value(reply, "References").expect("References set");
+    assert!(references.contains(&message_id), "{references}");
+    assert_eq!(
+        header_value(reply, "Auto-Submitted").as_deref(),
+        Some("auto-replied")
+    );
+    let subject = parsed.subject().unwrap_or_default();
+    assert!(subject.starts_with("Re: "), "{subject}");
+    assert!(subject.contains(&ghsa), "{subject}");
+    let body = parsed.body_text(0).unwrap_or_default();
+    assert!(body.contains(&ghsa), "{body}");
+    assert!(body.contains("volunteers"), "{body}");
+    assert!(body.contains("CVE"), "{body}");
+    assert!(
+        parsed
+            .from()
+            .and_then(|f| f.first())
+            .and_then(|a| a.address())
+            == Some(SECURITY_ADDRESS)
+    );
+    let reply_id = parsed.message_id().unwrap_or_default().to_owned();
+    assert!(reply_id.starts_with("advisory-bridge."), "{reply_id}");
+
+    stack.wait_for_folder("Processed", 1).await;
+    assert!(
+        stack.folder("INBOX").await.is_empty(),
+        "nothing left behind"
+    );
+    let status = daemon.terminate();
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status:?}\n{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("ghp_testtoken"),
+        "the token never appears in logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_drained_by_once_and_each_report_lands_where_it_belongs() {
+    let mut stack = Stack::start().await;
+    // Mail that arrived while the daemon was down: the backlog path.
+    let cases = [
+        (
+            "plain-werkzeug.eml",
+            "pallets/werkzeug",
+            "the subject names",
+        ),
+        ("html-latin1.eml", "pallets/flask", ""),
+        ("shift-jis.eml", "pallets/jinja", "the subject names"),
+        (
+            "patch-and-binary.eml",
+            "pallets/markupsafe",
+            "the subject names",
+        ),
+        ("plus-address.eml", "pallets/werkzeug", "+werkzeug address"),
+        ("github-link.eml", "pallets/jinja", "links to"),
+        ("subject-alias.eml", "pallets/click", "the subject names"),
+        ("no-project.eml", "pallets/flask", "default repository"),
+    ];
+    let mut ids = Vec::new();
+    for (name, _, _) in &cases {
+        let raw = stack.deliver_fixture(name).await;
+        ids.push(message_id_of(&raw));
+    }
+    stack.deliver_fixture("auto-reply.eml").await;
+    stack.deliver_fixture("bounce.eml").await;
+
+    let mut once = stack.daemon(&["once"]);
+    let status = once.wait(Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "once drains the backlog: {status:?}\n{}",
+        once.log()
+    );
+
+    for ((name, repo, reason), id) in cases.iter().zip(&ids) {
+        let (got, advisory) =
+            advisory_for(&stack, id).unwrap_or_else(|| panic!("{name}: no advisory"));
+        assert_eq!(&got, repo, "{name} routed to {repo}");
+        assert!(
+            description(&advisory).contains(reason),
+            "{name}: routing reason `{reason}` shown:\n{}",
+            description(&advisory)
+        );
+    }
+    assert_eq!(
+        stack.all_advisories().len(),
+        cases.len(),
+        "noise made no advisory"
+    );
+
+    // Charsets decoded into readable text.
+    let (_, latin1) = advisory_for(&stack, &ids[1]).unwrap();
+    assert!(description(&latin1).contains("é") || description(&latin1).contains("ü"));
+    let (_, sjis) = advisory_for(&stack, &ids[2]).unwrap();
+    assert!(
+        description(&sjis)
+            .chars()
+            .any(|c| ('\u{3040}'..='\u{30ff}').contains(&c)),
+        "Japanese text decoded: {}",
+        description(&sjis)
+    );
+    // The patch is shown inline, the binary listed with its hash and kept on disk.
+    let (_, patch) = advisory_for(&stack, &ids[3]).unwrap();
+    let d = description(&patch);
+    assert!(d.contains("SHA-256"), "{d}");
+    assert!(d.contains("diff") || d.contains("+++"), "patch inline: {d}");
+    let kept = std::fs::read_dir(stack.state_dir.join("attachments"))
+        .expect("attachments kept")
+        .count();
+    assert!(kept >= 1);
+
+    // One reply per report; none to the auto-reply or the bounce.
+    assert_eq!(stack.replies().len(), cases.len(), "one reply per report");
+    assert!(replies_to(&stack, "mailer-daemon").is_empty());
+    assert_eq!(stack.folder("Processed").await.len(), cases.len());
+    assert_eq!(stack.folder("Ignored").await.len(), 2);
+    assert!(stack.folder("INBOX").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_reply_gets_no_reply_and_no_advisory() {
+    let mut stack = Stack::start().await;
+    stack.deliver_fixture("auto-reply.eml").await;
+    let mut once = stack.daemon(&["once"]);
+    assert!(
+        once.wait(Duration::from_secs(120)).success(),
+        "{}",
+        once.log()
+    );
+    assert!(stack.all_advisories().is_empty());
+    assert!(stack.replies().is_empty());
+    assert_eq!(stack.folder("Ignored").await.len(), 1);
+    assert!(once.log().contains("auto-submitted"), "{}", once.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_in_the_middle_of_a_backlog_creates_no_duplicate_on_restart() {
+    let mut stack = Stack::start().await;
+    let n = 8;
+    for i in 0..n {
+        stack
+            .deliver(&report(
+                &format!("backlog-{i}"),
+                &format!("Werkzeug issue number {i}"),
+                "The debugger PIN can be guessed.",
+            ))
+            .await;
+    }
+    let mut first = stack.daemon(&["run"]);
+    wait_for_async(PATIENCE, "a first advisory", || async {
+        !stack.all_advisories().is_empty()
+    })
+    .await;
+    first.kill();
+
+    let mut second = stack.daemon(&["run"]);
+    stack.wait_for_folder("Processed", n).await;
+    second.terminate();
+
+    let advisories = stack.all_advisories();
+    assert_eq!(advisories.len(), n, "one advisory per report, none twice");
+    for i in 0..n {
+        let id = format!("backlog-{i}@example.net");
+        assert!(
+            advisory_for(&stack, &id).is_some(),
+            "report {i} has its advisory"
+        );
+    }
+    // A reply may be sent twice only in the window between the SMTP server's acceptance
+    // and our record of it, and then with the same Message-ID.
+    let mut ids: Vec<String> = stack
+        .replies()
+        .iter()
+        .filter_map(|r| header_value(r, "Message-ID"))
+        .collect();
+    assert!(ids.len() >= n);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        n,
+        "every reporter answered, duplicates share a Message-ID"
+    );
+    assert!(stack.folder("INBOX").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_github_is_retried_until_it_answers_and_a_422_quarantines() {
+    let mut stack = Stack::start().await;
+    stack
+        .github
+        .push_fault_when(FaultMatch::operation(Operation::Create), Fault::status(503));
+    stack
+        .deliver(&report("retry-1", "Click: retried", "text"))
+        .await;
+    let mut daemon = stack.daemon(&["run"]);
+    stack.wait_for_folder("Processed", 1).await;
+    assert_eq!(stack.github.advisories("pallets/click").len(), 1);
+    assert!(daemon.log().contains("will retry"), "{}", daemon.log());
+
+    stack.github.push_fault_when(
+        FaultMatch::operation(Operation::Create),
+        Fault::Json {
+            code: 422,
+            headers: Vec::new(),
+            body: serde_json::json!({
+                "message": "Validation Failed",
+                "errors": [{"resource": "RepositoryAdvisory", "field": "summary", "code": "invalid"}],
+                "documentation_url": "https://docs.github.com/rest",
+                "status": "422"
+            }),
+        },
+    );
+    stack
+        .deliver(&report("permanent-1", "Click: refused", "text"))
+        .await;
+    stack.wait_for_folder("Quarantine", 1).await;
+    assert_eq!(stack.github.advisories("pallets/click").len(), 1);
+    assert_eq!(
+        stack.replies().len(),
+        1,
+        "no reply for the quarantined report"
+    );
+    daemon.terminate();
+    assert!(daemon.log().contains("quarantined"), "{}", daemon.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_shows_the_advisory_and_the_reply_and_touches_nothing() {
+    let mut stack = Stack::start().await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile.eml");
+    let mut preview = stack.daemon(&["preview", path.to_str().unwrap()]);
+    assert!(
+        preview.wait(Duration::from_secs(60)).success(),
+        "{}",
+        preview.log()
+    );
+    let out = preview.log();
+    let start = out.find('{').expect("JSON output");
+    let json: Value = serde_json::from_str(&out[start..]).expect("valid JSON");
+    assert_eq!(json["outcome"], "advisory");
+    assert_eq!(json["repository"], "pallets/flask");
+    let d = json["advisory"]["description"].as_str().unwrap();
+    assert!(!d.contains("<img"), "{d}");
+    assert!(!d.contains("<script"), "{d}");
+    assert_eq!(d.matches("<!-- advisory-bridge").count(), 1, "{d}");
+    assert!(
+        json["reply"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("GHSA-xxxx-xxxx-xxxx")
+    );
+    assert!(stack.github.requests().is_empty(), "GitHub untouched");
+    assert!(!stack.state_dir.exists(), "no state written");
+    let _ = fixture("hostile.eml");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reaches_every_server_and_names_what_is_wrong() {
+    let mut stack = Stack::start().await;
+    let mut ok = stack.daemon(&["check"]);
+    let status = ok.wait(Duration::from_secs(60));
+    assert!(status.success(), "{}", ok.log());
+    assert!(ok.log().contains("ok      IMAP"), "{}", ok.log());
+    assert!(ok.log().contains("ok      SMTP"), "{}", ok.log());
+    assert!(
+        ok.log()
+            .contains("ok      GitHub advisories of pallets/werkzeug")
+    );
+
+    let wrong = stack.dir.join("wrong-password");
+    std::fs::write(&wrong, "not-the-password-42").unwrap();
+    let security = stack.dovecot.security();
+    stack.write_config(|t| {
+        t.replace(
+            &security.password_file.display().to_string(),
+            &wrong.display().to_string(),
+        )
+    });
+    let mut bad = stack.daemon(&["check"]);
+    let status = bad.wait(Duration::from_secs(60));
+    assert!(!status.success());
+    let log = bad.log();
+    assert!(log.contains("FAILED  IMAP"), "{log}");
+    assert!(!log.contains("not-the-password-42"), "{log}");
+}

@@ -1,0 +1,255 @@
+//! The whole local stack for end-to-end tests: a private Dovecot holding the security@
+//! mailbox, an SMTP sink receiving replies (STARTTLS + AUTH), the fake GitHub, a config
+//! file pointing the real `advisory-bridge` binary at them, and helpers to drive it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fake_github::{FakeGitHub, FakeHandle, FakeOptions};
+use serde_json::Value;
+
+use super::{
+    Dovecot, ImapAccount, Process, SinkAuth, SinkTls, SmtpSink, SmtpSinkOptions, TestDir,
+    daemon_binary, wait_for_async,
+};
+
+/// The repositories every end-to-end test configures (see `tests/fixtures/README.md`).
+pub const REPOSITORIES: &[&str] = &[
+    "pallets/flask",
+    "pallets/werkzeug",
+    "pallets/jinja",
+    "pallets/click",
+    "pallets/markupsafe",
+    "pallets-eco/flask-sqlalchemy",
+];
+
+/// Our security@ address.
+pub const SECURITY_ADDRESS: &str = "security@palletsprojects.com";
+
+/// How long a test waits for something the daemon should do "within a second or two":
+/// generous, because it only bounds a failing test on a loaded 2-core machine.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A running stack. Servers stop when it is dropped.
+pub struct Stack {
+    /// Everything lives here.
+    pub dir: TestDir,
+    /// The IMAP server.
+    pub dovecot: Dovecot,
+    /// The SMTP server replies go to.
+    pub smtp: SmtpSink,
+    /// The fake GitHub.
+    pub github: FakeHandle,
+    /// The daemon's config file.
+    pub config_path: PathBuf,
+    /// The daemon's state directory.
+    pub state_dir: PathBuf,
+    token_file: PathBuf,
+    daemons: usize,
+}
+
+impl Stack {
+    /// Starts Dovecot, the SMTP sink and the fake GitHub, and writes a config.
+    pub async fn start() -> Stack {
+        let dir = TestDir::new();
+        let dovecot = Dovecot::start(&dir.join("dovecot"));
+        let smtp = SmtpSink::start(
+            &dir.join("smtp"),
+            SmtpSinkOptions {
+                tls: SinkTls::Starttls,
+                auth: Some(SinkAuth {
+                    user: "bridge".into(),
+                    password: "smtp-secret".into(),
+                }),
+                deliver_maildir: None,
+            },
+        );
+        let token = "ghp_testtoken0123456789";
+        let github = FakeGitHub::start(FakeOptions {
+            token: token.into(),
+            repos: REPOSITORIES.iter().map(|r| r.to_string()).collect(),
+            ..FakeOptions::default()
+        })
+        .await
+        .expect("the fake GitHub starts");
+        let token_file = dir.join("github-token");
+        fs::write(&token_file, token).expect("write the token file");
+        let stack = Stack {
+            config_path: dir.join("config.toml"),
+            state_dir: dir.join("state"),
+            dir,
+            dovecot,
+            smtp,
+            github,
+            token_file,
+            daemons: 0,
+        };
+        stack.write_config(|text| text);
+        stack
+    }
+
+    /// The config the tests start from; `edit` may change it (e.g. `str::replace`).
+    pub fn write_config(&self, edit: impl FnOnce(String) -> String) {
+        let security = self.dovecot.security();
+        let text = format!(
+            r#"state_dir = "{state}"
+default_repository = "pallets/flask"
+
+[imap]
+host = "127.0.0.1"
+port = {imaps}
+tls = "implicit"
+ca_file = "{imap_ca}"
+username = "{imap_user}"
+password_file = "{imap_pw}"
+poll_interval_secs = 1
+timeout_secs = 20
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "starttls"
+ca_file = "{smtp_ca}"
+username = "bridge"
+password_env = "TEST_SMTP_PASSWORD"
+from_address = "{from}"
+from_name = "Pallets Security"
+timeout_secs = 20
+
+[github]
+api_url = "{github}"
+token_file = "{token}"
+timeout_secs = 20
+
+[reply]
+project_name = "the Pallets maintainers"
+
+[retry]
+initial_delay_secs = 1
+max_delay_secs = 2
+
+[[repository]]
+name = "pallets/flask"
+
+[[repository]]
+name = "pallets/werkzeug"
+
+[[repository]]
+name = "pallets/jinja"
+aliases = ["jinja2"]
+package = "jinja2"
+
+[[repository]]
+name = "pallets/click"
+
+[[repository]]
+name = "pallets/markupsafe"
+
+[[repository]]
+name = "pallets-eco/flask-sqlalchemy"
+"#,
+            state = self.state_dir.display(),
+            imaps = self.dovecot.imaps_port(),
+            imap_ca = self.dovecot.ca_file().display(),
+            imap_user = security.user,
+            imap_pw = security.password_file.display(),
+            smtp_port = self.smtp.port(),
+            smtp_ca = self.smtp.ca_file().expect("the sink speaks TLS").display(),
+            from = SECURITY_ADDRESS,
+            github = self.github.url(),
+            token = self.token_file.display(),
+        );
+        fs::write(&self.config_path, edit(text)).expect("write the daemon config");
+    }
+
+    /// Starts the real binary with `args` after `--config <file>`; its log goes next to
+    /// the config.
+    pub fn daemon(&mut self, args: &[&str]) -> Process {
+        self.daemons += 1;
+        let log = self.dir.join(format!("daemon-{}.log", self.daemons));
+        let mut all = vec!["--config", self.config_path.to_str().expect("UTF-8 path")];
+        all.extend_from_slice(args);
+        Process::spawn(
+            daemon_binary(),
+            all,
+            &[
+                ("TEST_SMTP_PASSWORD", "smtp-secret"),
+                ("ADVISORY_BRIDGE_LOG", "info,advisory_bridge=debug"),
+            ],
+            &log,
+        )
+    }
+
+    /// The security@ mailbox, as the test's own IMAP client sees it.
+    pub fn mailbox(&self) -> ImapAccount {
+        self.dovecot.security_imap()
+    }
+
+    /// Delivers a message into the watched INBOX.
+    pub async fn deliver(&self, raw: &[u8]) {
+        self.mailbox().append("INBOX", raw).await;
+    }
+
+    /// Delivers a fixture from `tests/fixtures/`.
+    pub async fn deliver_fixture(&self, name: &str) -> Vec<u8> {
+        let raw = fixture(name);
+        self.deliver(&raw).await;
+        raw
+    }
+
+    /// The messages in one folder of the security@ mailbox.
+    pub async fn folder(&self, name: &str) -> Vec<Vec<u8>> {
+        self.mailbox().folder_messages(name).await
+    }
+
+    /// Every advisory the fake GitHub holds, with its repository.
+    pub fn all_advisories(&self) -> Vec<(String, Value)> {
+        REPOSITORIES
+            .iter()
+            .flat_map(|repo| {
+                self.github
+                    .advisories(repo)
+                    .into_iter()
+                    .map(move |a| (repo.to_string(), a))
+            })
+            .collect()
+    }
+
+    /// Every reply the SMTP server accepted, raw.
+    pub fn replies(&self) -> Vec<Vec<u8>> {
+        self.smtp.messages()
+    }
+
+    /// Waits until `n` messages are in `folder`.
+    pub async fn wait_for_folder(&self, folder: &str, n: usize) {
+        wait_for_async(PATIENCE, &format!("{n} message(s) in {folder}"), || async {
+            self.folder(folder).await.len() >= n
+        })
+        .await;
+    }
+}
+
+/// A fixture's bytes.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+}
+
+/// A simple report with its own Message-ID.
+pub fn report(id: &str, subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: Rita Reporter <rita@example.net>\r\n\
+         To: {SECURITY_ADDRESS}\r\n\
+         Subject: {subject}\r\n\
+         Date: Tue, 24 Nov 2026 10:00:00 +0000\r\n\
+         Message-ID: <{id}@example.net>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         \r\n\
+         {body}\r\n"
+    )
+    .into_bytes()
+}
