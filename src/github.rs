@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use octocrab::Octocrab;
 use octocrab::models::security_advisories::{
     CreatePackage, CreateRepositoryAdvisory, CreateVulnerability, RepositoryAdvisory,
+    UpdateRepositoryAdvisory,
 };
 
 use crate::config::Secret;
@@ -150,6 +151,49 @@ impl GitHub {
                 None => return Ok(None),
             }
         }
+    }
+
+    /// The current description of an advisory (empty when it has none).
+    pub async fn description(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+    ) -> Result<String, GitHubError> {
+        const OPERATION: &str = "read advisory";
+        let (owner, name) = split_repository(OPERATION, repository)?;
+        let repos = self.octocrab.repos(owner, name);
+        let advisory = self
+            .call(
+                OPERATION,
+                repository,
+                repos.security_advisories().get(ghsa_id),
+            )
+            .await?;
+        Ok(advisory.description.unwrap_or_default())
+    }
+
+    /// Replaces an advisory's description (how follow-ups are added: GitHub's REST API
+    /// has no comment endpoint for repository advisories).
+    pub async fn update_description(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+        description: &str,
+    ) -> Result<(), GitHubError> {
+        const OPERATION: &str = "update advisory";
+        let (owner, name) = split_repository(OPERATION, repository)?;
+        let repos = self.octocrab.repos(owner, name);
+        let body = UpdateRepositoryAdvisory {
+            description: Some(description.to_owned()),
+            ..UpdateRepositoryAdvisory::default()
+        };
+        self.call(
+            OPERATION,
+            repository,
+            repos.security_advisories().update(ghsa_id, &body),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Creates a draft advisory.

@@ -111,6 +111,8 @@ pub struct Entry {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The last failure's message.
     pub last_error: Option<String>,
+    /// For a follow-up: the report whose advisory it was added to.
+    pub thread_of: Option<ReportId>,
 }
 
 /// What is known about a report when first seen.
@@ -153,15 +155,19 @@ CREATE TABLE IF NOT EXISTS reports (
     outcome          TEXT,
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  TEXT,
-    last_error       TEXT
+    last_error       TEXT,
+    thread_of        TEXT,
+    replied_at       TEXT
 );
 CREATE INDEX IF NOT EXISTS reports_by_update ON reports(updated_at);
+CREATE INDEX IF NOT EXISTS reports_by_message_id ON reports(message_id);
+CREATE INDEX IF NOT EXISTS reports_by_ghsa ON reports(ghsa_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
 const COLUMNS: &str = "report_id, message_id, state, first_seen_at, updated_at, spool_path, \
     sender, subject, repository, route_reason, ghsa_id, advisory_url, reply, \
-    reply_message_id, outcome, attempts, next_attempt_at, last_error";
+    reply_message_id, outcome, attempts, next_attempt_at, last_error, thread_of";
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -193,6 +199,7 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         attempts: row.get(15)?,
         next_attempt_at: row.get::<_, Option<String>>(16)?.map(|s| parse_ts(&s)),
         last_error: row.get(17)?,
+        thread_of: row.get::<_, Option<String>>(18)?.map(ReportId),
     })
 }
 
@@ -281,6 +288,68 @@ impl Journal {
         Ok(())
     }
 
+    /// The report (not a follow-up) with this `Message-ID`, if any.
+    pub fn find_by_message_id(&self, message_id: &str) -> Result<Option<Entry>, JournalError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM reports WHERE message_id = ?1
+                     ORDER BY first_seen_at LIMIT 1"
+                ),
+                [message_id],
+                row_to_entry,
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The report whose advisory has this GHSA id (the original, not a follow-up).
+    pub fn find_by_ghsa(&self, ghsa_id: &str) -> Result<Option<Entry>, JournalError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM reports WHERE ghsa_id = ?1 COLLATE NOCASE
+                     AND thread_of IS NULL ORDER BY first_seen_at LIMIT 1"
+                ),
+                [ghsa_id],
+                row_to_entry,
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Records that a message is a follow-up to `original`, added to its advisory.
+    pub fn record_thread(
+        &self,
+        id: &ReportId,
+        original: &ReportId,
+        repository: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        self.update(
+            id,
+            "thread_of = ?3, repository = ?4, route_reason = 'follow-up'",
+            &[&original.0, &repository],
+            now,
+        )
+    }
+
+    /// When the last reply in a thread (the report and its follow-ups) was sent.
+    pub fn last_reply_in_thread(
+        &self,
+        original: &ReportId,
+    ) -> Result<Option<DateTime<Utc>>, JournalError> {
+        let t: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT MAX(replied_at) FROM reports WHERE report_id = ?1 OR thread_of = ?1",
+                [&original.0],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(t.map(|t| parse_ts(&t)))
+    }
+
     /// Records where the report was routed and why.
     pub fn record_route(
         &self,
@@ -325,7 +394,8 @@ impl Journal {
         self.update(
             id,
             "state = 'acknowledged', reply = ?3, reply_message_id = ?4, attempts = 0, \
-             next_attempt_at = NULL, last_error = NULL",
+             next_attempt_at = NULL, last_error = NULL, \
+             replied_at = CASE WHEN ?4 IS NULL THEN replied_at ELSE ?1 END",
             &[&reply, &message_id],
             now,
         )

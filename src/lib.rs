@@ -20,4 +20,5 @@ pub mod reply;
 pub mod route;
 pub mod source;
 pub mod spool;
+pub mod thread;
 pub mod tls;
