@@ -454,7 +454,21 @@ fn summary(report: &Report, received_at: chrono::DateTime<chrono::Utc>) -> Strin
     } else {
         subject
     };
-    truncate_chars(&summary, SUMMARY_LIMIT).to_owned()
+    truncate_utf16(&summary, SUMMARY_LIMIT).to_owned()
+}
+
+/// Cuts `s` on a character boundary to at most `max` UTF-16 code units, the way
+/// [`github_len`] counts, so astral characters (emoji) cannot take a summary past the
+/// limit.
+fn truncate_utf16(s: &str, max: usize) -> &str {
+    let mut used = 0;
+    for (i, c) in s.char_indices() {
+        used += c.len_utf16();
+        if used > max {
+            return &s[..i];
+        }
+    }
+    s
 }
 
 /// The advisory a reply refers to.
@@ -1213,6 +1227,15 @@ mod tests {
         r.subject = "é".repeat(2000);
         let s = render(&r).summary;
         assert_eq!(s.chars().count(), SUMMARY_LIMIT);
+    }
+
+    #[test]
+    fn an_emoji_subject_is_cut_to_the_summary_limit_as_github_counts() {
+        let mut r = fixture("no-project.eml");
+        r.subject = "😀".repeat(2000);
+        let s = render(&r).summary;
+        assert_eq!(github_len(&s), SUMMARY_LIMIT);
+        assert_eq!(s.chars().count(), SUMMARY_LIMIT / 2);
     }
 
     #[test]
