@@ -1,7 +1,10 @@
 //! Turn a report into the advisory GitHub receives and the reply the reporter receives.
 //! Pure: attachments to keep are returned, the daemon stores them.
 
+mod followup;
 pub mod markdown;
+
+pub use self::followup::{FollowupContext, FollowupRender, append_followup, followup_marker};
 
 use crate::config::{AdvisoryConfig, ReplyConfig, RepositoryConfig};
 use crate::mail::clean::{single_line, truncate_chars};
@@ -119,7 +122,7 @@ pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
 
     let head = format!("{PUBLIC_NOTE}\n{}\n", metadata_table(report, ctx));
     let marker_line = format!("\n{}\n", marker(&report.report_id));
-    let listing = attachment_listing(report, &stored);
+    let listing = attachment_listing(report, &stored, "## Attachments");
 
     // What must be there whatever the report holds; the text gets what is left.
     let full_text_name = stored_name(
@@ -164,27 +167,13 @@ pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
 
     if !report.attachments.is_empty() {
         description.push_str(&listing);
-        let mut used = github_len(&description) + github_len(&marker_line);
-        for (i, a) in report.attachments.iter().enumerate() {
-            if !a.is_text || a.data.len() > ctx.settings.inline_attachment_max_bytes {
-                continue;
-            }
-            let Ok(text) = std::str::from_utf8(&a.data) else {
-                continue;
-            };
-            let (escaped, complete) = escape_pre(text, limit.saturating_sub(used));
-            let section = format!(
-                "### Attachment {}: {}\n{}",
-                i + 1,
-                inline_code(a.filename.as_deref().unwrap_or("(no name)")),
-                pre_block(&escaped)
-            );
-            // Show an attachment whole or not at all; the listing already names it.
-            if complete && used + github_len(&section) <= limit {
-                used += github_len(&section);
-                description.push_str(&section);
-            }
-        }
+        let used = github_len(&description) + github_len(&marker_line);
+        description.push_str(&inline_attachments(
+            report,
+            ctx.settings,
+            "### Attachment",
+            limit.saturating_sub(used),
+        ));
     }
     description.push_str(&marker_line);
 
@@ -200,8 +189,10 @@ pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
     }
 }
 
-fn metadata_table(report: &Report, ctx: &AdvisoryContext<'_>) -> String {
-    let reporter = match (&report.from, ctx.settings.include_reporter_email) {
+/// The sender as shown in a description: display name, and the address only when
+/// `include_reporter_email` is set (the description becomes public).
+fn sender_cell(from: Option<&Address>, settings: &AdvisoryConfig) -> String {
+    match (from, settings.include_reporter_email) {
         (Some(a), true) => match &a.name {
             Some(name) => inline_code(&format!("{name} <{}>", a.email)),
             None => inline_code(&a.email),
@@ -214,7 +205,11 @@ fn metadata_table(report: &Report, ctx: &AdvisoryContext<'_>) -> String {
         ) => inline_code(name),
         (Some(_), false) => "(no name given; address not shown)".to_owned(),
         (None, _) => "(no sender)".to_owned(),
-    };
+    }
+}
+
+fn metadata_table(report: &Report, ctx: &AdvisoryContext<'_>) -> String {
+    let reporter = sender_cell(report.from.as_ref(), ctx.settings);
     let date = match report.date {
         Some(d) => d.format("%Y-%m-%d %H:%M UTC").to_string(),
         None => format!(
@@ -288,15 +283,50 @@ fn route_reason(reason: &RouteReason) -> String {
     }
 }
 
+/// The sections showing a report's small text attachments, each under `heading`
+/// followed by its number and name, whole or not at all (the listing already names
+/// every attachment), in at most `room` characters (counted as by [`github_len`]).
+fn inline_attachments(
+    report: &Report,
+    settings: &AdvisoryConfig,
+    heading: &str,
+    room: usize,
+) -> String {
+    let mut out = String::new();
+    let mut used = 0;
+    for (i, a) in report.attachments.iter().enumerate() {
+        if !a.is_text || a.data.len() > settings.inline_attachment_max_bytes {
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(&a.data) else {
+            continue;
+        };
+        let (escaped, complete) = escape_pre(text, room.saturating_sub(used));
+        let section = format!(
+            "{heading} {}: {}\n{}",
+            i + 1,
+            inline_code(a.filename.as_deref().unwrap_or("(no name)")),
+            pre_block(&escaped)
+        );
+        if complete && used + github_len(&section) <= room {
+            used += github_len(&section);
+            out.push_str(&section);
+        }
+    }
+    out
+}
+
 /// Room the attachment table may take at most; the rest is left for the report text.
 const LISTING_MAX_CHARS: usize = 24_000;
 
-fn attachment_listing(report: &Report, stored: &[StoredAttachment]) -> String {
+/// The table of a report's attachments under the Markdown `heading` line (e.g.
+/// `## Attachments`), naming each by its stored name in `stored`.
+fn attachment_listing(report: &Report, stored: &[StoredAttachment], heading: &str) -> String {
     if report.attachments.is_empty() {
         return String::new();
     }
-    let mut s = String::from(
-        "\n## Attachments\n\nAll attachments are kept by advisory-bridge under the names \
+    let mut s = format!(
+        "\n{heading}\n\nAll attachments are kept by advisory-bridge under the names \
          below; small text attachments are also shown.\n\n\
          | # | Name | Type | Size | SHA-256 | Stored as |\n| --- | --- | --- | --- | --- | --- |\n",
     );
@@ -424,7 +454,21 @@ fn summary(report: &Report, received_at: chrono::DateTime<chrono::Utc>) -> Strin
     } else {
         subject
     };
-    truncate_chars(&summary, SUMMARY_LIMIT).to_owned()
+    truncate_utf16(&summary, SUMMARY_LIMIT).to_owned()
+}
+
+/// Cuts `s` on a character boundary to at most `max` UTF-16 code units, the way
+/// [`github_len`] counts, so astral characters (emoji) cannot take a summary past the
+/// limit.
+fn truncate_utf16(s: &str, max: usize) -> &str {
+    let mut used = 0;
+    for (i, c) in s.char_indices() {
+        used += c.len_utf16();
+        if used > max {
+            return &s[..i];
+        }
+    }
+    s
 }
 
 /// The advisory a reply refers to.
@@ -1183,6 +1227,15 @@ mod tests {
         r.subject = "é".repeat(2000);
         let s = render(&r).summary;
         assert_eq!(s.chars().count(), SUMMARY_LIMIT);
+    }
+
+    #[test]
+    fn an_emoji_subject_is_cut_to_the_summary_limit_as_github_counts() {
+        let mut r = fixture("no-project.eml");
+        r.subject = "😀".repeat(2000);
+        let s = render(&r).summary;
+        assert_eq!(github_len(&s), SUMMARY_LIMIT);
+        assert_eq!(s.chars().count(), SUMMARY_LIMIT / 2);
     }
 
     #[test]

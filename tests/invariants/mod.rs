@@ -1,0 +1,447 @@
+//! The invariants every message keeps through the pure pipeline (parse, classify, route,
+//! render advisory, reply and follow-up), whatever its bytes. Shared by the property
+//! tests (`tests/properties.rs`), the hostile-fixture tests (`tests/hostile.rs`) and the
+//! fuzz target (`fuzz/fuzz_targets/pipeline.rs`, which includes this file by path), so
+//! all three hold a message to the same rules. Panics, with the broken rule, on a
+//! violation.
+// Each includer uses a different part of this file.
+#![allow(dead_code)]
+
+use advisory_bridge::classify::{self, Classification, ReplyDecision};
+use advisory_bridge::config::{AdvisoryConfig, ReplyConfig, RepositoryConfig};
+use advisory_bridge::mail::clean::is_bidi_control;
+use advisory_bridge::mail::{self, Address, Limits, ParseError, Report};
+use advisory_bridge::render::markdown::github_len;
+use advisory_bridge::render::{
+    self, AdvisoryContext, AdvisoryDraft, AdvisoryRef, DESCRIPTION_LIMIT, FollowupContext,
+    FollowupRender, ReplyMessage, SUMMARY_LIMIT, Templates,
+};
+use advisory_bridge::route::{self, Route};
+use chrono::{DateTime, TimeZone, Utc};
+
+/// Limits as small as a real config might set them, so nesting and count limits are hit.
+pub const LIMITS: Limits = Limits {
+    max_message_bytes: 1 << 20,
+    max_parts: 64,
+    max_depth: 6,
+    max_attachments: 24,
+};
+
+/// Our mailbox in these checks.
+pub const MAILBOX: &str = "security@palletsprojects.com";
+
+/// What one message became.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The parsed message.
+    pub report: Report,
+    /// What classification made of it.
+    pub classification: Classification,
+    /// Whether it would be answered.
+    pub reply_decision: ReplyDecision,
+    /// Where it would go.
+    pub route: Route,
+    /// The draft advisory.
+    pub draft: AdvisoryDraft,
+    /// The acknowledgement, rendered to the decided address (or, when suppressed, to the
+    /// sender anyway, so header safety is checked for every address).
+    pub reply: ReplyMessage,
+    /// The message applied as a follow-up to its own advisory.
+    pub followup: FollowupRender,
+    /// The message applied as a follow-up to a description close to GitHub's limit.
+    pub followup_near_limit: FollowupRender,
+}
+
+/// The configuration the checks run the pipeline with (the one the fixtures assume).
+pub struct Pipeline {
+    repositories: Vec<RepositoryConfig>,
+    reply_settings: ReplyConfig,
+    templates: Templates,
+    classify: classify::Context,
+}
+
+fn repo(name: &str, aliases: &[&str]) -> RepositoryConfig {
+    RepositoryConfig {
+        name: name.into(),
+        aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+        ecosystem: "pip".into(),
+        package: None,
+    }
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pipeline {
+    /// The pipeline with the fixtures' repositories and the built-in reply template.
+    pub fn new() -> Pipeline {
+        let reply_settings = ReplyConfig {
+            project_name: "Pallets".into(),
+            ..ReplyConfig::default()
+        };
+        let templates = Templates::load(&reply_settings).expect("the built-in template loads");
+        Pipeline {
+            repositories: vec![
+                repo("pallets/flask", &[]),
+                repo("pallets/werkzeug", &[]),
+                repo("pallets/jinja", &["jinja2"]),
+                repo("pallets/click", &[]),
+                repo("pallets/markupsafe", &[]),
+                repo("pallets-eco/flask-sqlalchemy", &[]),
+            ],
+            reply_settings,
+            templates,
+            classify: classify::Context {
+                own_addresses: vec![MAILBOX.to_owned()],
+            },
+        }
+    }
+
+    /// Runs `raw` through the pure pipeline and checks every invariant, panicking on the
+    /// first broken one. A parse error is a valid outcome (the daemon quarantines).
+    pub fn check(&self, raw: &[u8]) -> Result<Outcome, ParseError> {
+        let report = mail::parse(raw, &LIMITS)?;
+        check_report(&report);
+        let classification = classify::classify(&report, &self.classify);
+        let reply_decision = classify::reply_decision(&report, &self.classify);
+        if let ReplyDecision::Send(to) = &reply_decision {
+            assert!(
+                classification == Classification::Report,
+                "noise is never answered"
+            );
+            assert!(
+                classify::unusable(&to.email).is_none(),
+                "a reply goes to an unusable address {:?}",
+                to.email
+            );
+        }
+        let route = route::route(&report, &self.repositories, "pallets/flask", MAILBOX);
+        assert!(
+            self.repositories.iter().any(|r| r.name == route.repository),
+            "routed to an unconfigured repository {:?}",
+            route.repository
+        );
+        let repository = self
+            .repositories
+            .iter()
+            .find(|r| r.name == route.repository)
+            .expect("checked just above");
+
+        // Alternate the privacy setting so both shapes of the sender cell are checked.
+        let settings = AdvisoryConfig {
+            include_reporter_email: raw.len().is_multiple_of(2),
+            inline_attachment_max_bytes: 32 * 1024,
+        };
+        let draft = render::advisory(
+            &report,
+            &AdvisoryContext {
+                route: &route,
+                repository,
+                settings: &settings,
+                received_at: received_at(),
+            },
+        );
+        check_draft(&report, &draft);
+
+        let to = match &reply_decision {
+            ReplyDecision::Send(to) => to.clone(),
+            ReplyDecision::Suppress(_) => report
+                .reply_to
+                .clone()
+                .or_else(|| report.from.clone())
+                .unwrap_or_else(|| Address {
+                    name: None,
+                    email: "nobody@example.org".into(),
+                }),
+        };
+        let reply = render::reply(
+            &report,
+            &to,
+            &AdvisoryRef {
+                ghsa_id: "GHSA-abcd-efgh-ijkl".into(),
+                html_url:
+                    "https://github.com/pallets/flask/security/advisories/GHSA-abcd-efgh-ijkl"
+                        .into(),
+                repository: route.repository.clone(),
+            },
+            &Address {
+                name: Some("Pallets Security".into()),
+                email: MAILBOX.into(),
+            },
+            &self.reply_settings,
+            &self.templates,
+        )
+        .expect("the built-in template renders for every report");
+        check_reply(&reply);
+
+        let original_sender = report.from.as_ref().map(|a| a.email.to_lowercase());
+        let ctx = FollowupContext {
+            original_sender: original_sender.as_deref(),
+            received_at: received_at(),
+            settings: &settings,
+        };
+        let followup = render::append_followup(&draft.description, &report, &ctx);
+        check_followup(&report, &draft.description, &followup);
+        let again = render::append_followup(&followup.description, &report, &ctx);
+        if followup.description != draft.description {
+            assert_eq!(
+                again.description, followup.description,
+                "a follow-up applied twice is added once"
+            );
+        }
+
+        // A description a few thousand characters short of the limit: the overflow paths.
+        let room = 64_000 - raw.len() % 4096;
+        let near_limit = format!(
+            "{}\n{}\n",
+            "x".repeat(room),
+            render::marker(&mail::ReportId("0".repeat(64)))
+        );
+        let followup_near_limit = render::append_followup(&near_limit, &report, &ctx);
+        check_followup(&report, &near_limit, &followup_near_limit);
+
+        Ok(Outcome {
+            report,
+            classification,
+            reply_decision,
+            route,
+            draft,
+            reply,
+            followup,
+            followup_near_limit,
+        })
+    }
+}
+
+/// When the checks say the message was received.
+pub fn received_at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0)
+        .single()
+        .expect("a valid fixed date")
+}
+
+/// True for characters that must never reach a mail header: controls, line breaks of any
+/// kind, and bidi controls.
+pub fn bends_a_header(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_bidi_control(c)
+}
+
+fn check_report(report: &Report) {
+    assert!(
+        !report.subject.chars().any(bends_a_header),
+        "subject keeps a control: {:?}",
+        report.subject
+    );
+    for a in report.from.iter().chain(&report.reply_to) {
+        assert!(
+            !a.email
+                .chars()
+                .any(|c| c.is_control() || is_bidi_control(c)),
+            "address keeps a control: {:?}",
+            a.email
+        );
+    }
+    assert!(
+        report.attachments.len() <= LIMITS.max_attachments,
+        "{} attachments, over the limit",
+        report.attachments.len()
+    );
+    assert_eq!(report.report_id.0.len(), 64, "report id is a SHA-256");
+}
+
+fn check_draft(report: &Report, draft: &AdvisoryDraft) {
+    let d = &draft.description;
+    assert!(
+        github_len(d) <= DESCRIPTION_LIMIT,
+        "description is {} UTF-16 units, over {DESCRIPTION_LIMIT}",
+        github_len(d)
+    );
+    assert!(
+        github_len(&draft.summary) <= SUMMARY_LIMIT,
+        "summary is {} UTF-16 units, over {SUMMARY_LIMIT}",
+        github_len(&draft.summary)
+    );
+    assert!(!draft.summary.trim().is_empty(), "empty summary");
+    assert!(
+        !draft.summary.chars().any(bends_a_header),
+        "summary keeps a control: {:?}",
+        draft.summary
+    );
+    let marker = render::marker(&report.report_id);
+    assert!(
+        d.ends_with(&format!("\n{marker}\n")),
+        "the marker does not end the description"
+    );
+    assert_eq!(
+        d.matches(&marker).count(),
+        1,
+        "the marker is not there once"
+    );
+    assert_eq!(
+        d.matches("<!--").count(),
+        1,
+        "an HTML comment besides the marker"
+    );
+    check_markdown(d, &[marker]);
+    check_stored_names(&draft.stored_attachments);
+    assert!(
+        draft.stored_attachments.len() >= report.attachments.len(),
+        "an attachment is not stored"
+    );
+}
+
+fn check_followup(report: &Report, before: &str, f: &FollowupRender) {
+    let d = &f.description;
+    assert!(
+        github_len(d) <= DESCRIPTION_LIMIT,
+        "description after a follow-up is {} UTF-16 units",
+        github_len(d)
+    );
+    assert!(d.starts_with(before), "a follow-up changed what was there");
+    let marker = render::followup_marker(&report.report_id);
+    let comments_before = before.matches("<!--").count();
+    if d == before {
+        assert!(f.overflowed, "nothing added without overflow");
+    } else {
+        assert!(
+            d.ends_with(&format!("\n{marker}\n")),
+            "the follow-up marker does not end the description"
+        );
+        assert_eq!(d.matches(&marker).count(), 1);
+        assert_eq!(
+            d.matches("<!--").count(),
+            comments_before + 1,
+            "an HTML comment besides the follow-up marker"
+        );
+    }
+    let report_markers: Vec<String> = before
+        .lines()
+        .filter(|l| l.starts_with("<!-- advisory-bridge "))
+        .map(str::to_owned)
+        .chain([marker])
+        .collect();
+    check_markdown(d, &report_markers);
+    check_stored_names(&f.stored_attachments);
+    let prefix = format!("f{}-", &report.report_id.0[..12]);
+    assert!(
+        f.stored_attachments
+            .iter()
+            .all(|s| s.file_name.starts_with(&prefix)),
+        "a follow-up's stored name without its prefix"
+    );
+    if f.overflowed {
+        assert!(
+            f.stored_attachments
+                .last()
+                .and_then(|s| s.data(report))
+                .is_some_and(|data| data == report.text.as_bytes()),
+            "an overflowed follow-up's text is not stored"
+        );
+    }
+}
+
+/// Stored names are safe file names, distinct within one render.
+fn check_stored_names(stored: &[render::StoredAttachment]) {
+    let mut seen = std::collections::HashSet::new();
+    for s in stored {
+        assert!(
+            !s.file_name.is_empty()
+                && !s.file_name.starts_with('.')
+                && s.file_name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'),
+            "unsafe stored name {:?}",
+            s.file_name
+        );
+        assert!(
+            seen.insert(&s.file_name),
+            "duplicate stored name {}",
+            s.file_name
+        );
+    }
+}
+
+/// Outside our own `<pre>`/`<code>` tags and the markers, no `<` survives; every `<pre>`
+/// block opens and closes on a line of its own with nothing inside able to close it;
+/// table rows keep their column count; no raw control or bidi character is left.
+fn check_markdown(description: &str, markers: &[String]) {
+    let mut in_pre = false;
+    for line in description.lines() {
+        match (in_pre, line) {
+            (false, "<pre>") => in_pre = true,
+            (true, "</pre>") => in_pre = false,
+            (true, l) => assert!(
+                !l.to_ascii_lowercase().contains("</"),
+                "a closing tag inside a block: {l:?}"
+            ),
+            (false, l) if l.starts_with("| ") => {
+                let pipes = l.matches('|').count();
+                assert!(pipes == 3 || pipes == 7, "table row broken: {l:?}");
+            }
+            (false, _) => {}
+        }
+    }
+    assert!(!in_pre, "an unclosed <pre>");
+    let mut rest = description
+        .replace("<pre>", "")
+        .replace("</pre>", "")
+        .replace("<code>", "")
+        .replace("</code>", "");
+    for m in markers {
+        rest = rest.replace(m.as_str(), "");
+    }
+    assert!(
+        !rest.contains('<'),
+        "a `<` from the message survived near {:?}",
+        rest.find('<')
+            .map(|i| rest[i..].chars().take(60).collect::<String>())
+    );
+    assert!(
+        !description
+            .chars()
+            .any(|c| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c)),
+        "a raw control or bidi character in the description"
+    );
+}
+
+fn check_reply(reply: &ReplyMessage) {
+    let fields = [
+        ("subject", Some(reply.subject.as_str())),
+        ("message_id", Some(reply.message_id.as_str())),
+        ("in_reply_to", reply.in_reply_to.as_deref()),
+        ("to.name", reply.to.name.as_deref()),
+        ("to.email", Some(reply.to.email.as_str())),
+        ("from.name", reply.from.name.as_deref()),
+        ("from.email", Some(reply.from.email.as_str())),
+    ];
+    for (field, value) in fields.into_iter().chain(
+        reply
+            .references
+            .iter()
+            .map(|r| ("references", Some(r.as_str()))),
+    ) {
+        if let Some(v) = value {
+            assert!(
+                !v.chars().any(bends_a_header),
+                "reply header {field} keeps a control: {v:?}"
+            );
+        }
+    }
+    for id in reply
+        .in_reply_to
+        .iter()
+        .chain(&reply.references)
+        .chain([&reply.message_id])
+    {
+        assert!(
+            !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>'),
+            "message id not header safe: {id:?}"
+        );
+    }
+}
