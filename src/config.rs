@@ -186,6 +186,11 @@ pub struct ReplyConfig {
     pub enabled: bool,
     /// A minijinja template file for the reply body; the built-in text when absent.
     pub template: Option<PathBuf>,
+    /// A minijinja template file for the note answering a follow-up; built-in when absent.
+    pub followup_template: Option<PathBuf>,
+    /// Answer follow-ups with a short note, at most once a day per thread; default true.
+    #[serde(default = "default_true")]
+    pub followup_replies: bool,
     /// The security policy reporters are pointed to.
     #[serde(default = "default_policy_url")]
     pub policy_url: String,
@@ -199,6 +204,8 @@ impl Default for ReplyConfig {
         ReplyConfig {
             enabled: true,
             template: None,
+            followup_template: None,
+            followup_replies: true,
             policy_url: default_policy_url(),
             project_name: default_project_name(),
         }
@@ -507,6 +514,7 @@ impl Config {
             &mut self.smtp.password_file,
             &mut self.github.token_file,
             &mut self.reply.template,
+            &mut self.reply.followup_template,
         ]
         .into_iter()
         .flatten()

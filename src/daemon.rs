@@ -30,6 +30,7 @@ use crate::reply::{Mailer, MailerSettings, SendError};
 use crate::route::{self, Route};
 use crate::source::{FetchOutcome, ImapError, ImapSettings, ImapSource, Wake};
 use crate::spool::{Spool, SpoolError};
+use crate::thread;
 
 /// IDLE must be re-issued before the 29-minute server timeout (RFC 2177).
 const MAX_IDLE: Duration = Duration::from_secs(28 * 60);
@@ -85,6 +86,8 @@ pub struct Metrics {
     pub retries: AtomicU64,
     /// IMAP (re)connections.
     pub imap_connects: AtomicU64,
+    /// Follow-ups added to an existing advisory.
+    pub followups_added: AtomicU64,
     /// True while a mailbox session is up: what `/healthz` reports.
     pub mailbox_connected: AtomicBool,
 }
@@ -313,6 +316,12 @@ impl From<SpoolError> for StepError {
     fn from(e: SpoolError) -> Self {
         StepError::Fatal(e.into())
     }
+}
+
+/// Why looking for a follow-up's thread failed.
+enum ThreadLookup {
+    Journal(JournalError),
+    GitHub(GitHubError),
 }
 
 /// A failure of an external step for one report.
@@ -659,6 +668,23 @@ impl Daemon {
             info!(outcome = "ignored", reason = %reason, "message is not a report");
             return Ok(Step::Done);
         }
+        let thread = match &entry.thread_of {
+            Some(original) => self.journal.get(original)?,
+            None => match self.find_thread(report).await {
+                Ok(t) => t,
+                Err(ThreadLookup::Journal(e)) => return Err(e.into()),
+                Err(ThreadLookup::GitHub(e)) => {
+                    return self
+                        .failed(imap, uid, id, &entry, ReportFailure::GitHub(e))
+                        .await;
+                }
+            },
+        };
+        if let Some(original) = thread {
+            return self
+                .follow_up(imap, uid, report, entry, original, &prepared, received_at)
+                .await;
+        }
         let route = &prepared.route;
         if entry.repository.is_none() {
             self.journal
@@ -740,6 +766,233 @@ impl Daemon {
             route = %route.reason,
             "report handled"
         );
+        Ok(Step::Done)
+    }
+
+    /// The earlier report this message continues, if any: by `In-Reply-To` and
+    /// `References` (a report's own id or one of our replies), then by a GHSA id in the
+    /// subject. Only reports whose advisory exists count. When one of our replies is
+    /// referenced but the journal does not know its report (the journal was lost), the
+    /// report's marker is looked up on GitHub and the journal record rebuilt.
+    async fn find_thread(&self, report: &Report) -> Result<Option<Entry>, ThreadLookup> {
+        let with_advisory = |e: Entry| -> Result<Option<Entry>, JournalError> {
+            // A follow-up's record points at the report it belongs to.
+            let e = match &e.thread_of {
+                Some(original) => match self.journal.get(original)? {
+                    Some(o) => o,
+                    None => return Ok(None),
+                },
+                None => e,
+            };
+            Ok(e.ghsa_id.is_some().then_some(e))
+        };
+        let mut lost: Vec<ReportId> = Vec::new();
+        for referenced in thread::referenced_ids(report) {
+            if let Some(original) = thread::report_of_our_reply(referenced) {
+                if original == report.report_id {
+                    continue;
+                }
+                match self.journal.get(&original).map_err(ThreadLookup::Journal)? {
+                    Some(e) => {
+                        if let Some(e) = with_advisory(e).map_err(ThreadLookup::Journal)? {
+                            return Ok(Some(e));
+                        }
+                    }
+                    None => lost.push(original),
+                }
+            }
+            if let Some(e) = self
+                .journal
+                .find_by_message_id(referenced)
+                .map_err(ThreadLookup::Journal)?
+            {
+                if e.report_id != report.report_id {
+                    if let Some(e) = with_advisory(e).map_err(ThreadLookup::Journal)? {
+                        return Ok(Some(e));
+                    }
+                }
+            }
+        }
+        for ghsa in thread::ghsa_ids(&report.subject) {
+            if let Some(e) = self
+                .journal
+                .find_by_ghsa(&ghsa)
+                .map_err(ThreadLookup::Journal)?
+            {
+                if let Some(e) = with_advisory(e).map_err(ThreadLookup::Journal)? {
+                    return Ok(Some(e));
+                }
+            }
+        }
+        for original in lost {
+            let marker = render::marker(&original);
+            for repo in &self.config.repositories {
+                let found = self
+                    .github
+                    .find_by_marker(&repo.name, &marker)
+                    .await
+                    .map_err(ThreadLookup::GitHub)?;
+                if let Some(found) = found {
+                    info!(ghsa = %found.ghsa_id, "rebuilt the journal record of a report from its advisory");
+                    let now = Utc::now();
+                    let j = &self.journal;
+                    let rebuild = || -> Result<Option<Entry>, JournalError> {
+                        j.record_seen(
+                            &NewEntry {
+                                report_id: &original,
+                                message_id: None,
+                                spool_path: std::path::Path::new(""),
+                                sender: None,
+                                subject: None,
+                            },
+                            now,
+                        )?;
+                        j.record_route(&original, &repo.name, "rebuilt from its advisory", now)?;
+                        j.record_advisory(&original, &found.ghsa_id, &found.html_url, now)?;
+                        j.record_final(&original, State::Filed, None, now)?;
+                        j.get(&original)
+                    };
+                    return rebuild().map_err(ThreadLookup::Journal);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Adds a follow-up to its report's advisory (appended to the description: GitHub's
+    /// REST API has no comments for repository advisories), answers it at most once a
+    /// day per thread, and files it.
+    #[allow(clippy::too_many_arguments)]
+    async fn follow_up(
+        &mut self,
+        imap: &mut ImapSource,
+        uid: u32,
+        report: &Report,
+        entry: Entry,
+        original: Entry,
+        prepared: &Prepared,
+        received_at: DateTime<Utc>,
+    ) -> Result<Step, StepError> {
+        let id = &report.report_id;
+        let (Some(repository), Some(ghsa)) =
+            (original.repository.clone(), original.ghsa_id.clone())
+        else {
+            unreachable!("find_thread only returns reports with an advisory");
+        };
+        let advisory = AdvisoryRef {
+            ghsa_id: ghsa.clone(),
+            html_url: original.advisory_url.clone().unwrap_or_default(),
+            repository: repository.clone(),
+        };
+        if entry.thread_of.is_none() {
+            self.journal
+                .record_thread(id, &original.report_id, &repository, Utc::now())?;
+        }
+        if entry.state == State::Seen {
+            let current = match self.github.description(&repository, &ghsa).await {
+                Ok(d) => d,
+                Err(e) => {
+                    return self
+                        .failed(imap, uid, id, &entry, ReportFailure::GitHub(e))
+                        .await;
+                }
+            };
+            if current.contains(&render::followup_marker(id)) {
+                info!(ghsa = %ghsa, "follow-up already in the advisory (added before a restart)");
+            } else {
+                let rendered = render::append_followup(
+                    &current,
+                    report,
+                    &render::FollowupContext {
+                        original_sender: original.sender.as_deref(),
+                        received_at,
+                        settings: &self.config.advisory,
+                    },
+                );
+                for a in &rendered.stored_attachments {
+                    if let Some(data) = a.data(report) {
+                        self.spool.store_attachment(id, &a.file_name, data)?;
+                    }
+                }
+                if let Err(e) = self
+                    .github
+                    .update_description(&repository, &ghsa, &rendered.description)
+                    .await
+                {
+                    return self
+                        .failed(imap, uid, id, &entry, ReportFailure::GitHub(e))
+                        .await;
+                }
+                Metrics::inc(&self.metrics.followups_added);
+                info!(ghsa = %ghsa, overflowed = rendered.overflowed, "follow-up added to the advisory");
+            }
+            self.journal
+                .record_advisory(id, &ghsa, &advisory.html_url, Utc::now())?;
+        }
+        if entry.state != State::Acknowledged {
+            let recent = self
+                .journal
+                .last_reply_in_thread(&original.report_id)?
+                .is_some_and(|t| Utc::now() - t < chrono::Duration::hours(24));
+            match &prepared.reply {
+                ReplyDecision::Send(_) if !self.config.reply.followup_replies => {
+                    self.journal.record_reply(
+                        id,
+                        "suppressed: follow-up replies are off",
+                        None,
+                        Utc::now(),
+                    )?;
+                }
+                ReplyDecision::Send(_) if recent => {
+                    self.journal.record_reply(
+                        id,
+                        "suppressed: this thread got a reply within the last day",
+                        None,
+                        Utc::now(),
+                    )?;
+                }
+                ReplyDecision::Send(to) => {
+                    let message = match render::followup_reply(
+                        report,
+                        to,
+                        &advisory,
+                        &from_address(&self.config),
+                        &self.config.reply,
+                        &self.templates,
+                    ) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            return self
+                                .failed(imap, uid, id, &entry, ReportFailure::Template(e))
+                                .await;
+                        }
+                    };
+                    if let Err(e) = self.mailer.send(&message).await {
+                        return self
+                            .failed(imap, uid, id, &entry, ReportFailure::Smtp(e))
+                            .await;
+                    }
+                    self.journal
+                        .record_reply(id, "sent", Some(&message.message_id), Utc::now())?;
+                    Metrics::inc(&self.metrics.replies_sent);
+                }
+                ReplyDecision::Suppress(reason) => {
+                    self.journal.record_reply(
+                        id,
+                        &format!("suppressed: {reason}"),
+                        None,
+                        Utc::now(),
+                    )?;
+                    Metrics::inc(&self.metrics.replies_suppressed);
+                }
+            }
+        }
+        self.journal
+            .record_final(id, State::Filed, None, Utc::now())?;
+        imap.move_to(uid, &self.config.imap.processed_folder)
+            .await?;
+        self.deferred.remove(&(self.uidvalidity.unwrap_or(0), uid));
+        info!(outcome = "follow-up filed", repository = %repository, ghsa = %ghsa, "follow-up handled");
         Ok(Step::Done)
     }
 

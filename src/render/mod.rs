@@ -526,11 +526,33 @@ pub enum TemplateError {
 pub struct Templates {
     env: minijinja::Environment<'static>,
     name: String,
+    followup_name: String,
 }
 
 /// The built-in acknowledgement, used when `[reply] template` is not set.
 const BUILTIN_TEMPLATE: &str = include_str!("reply.txt.j2");
 const BUILTIN_NAME: &str = "built-in reply.txt.j2";
+/// The built-in note to follow-ups, used when `[reply] followup_template` is not set.
+const BUILTIN_FOLLOWUP_TEMPLATE: &str = include_str!("followup-reply.txt.j2");
+const BUILTIN_FOLLOWUP_NAME: &str = "built-in followup-reply.txt.j2";
+
+/// Reads a configured template file, or takes the built-in one.
+fn template_source(
+    path: Option<&std::path::Path>,
+    builtin_name: &str,
+    builtin: &str,
+) -> Result<(String, String), TemplateError> {
+    match path {
+        Some(path) => Ok((
+            path.display().to_string(),
+            std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+                path: path.to_owned(),
+                source,
+            })?,
+        )),
+        None => Ok((builtin_name.to_owned(), builtin.to_owned())),
+    }
+}
 
 impl Templates {
     /// Loads the configured template, or the built-in one when none is configured.
@@ -540,24 +562,27 @@ impl Templates {
     /// than when the first reporter is waiting for an answer. No auto-escaping: the
     /// result is plain text.
     pub fn load(settings: &ReplyConfig) -> Result<Templates, TemplateError> {
-        let (name, source) = match &settings.template {
-            Some(path) => (
-                path.display().to_string(),
-                std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
-                    path: path.clone(),
-                    source,
-                })?,
-            ),
-            None => (BUILTIN_NAME.to_owned(), BUILTIN_TEMPLATE.to_owned()),
-        };
+        let (name, source) =
+            template_source(settings.template.as_deref(), BUILTIN_NAME, BUILTIN_TEMPLATE)?;
+        let (followup_name, followup_source) = template_source(
+            settings.followup_template.as_deref(),
+            BUILTIN_FOLLOWUP_NAME,
+            BUILTIN_FOLLOWUP_TEMPLATE,
+        )?;
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env.set_keep_trailing_newline(true);
         env.add_template_owned(name.clone(), source)
             .map_err(|e| render_error(&name, &e))?;
-        let templates = Templates { env, name };
-        templates.render(&ReplyVars {
+        env.add_template_owned(followup_name.clone(), followup_source)
+            .map_err(|e| render_error(&followup_name, &e))?;
+        let templates = Templates {
+            env,
+            name,
+            followup_name,
+        };
+        let sample = ReplyVars {
             reporter_name: "Ada Reporter".into(),
             ghsa_id: "GHSA-xxxx-xxxx-xxxx".into(),
             advisory_url: "https://github.com/owner/name/security/advisories/GHSA-xxxx-xxxx-xxxx"
@@ -566,15 +591,17 @@ impl Templates {
             policy_url: settings.policy_url.clone(),
             project_name: settings.project_name.clone(),
             subject: "Sample subject".into(),
-        })?;
+        };
+        templates.render(&templates.name, &sample)?;
+        templates.render(&templates.followup_name, &sample)?;
         Ok(templates)
     }
 
-    fn render(&self, vars: &ReplyVars) -> Result<String, TemplateError> {
+    fn render(&self, name: &str, vars: &ReplyVars) -> Result<String, TemplateError> {
         let template = self
             .env
-            .get_template(&self.name)
-            .map_err(|e| render_error(&self.name, &e))?;
+            .get_template(name)
+            .map_err(|e| render_error(name, &e))?;
         template
             .render(minijinja::context! {
                 reporter_name => vars.reporter_name,
@@ -585,7 +612,7 @@ impl Templates {
                 project_name => vars.project_name,
                 subject => vars.subject,
             })
-            .map_err(|e| render_error(&self.name, &e))
+            .map_err(|e| render_error(name, &e))
     }
 }
 
@@ -635,7 +662,57 @@ pub fn reply(
     settings: &ReplyConfig,
     templates: &Templates,
 ) -> Result<ReplyMessage, TemplateError> {
+    reply_with(
+        &templates.name,
+        report,
+        to,
+        advisory,
+        from,
+        settings,
+        templates,
+    )
+}
+
+/// Renders the short note that answers a follow-up (same threading and `Message-ID`
+/// rules as [`reply`], body from the follow-up template).
+pub fn followup_reply(
+    report: &Report,
+    to: &Address,
+    advisory: &AdvisoryRef,
+    from: &Address,
+    settings: &ReplyConfig,
+    templates: &Templates,
+) -> Result<ReplyMessage, TemplateError> {
+    reply_with(
+        &templates.followup_name,
+        report,
+        to,
+        advisory,
+        from,
+        settings,
+        templates,
+    )
+}
+
+fn reply_with(
+    template: &str,
+    report: &Report,
+    to: &Address,
+    advisory: &AdvisoryRef,
+    from: &Address,
+    settings: &ReplyConfig,
+    templates: &Templates,
+) -> Result<ReplyMessage, TemplateError> {
+    // A reply to our reply already carries the GHSA tag: do not repeat it.
     let stripped = strip_subject(&report.subject);
+    let tag = format!("[{}]", advisory.ghsa_id);
+    let stripped = match stripped
+        .to_ascii_lowercase()
+        .rfind(&tag.to_ascii_lowercase())
+    {
+        Some(at) if at + tag.len() == stripped.len() => stripped[..at].trim_end().to_owned(),
+        _ => stripped,
+    };
     let ghsa = single_line(&advisory.ghsa_id);
     let subject_text = if stripped.is_empty() {
         "Your security report".to_owned()
@@ -649,20 +726,23 @@ pub fn reply(
     };
     let subject = format!("Re: {subject_text} [{ghsa}]");
 
-    let body = templates.render(&ReplyVars {
-        reporter_name: to
-            .name
-            .as_deref()
-            .or(report.from.as_ref().and_then(|f| f.name.as_deref()))
-            .map(single_line)
-            .unwrap_or_default(),
-        ghsa_id: ghsa,
-        advisory_url: single_line(&advisory.html_url),
-        repository: single_line(&advisory.repository),
-        policy_url: settings.policy_url.clone(),
-        project_name: settings.project_name.clone(),
-        subject: single_line(&report.subject),
-    })?;
+    let body = templates.render(
+        template,
+        &ReplyVars {
+            reporter_name: to
+                .name
+                .as_deref()
+                .or(report.from.as_ref().and_then(|f| f.name.as_deref()))
+                .map(single_line)
+                .unwrap_or_default(),
+            ghsa_id: ghsa,
+            advisory_url: single_line(&advisory.html_url),
+            repository: single_line(&advisory.repository),
+            policy_url: settings.policy_url.clone(),
+            project_name: settings.project_name.clone(),
+            subject: single_line(&report.subject),
+        },
+    )?;
 
     let domain: String = from
         .email
