@@ -565,10 +565,10 @@ impl Daemon {
     async fn process(&mut self, imap: &mut ImapSource, uid: u32) -> Result<Step, StepError> {
         let uidvalidity = self.uidvalidity.unwrap_or(0);
         let now = Utc::now();
-        if let Some(&until) = self.deferred.get(&(uidvalidity, uid)) {
-            if until > now {
-                return Ok(Step::Deferred(until));
-            }
+        if let Some(&until) = self.deferred.get(&(uidvalidity, uid))
+            && until > now
+        {
+            return Ok(Step::Deferred(until));
         }
         let fetched = match imap.fetch(uid, self.limits.max_message_bytes).await? {
             FetchOutcome::Gone => return Ok(Step::Done),
@@ -651,12 +651,12 @@ impl Daemon {
             imap.move_to(uid, &folder).await?;
             return Ok(Step::Done);
         }
-        if let Some(t) = entry.next_attempt_at {
-            if t > now {
-                self.deferred
-                    .insert((self.uidvalidity.unwrap_or(0), uid), t);
-                return Ok(Step::Deferred(t));
-            }
+        if let Some(t) = entry.next_attempt_at
+            && t > now
+        {
+            self.deferred
+                .insert((self.uidvalidity.unwrap_or(0), uid), t);
+            return Ok(Step::Deferred(t));
         }
         let prepared = prepare(&self.config, report, received_at);
         if let Classification::Noise(reason) = &prepared.classification {
@@ -805,12 +805,10 @@ impl Daemon {
                 .journal
                 .find_by_message_id(referenced)
                 .map_err(ThreadLookup::Journal)?
+                && e.report_id != report.report_id
+                && let Some(e) = with_advisory(e).map_err(ThreadLookup::Journal)?
             {
-                if e.report_id != report.report_id {
-                    if let Some(e) = with_advisory(e).map_err(ThreadLookup::Journal)? {
-                        return Ok(Some(e));
-                    }
-                }
+                return Ok(Some(e));
             }
         }
         for ghsa in thread::ghsa_ids(&report.subject) {
@@ -818,10 +816,9 @@ impl Daemon {
                 .journal
                 .find_by_ghsa(&ghsa)
                 .map_err(ThreadLookup::Journal)?
+                && let Some(e) = with_advisory(e).map_err(ThreadLookup::Journal)?
             {
-                if let Some(e) = with_advisory(e).map_err(ThreadLookup::Journal)? {
-                    return Ok(Some(e));
-                }
+                return Ok(Some(e));
             }
         }
         for original in lost {
