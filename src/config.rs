@@ -560,7 +560,8 @@ impl Config {
         if has_line_break(&self.smtp.from_name) {
             return Err(self.invalid("smtp.from_name", "must be a single line"));
         }
-        if !(self.github.api_url.starts_with("https://") || self.github.api_url.starts_with("http://"))
+        if !(self.github.api_url.starts_with("https://")
+            || self.github.api_url.starts_with("http://"))
         {
             return Err(self.invalid("github.api_url", "must be an http(s) URL"));
         }
@@ -729,7 +730,10 @@ impl Config {
     ) -> Result<Secret, ConfigError> {
         if let Some(file) = file {
             let text = std::fs::read_to_string(file).map_err(|e| {
-                self.invalid(key, format!("cannot read secret file {}: {e}", file.display()))
+                self.invalid(
+                    key,
+                    format!("cannot read secret file {}: {e}", file.display()),
+                )
             })?;
             let value = text.trim();
             if value.is_empty() {
@@ -766,8 +770,7 @@ fn valid_repo_name(name: &str) -> bool {
         !s.is_empty()
             && s != "."
             && s != ".."
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     matches!(name.split_once('/'), Some((o, n)) if ok(o) && ok(n))
@@ -784,7 +787,11 @@ fn url_host_is_loopback(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split('/').next().unwrap_or("");
     let host = if authority.starts_with('[') {
-        authority.split(']').next().map(|h| format!("{h}]")).unwrap_or_default()
+        authority
+            .split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
     } else {
         authority.split(':').next().unwrap_or("").to_owned()
     };
@@ -817,11 +824,17 @@ fn check_secret(
     match (file, env) {
         (Some(_), Some(_)) => Err(config.invalid(
             key,
-            format!("set either {key} or {} , not both", key.replace("_file", "_env")),
+            format!(
+                "set either {key} or {} , not both",
+                key.replace("_file", "_env")
+            ),
         )),
         (None, None) if required => Err(config.invalid(
             key,
-            format!("set {key} (a file) or {} (an environment variable)", key.replace("_file", "_env")),
+            format!(
+                "set {key} (a file) or {} (an environment variable)",
+                key.replace("_file", "_env")
+            ),
         )),
         _ => Ok(()),
     }
@@ -873,7 +886,10 @@ name = "pallets/flask"
 
     #[test]
     fn plaintext_to_a_remote_host_is_refused() {
-        let text = MINIMAL.replace("host = \"imap.example.org\"", "host = \"imap.example.org\"\ntls = \"none\"");
+        let text = MINIMAL.replace(
+            "host = \"imap.example.org\"",
+            "host = \"imap.example.org\"\ntls = \"none\"",
+        );
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("imap.tls"), "{err}");
         let text = MINIMAL.replace(
@@ -885,7 +901,10 @@ name = "pallets/flask"
 
     #[test]
     fn the_default_repository_must_be_configured() {
-        let text = MINIMAL.replace("default_repository = \"pallets/flask\"", "default_repository = \"pallets/jinja\"");
+        let text = MINIMAL.replace(
+            "default_repository = \"pallets/flask\"",
+            "default_repository = \"pallets/jinja\"",
+        );
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("default_repository"), "{err}");
     }
