@@ -311,31 +311,27 @@ impl ImapSource {
         if size > max_bytes {
             return Ok(FetchOutcome::TooLarge { size });
         }
-        let bodies: Vec<(Option<Vec<u8>>, Option<chrono::DateTime<chrono::Utc>>)> =
-            run!(self, "fetch", |s| {
-                s.uid_fetch(&uid_set, "(UID BODY.PEEK[] INTERNALDATE)")
-                    .await?
-                    .try_filter(|f| futures::future::ready(f.uid == Some(uid)))
-                    .map_ok(|f| {
-                        (
-                            f.body().map(<[u8]>::to_vec),
-                            f.internal_date().map(|d| d.with_timezone(&chrono::Utc)),
-                        )
+        let fetched: Vec<Option<Fetched>> = run!(self, "fetch", |s| {
+            s.uid_fetch(&uid_set, "(UID BODY.PEEK[] INTERNALDATE)")
+                .await?
+                .try_filter(|f| futures::future::ready(f.uid == Some(uid)))
+                .map_ok(|f| {
+                    f.body().map(|raw| Fetched {
+                        uid,
+                        raw: raw.to_vec(),
+                        internal_date: f.internal_date().map(|d| d.with_timezone(&chrono::Utc)),
                     })
-                    .try_collect()
-                    .await
-            })
-            .await?;
+                })
+                .try_collect()
+                .await
+        })
+        .await?;
         // Expunged between the two commands: Dovecot answers with no FETCH at all, others
         // may send one without the body.
-        match bodies.into_iter().next() {
-            Some((Some(raw), internal_date)) => Ok(FetchOutcome::Message(Fetched {
-                uid,
-                raw,
-                internal_date,
-            })),
-            _ => Ok(FetchOutcome::Gone),
-        }
+        Ok(match fetched.into_iter().flatten().next() {
+            Some(message) => FetchOutcome::Message(message),
+            None => FetchOutcome::Gone,
+        })
     }
 
     /// Moves a message to `folder` (UID MOVE, or COPY + \Deleted + UID EXPUNGE).
