@@ -92,7 +92,14 @@ async fn a_message_appended_over_imaps_reads_back_byte_for_byte() {
     let raw = report("debugger-pin");
     imap.append("INBOX", &raw).await;
 
-    assert_eq!(imap.folder_messages("INBOX").await, vec![raw]);
+    assert_eq!(imap.folder_messages("INBOX").await, vec![raw.clone()]);
+    let security = dovecot.security();
+    assert_eq!(
+        dovecot
+            .folder_messages(&security.user, &security.password, "INBOX")
+            .await,
+        vec![raw]
+    );
     assert!(
         dovecot
             .reporter_imap()

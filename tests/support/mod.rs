@@ -394,6 +394,32 @@ impl Dovecot {
     pub fn reporter_imap(&self) -> ImapAccount {
         self.imap(&self.reporter(), ImapTls::Implicit)
     }
+
+    fn login(&self, user: &str, password: &str) -> ImapAccount {
+        ImapAccount {
+            port: self.imaps_port(),
+            tls: ImapTls::Implicit,
+            ca_file: self.ca_file(),
+            user: user.to_owned(),
+            password: password.to_owned(),
+        }
+    }
+
+    /// Appends `raw` to `mailbox` of `user` over IMAPS; see [`ImapAccount::append`].
+    pub async fn append(&self, user: &str, password: &str, mailbox: &str, raw: &[u8]) {
+        self.login(user, password).append(mailbox, raw).await
+    }
+
+    /// The messages in `folder` of `user` over IMAPS, empty when it does not exist; see
+    /// [`ImapAccount::folder_messages`].
+    pub async fn folder_messages(&self, user: &str, password: &str, folder: &str) -> Vec<Vec<u8>> {
+        self.login(user, password).folder_messages(folder).await
+    }
+
+    /// Creates `folder` for `user` over IMAPS; see [`ImapAccount::create_folder`].
+    pub async fn create_folder(&self, user: &str, password: &str, folder: &str) {
+        self.login(user, password).create_folder(folder).await
+    }
 }
 
 impl Drop for Dovecot {
