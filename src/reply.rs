@@ -1,16 +1,12 @@
 //! The only code that talks SMTP: send one acknowledgement with `lettre` over rustls.
-//!
-//! The reply is built here from a [`ReplyMessage`] whose fields the renderer already made
-//! single-line; [`Mailer::send`] cleans them once more, because header injection into
-//! mail we send in the organisation's name must be impossible whatever a caller passes.
 
 use std::time::Duration;
 
-use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, Message};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MessageBuilder};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::config::{Secret, TlsMode};
 use crate::failure::{Classify, FailureKind};
@@ -51,136 +47,55 @@ pub struct MailerSettings {
     pub timeout: Duration,
 }
 
+/// The header that marks mail we sent, so that classification recognises our own reply
+/// when it loops back into the watched mailbox.
+pub const LOOP_HEADER: &str = "X-Advisory-Bridge";
+
+/// The most message IDs a `References` header carries; longer chains keep their first
+/// and their latest IDs, as RFC 5322 section 3.6.4 allows.
+const MAX_REFERENCES: usize = 20;
+
+/// Message IDs longer than this are not IDs anyone generated in good faith.
+const MAX_MESSAGE_ID: usize = 250;
+
+/// SMTP reply codes that mean our own login is wrong or missing, not that the recipient
+/// is: retrying after ops fixed the configuration will work.
+const AUTH_CODES: &[&str] = &["530", "534", "535", "538"];
+
 /// Sends replies.
+///
+/// Each send opens its own connection (connect, TLS, AUTH, one message, QUIT): replies
+/// are rare and a long-lived connection would only time out between them.
 #[derive(Clone)]
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// `host:port`, for messages.
     server: String,
     timeout: Duration,
+    /// The SMTP password, only to make sure no message ever repeats it.
+    password: Option<Secret>,
 }
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mailer")
             .field("server", &self.server)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
-}
-
-/// `Auto-Submitted: auto-replied` (RFC 3834): tells well-behaved responders not to answer.
-#[derive(Clone)]
-struct AutoSubmitted;
-
-impl Header for AutoSubmitted {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("Auto-Submitted")
-    }
-    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(AutoSubmitted)
-    }
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "auto-replied".into())
-    }
-}
-
-/// `X-Auto-Response-Suppress: All`: the same request, in Microsoft Exchange's words.
-#[derive(Clone)]
-struct AutoResponseSuppress;
-
-impl Header for AutoResponseSuppress {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("X-Auto-Response-Suppress")
-    }
-    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(AutoResponseSuppress)
-    }
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "All".into())
-    }
-}
-
-/// `X-Advisory-Bridge: reply`: lets the classifier recognise our own mail coming back.
-#[derive(Clone)]
-struct OwnMarker;
-
-impl Header for OwnMarker {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("X-Advisory-Bridge")
-    }
-    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(OwnMarker)
-    }
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "reply".into())
-    }
-}
-
-/// Removes everything that could end a header line or hide text: CR, LF, other C0/C1
-/// controls and Unicode bidi controls.
-fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| if c == '\t' { ' ' } else { c })
-        .filter(|c| {
-            !c.is_control()
-                && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        })
-        .collect::<String>()
-        .trim()
-        .to_owned()
-}
-
-/// A message id fit to stand between angle brackets: visible ASCII without brackets or
-/// white space.
-fn clean_id(id: &str) -> Option<String> {
-    let ok = !id.is_empty()
-        && id.len() <= 250
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>');
-    ok.then(|| format!("<{id}>"))
-}
-
-fn mailbox(name: Option<&str>, email: &str) -> Result<Mailbox, String> {
-    let address: Address = clean(email)
-        .parse()
-        .map_err(|e| format!("`{}` is not a usable address: {e}", clean(email)))?;
-    let name = name.map(clean).filter(|n| !n.is_empty());
-    Ok(Mailbox::new(name, address))
 }
 
 impl Mailer {
     /// Builds a mailer; does not connect.
     pub fn new(settings: &MailerSettings) -> Result<Mailer, SendError> {
         let server = format!("{}:{}", settings.host, settings.port);
-        let config_error = |message: String| SendError {
-            recipient: "-".into(),
-            message: format!("{server}: {message}"),
-            kind: FailureKind::Permanent,
-        };
-        let tls_parameters = || -> Result<TlsParameters, SendError> {
-            let mut builder = TlsParameters::builder(settings.host.clone());
-            if let Some(path) = &settings.ca_file {
-                let pem = std::fs::read(path).map_err(|e| {
-                    config_error(format!("cannot read smtp.ca_file {}: {e}", path.display()))
-                })?;
-                let cert = Certificate::from_pem(&pem).map_err(|e| {
-                    config_error(format!(
-                        "smtp.ca_file {} holds no PEM certificate: {e}",
-                        path.display()
-                    ))
-                })?;
-                builder = builder.add_root_certificate(cert);
-            }
-            builder
-                .build_rustls()
-                .map_err(|e| config_error(format!("cannot set up TLS: {e}")))
-        };
+        let host = settings.host.trim_start_matches('[').trim_end_matches(']');
         let tls = match settings.tls {
-            TlsMode::Implicit => Tls::Wrapper(tls_parameters()?),
-            TlsMode::Starttls => Tls::Required(tls_parameters()?),
+            TlsMode::Implicit => Tls::Wrapper(tls_parameters(host, settings, &server)?),
+            TlsMode::Starttls => Tls::Required(tls_parameters(host, settings, &server)?),
             TlsMode::None => Tls::None,
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(settings.port)
             .tls(tls)
             .timeout(Some(settings.timeout));
@@ -193,108 +108,357 @@ impl Mailer {
             transport: builder.build(),
             server,
             timeout: settings.timeout,
+            password: settings.credentials.as_ref().map(|(_, p)| p.clone()),
         })
     }
 
-    /// Builds the RFC 5322 message for a reply; public so `preview` and tests can see
-    /// exactly what would be sent.
-    pub fn build(message: &ReplyMessage) -> Result<Message, SendError> {
-        let permanent = |m: String| SendError {
-            recipient: clean(&message.to.email),
-            message: m,
-            kind: FailureKind::Permanent,
-        };
-        let from = mailbox(message.from.name.as_deref(), &message.from.email).map_err(permanent)?;
-        let to = mailbox(message.to.name.as_deref(), &message.to.email).map_err(permanent)?;
-        let mut builder = Message::builder()
-            .from(from)
-            .to(to)
-            .subject(clean(&message.subject))
-            .date_now()
-            .header(AutoSubmitted)
-            .header(AutoResponseSuppress)
-            .header(OwnMarker)
-            .header(ContentType::TEXT_PLAIN);
-        builder = builder
-            .message_id(Some(clean_id(&message.message_id).ok_or_else(|| {
-                permanent("the reply's Message-ID is not usable".into())
-            })?));
-        if let Some(id) = message.in_reply_to.as_deref().and_then(clean_id) {
-            builder = builder.in_reply_to(id);
-        }
-        let references: Vec<String> = message
-            .references
-            .iter()
-            .filter_map(|id| clean_id(id))
-            .collect();
-        if !references.is_empty() {
-            builder = builder.references(references.join(" "));
-        }
-        builder
-            .body(message.body.clone())
-            .map_err(|e| permanent(format!("cannot build the reply: {e}")))
-    }
-
     /// Sends one reply, with `Auto-Submitted: auto-replied`, `In-Reply-To`, `References`
-    /// and the stable `Message-ID` from `message`, to its one recipient.
+    /// and the stable `Message-ID` from `message`.
+    ///
+    /// Every header value is made single-line again here, whatever the caller did, and the
+    /// envelope names exactly one recipient: the reply's `To`.
     pub async fn send(&self, message: &ReplyMessage) -> Result<(), SendError> {
-        let email = Mailer::build(message)?;
-        let recipient = clean(&message.to.email);
-        // lettre's timeout bounds each read and write; this bounds the whole exchange.
-        let overall = self.timeout.saturating_mul(4);
-        match tokio::time::timeout(overall, self.transport.send(email)).await {
+        let recipient = printable(&message.to.email);
+        let email = build_message(message).map_err(|reason| SendError {
+            recipient: recipient.clone(),
+            message: reason,
+            kind: FailureKind::Permanent,
+        })?;
+        let outcome = tokio::time::timeout(self.timeout, self.transport.send(email)).await;
+        match outcome {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(self.error(recipient, &e)),
+            Ok(Err(e)) => Err(self.failure(recipient, &e)),
             Err(_) => Err(SendError {
                 recipient,
                 message: format!(
-                    "{}: no answer within {} s (smtp.timeout_secs); will retry",
+                    "{} did not complete the exchange within {} s; the reply may or may not \
+                     have been accepted",
                     self.server,
-                    overall.as_secs()
+                    self.timeout.as_secs()
                 ),
                 kind: FailureKind::TRANSIENT,
             }),
         }
     }
 
-    fn error(&self, recipient: String, e: &lettre::transport::smtp::Error) -> SendError {
-        let kind = if e.is_permanent() {
-            FailureKind::Permanent
-        } else {
-            FailureKind::TRANSIENT
-        };
-        let mut message = format!("{}: {e}", self.server);
-        let mut source = std::error::Error::source(e);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !message.contains(&text) {
-                message.push_str(&format!(": {text}"));
-            }
-            source = cause.source();
-        }
-        SendError {
-            recipient,
-            message,
-            kind,
+    /// Connects, upgrades to TLS and authenticates, then quits (for `check`).
+    pub async fn check(&self) -> Result<(), SendError> {
+        let recipient = format!("(connection check of {})", self.server);
+        match tokio::time::timeout(self.timeout, self.transport.test_connection()).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(SendError {
+                recipient,
+                message: format!("{} did not answer NOOP after login", self.server),
+                kind: FailureKind::TRANSIENT,
+            }),
+            Ok(Err(e)) => Err(self.failure(recipient, &e)),
+            Err(_) => Err(SendError {
+                recipient,
+                message: format!(
+                    "{} did not answer within {} s",
+                    self.server,
+                    self.timeout.as_secs()
+                ),
+                kind: FailureKind::TRANSIENT,
+            }),
         }
     }
 
-    /// Connects, upgrades to TLS and authenticates, then quits (for `check`).
-    pub async fn check(&self) -> Result<(), SendError> {
-        let overall = self.timeout.saturating_mul(2);
-        match tokio::time::timeout(overall, self.transport.test_connection()).await {
-            Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) => Err(SendError {
-                recipient: "-".into(),
-                message: format!("{}: the server did not accept the connection", self.server),
-                kind: FailureKind::TRANSIENT,
-            }),
-            Ok(Err(e)) => Err(self.error("-".into(), &e)),
-            Err(_) => Err(SendError {
-                recipient: "-".into(),
-                message: format!("{}: no answer within {} s", self.server, overall.as_secs()),
-                kind: FailureKind::TRANSIENT,
-            }),
+    /// Classifies a lettre error and words it with the server's own reply text.
+    fn failure(&self, recipient: String, error: &lettre::transport::smtp::Error) -> SendError {
+        let code = error.status().map(|c| c.to_string());
+        let (kind, advice) = if code.as_deref().is_some_and(|c| AUTH_CODES.contains(&c)) {
+            (
+                FailureKind::TRANSIENT,
+                "; check smtp.username and the password",
+            )
+        } else if error.is_permanent() || error.is_client() {
+            (FailureKind::Permanent, "")
+        } else if error.is_tls() {
+            (
+                FailureKind::TRANSIENT,
+                "; if the server's certificate comes from a private CA, set smtp.ca_file",
+            )
+        } else {
+            // 4xx, network trouble, timeouts, garbled answers: try again later.
+            (FailureKind::TRANSIENT, "")
+        };
+        let mut text = format!("{}: {}{advice}", self.server, error_chain(error));
+        if let Some(password) = &self.password
+            && !password.expose().is_empty()
+        {
+            text = text.replace(password.expose(), "[redacted]");
         }
+        SendError {
+            recipient,
+            message: text,
+            kind,
+        }
+    }
+}
+
+/// lettre's message with its causes, which hold the server's reply text.
+fn error_chain(error: &lettre::transport::smtp::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    printable(&text)
+}
+
+fn tls_parameters(
+    host: &str,
+    settings: &MailerSettings,
+    server: &str,
+) -> Result<TlsParameters, SendError> {
+    let failed = |message: String| SendError {
+        recipient: format!("(any, through {server})"),
+        message,
+        kind: FailureKind::Permanent,
+    };
+    let mut builder = TlsParameters::builder(host.to_owned());
+    if let Some(path) = &settings.ca_file {
+        // The same reading and checks as for IMAP, so both say the same about a bad file.
+        crate::tls::root_store(Some(path))
+            .map_err(|e| failed(format!("{e}; check smtp.ca_file")))?;
+        let pem = std::fs::read(path).map_err(|e| {
+            failed(format!(
+                "cannot read CA file {}: {e}; check smtp.ca_file",
+                path.display()
+            ))
+        })?;
+        let certificate = Certificate::from_pem(&pem).map_err(|e| {
+            failed(format!(
+                "cannot use CA file {}: {e}; check smtp.ca_file",
+                path.display()
+            ))
+        })?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder
+        .build_rustls()
+        .map_err(|e| failed(format!("cannot set up TLS for {server}: {e}")))
+}
+
+/// Builds the RFC 5322 message; the error says why the reply cannot be sent at all.
+fn build_message(reply: &ReplyMessage) -> Result<lettre::Message, String> {
+    let to = mailbox(&reply.to, "recipient")?;
+    let from = mailbox(&reply.from, "sender (smtp.from_address)")?;
+    let own_id = message_id(&reply.message_id).ok_or_else(|| {
+        format!(
+            "the reply's Message-ID `{}` is unusable",
+            printable(&reply.message_id)
+        )
+    })?;
+
+    let mut builder = lettre::Message::builder()
+        .from(from.clone())
+        .to(to.clone())
+        .subject(single_line(&reply.subject))
+        .message_id(Some(format!("<{own_id}>")))
+        .date_now()
+        .header(ContentType::TEXT_PLAIN);
+    if let Some(id) = reply.in_reply_to.as_deref().and_then(message_id) {
+        builder = builder.in_reply_to(format!("<{id}>"));
+    }
+    let references = references(&reply.references);
+    if !references.is_empty() {
+        builder = builder.references(references.join(" "));
+    }
+    builder = with_raw_header(builder, "Auto-Submitted", "auto-replied");
+    builder = with_raw_header(builder, "X-Auto-Response-Suppress", "All");
+    builder = with_raw_header(builder, LOOP_HEADER, "reply");
+    let envelope = lettre::address::Envelope::new(Some(from.email), vec![to.email])
+        .map_err(|e| format!("cannot build the envelope: {e}"))?;
+    builder
+        .envelope(envelope)
+        .body(reply.body.replace('\0', ""))
+        .map_err(|e| format!("cannot build the reply: {e}"))
+}
+
+fn with_raw_header(builder: MessageBuilder, name: &'static str, value: &str) -> MessageBuilder {
+    builder.raw_header(HeaderValue::new(
+        HeaderName::new_from_ascii_str(name),
+        value.to_owned(),
+    ))
+}
+
+/// A lettre mailbox from our address type; the address must parse, the name is made a
+/// single line.
+fn mailbox(address: &crate::mail::Address, role: &str) -> Result<Mailbox, String> {
+    let email = address.email.trim();
+    let parsed: lettre::Address = email.parse().map_err(|e| {
+        format!(
+            "the {role} address `{}` is not a valid address: {e}",
+            printable(email)
+        )
+    })?;
+    let name = address
+        .name
+        .as_deref()
+        .map(single_line)
+        .filter(|n| !n.is_empty());
+    Ok(Mailbox::new(name, parsed))
+}
+
+/// A header value on one line: every control character (CR, LF, TAB, NUL, ...) becomes a
+/// space, runs of spaces shrink to one.
+fn single_line(value: &str) -> String {
+    value
+        .split(|c: char| c.is_control() || c.is_whitespace())
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Text safe to show in a log line or an error: no control characters.
+fn printable(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// A message ID without its angle brackets, reduced to the characters a `msg-id` may
+/// hold (visible ASCII except `<` and `>`); `None` when nothing usable is left.
+fn message_id(raw: &str) -> Option<String> {
+    let id: String = raw
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>'))
+        .collect();
+    (!id.is_empty() && id.len() <= MAX_MESSAGE_ID).then_some(id)
+}
+
+/// The `References` list: usable IDs, each once, at most [`MAX_REFERENCES`] of them
+/// (the first one and the latest ones).
+fn references(raw: &[String]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for id in raw.iter().filter_map(|r| message_id(r)) {
+        let id = format!("<{id}>");
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if ids.len() > MAX_REFERENCES {
+        let tail = ids.split_off(ids.len() - (MAX_REFERENCES - 1));
+        ids.truncate(1);
+        ids.extend(tail);
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::Address;
+
+    fn reply() -> ReplyMessage {
+        ReplyMessage {
+            to: Address {
+                name: Some("Rep\r\nBcc: x@evil.example".into()),
+                email: "reporter@example.org".into(),
+            },
+            from: Address {
+                name: Some("Security Team".into()),
+                email: "security@example.org".into(),
+            },
+            subject: "Re: XSS\r\nBcc: victim@example.net".into(),
+            message_id: "ack-123@example.org".into(),
+            in_reply_to: Some("<orig@example.org>".into()),
+            references: vec!["<a@x>".into(), "orig@example.org".into()],
+            body: "Thanks.\nWe got it.\n".into(),
+        }
+    }
+
+    fn header_lines(message: &lettre::Message) -> Vec<String> {
+        let raw = String::from_utf8(message.formatted()).unwrap();
+        let head = raw.split("\r\n\r\n").next().unwrap().to_owned();
+        head.split("\r\n").map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn line_breaks_in_a_subject_or_a_name_cannot_add_a_header() {
+        let message = build_message(&reply()).unwrap();
+        let lines = header_lines(&message);
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l == "Subject: Re: XSS Bcc: victim@example.net"),
+            "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn threading_and_auto_reply_headers_are_set() {
+        let lines = header_lines(&build_message(&reply()).unwrap());
+        for expected in [
+            "Message-ID: <ack-123@example.org>",
+            "In-Reply-To: <orig@example.org>",
+            "References: <a@x> <orig@example.org>",
+            "Auto-Submitted: auto-replied",
+            "X-Auto-Response-Suppress: All",
+            "X-Advisory-Bridge: reply",
+        ] {
+            assert!(
+                lines.iter().any(|l| l == expected),
+                "{expected} missing in {lines:#?}"
+            );
+        }
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.to_ascii_lowercase().starts_with("precedence:"))
+        );
+    }
+
+    #[test]
+    fn the_envelope_has_exactly_the_one_recipient() {
+        let message = build_message(&reply()).unwrap();
+        let envelope = message.envelope();
+        assert_eq!(envelope.to().len(), 1);
+        assert_eq!(envelope.to()[0].to_string(), "reporter@example.org");
+        assert_eq!(envelope.from().unwrap().to_string(), "security@example.org");
+    }
+
+    #[test]
+    fn an_unparseable_recipient_is_refused() {
+        let mut bad = reply();
+        bad.to.email = "not an address\r\nRCPT TO:<x@y>".into();
+        let err = build_message(&bad).unwrap_err();
+        assert!(err.contains("recipient"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn long_reference_chains_keep_the_first_and_the_latest() {
+        let raw: Vec<String> = (0..30).map(|i| format!("<m{i}@x>")).collect();
+        let kept = references(&raw);
+        assert_eq!(kept.len(), MAX_REFERENCES);
+        assert_eq!(kept[0], "<m0@x>");
+        assert_eq!(kept.last().unwrap(), "<m29@x>");
+        assert_eq!(kept[1], "<m11@x>");
+    }
+
+    #[test]
+    fn message_ids_lose_brackets_and_stray_characters() {
+        assert_eq!(message_id(" <a@b> ").as_deref(), Some("a@b"));
+        assert_eq!(message_id("<a b\r\n@c>").as_deref(), Some("ab@c"));
+        assert_eq!(message_id("<>"), None);
+        assert_eq!(message_id(&"x".repeat(300)), None);
     }
 }

@@ -1,10 +1,20 @@
 //! The only code that talks IMAP: connect over rustls, select the mailbox, list and fetch
 //! messages, wait for new ones (IDLE or polling), and file finished ones away.
 
+mod errors;
+mod transport;
+
 use std::time::Duration;
+
+use async_imap::extensions::idle::IdleResponse;
+use async_imap::imap_proto::{Response, Status};
+use async_imap::types::UnsolicitedResponse;
+use futures::TryStreamExt;
 
 use crate::config::{Secret, TlsMode};
 use crate::failure::{Classify, FailureKind};
+use errors::{already_exists, breaks_session, from_imap, permanent, server_text, transient};
+use transport::{BoxedTransport, Endpoint};
 
 /// A failed IMAP operation. Connection trouble is transient; a refused login or a
 /// missing mailbox is permanent for the session but the daemon keeps retrying.
@@ -75,9 +85,82 @@ pub enum Wake {
     Timeout,
 }
 
+/// How long one IDLE may last: RFC 2177 asks clients to re-issue IDLE at least every 29
+/// minutes, because servers may log an idle client out after 30.
+pub const IDLE_MAX: Duration = Duration::from_secs(28 * 60);
+
+type ImapSession = async_imap::Session<BoxedTransport>;
+
+/// The optional IMAP extensions this client makes use of, as the server announced them
+/// after login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerCapabilities {
+    /// `IDLE` (RFC 2177): the server pushes news, so no polling is needed.
+    pub idle: bool,
+    /// `MOVE` (RFC 6851): filing a message away is one atomic command.
+    pub move_command: bool,
+    /// `UIDPLUS` (RFC 4315): `UID EXPUNGE` removes exactly our message after a copy.
+    pub uidplus: bool,
+}
+
+/// Runs one command on the source's session under its timeout: `run!(source, "search",
+/// |s| s.uid_search("ALL").await)` is a future of `Result<_, ImapError>`.
+///
+/// A macro rather than a method taking an async closure: rustc cannot yet prove the
+/// future of such a method `Send` ("implementation of `AsyncFnOnce` is not general
+/// enough"), and the daemon needs to spawn these futures.
+macro_rules! run {
+    ($source:expr, $operation:expr, |$s:ident| $body:expr) => {
+        async {
+            let source: &mut ImapSource = $source;
+            let operation: &'static str = $operation;
+            match source.session.take() {
+                None => Err(source.lost(operation)),
+                Some(mut session) => {
+                    let outcome = {
+                        let $s = &mut session;
+                        tokio::time::timeout(source.timeout, command(async { $body })).await
+                    };
+                    source.settle(operation, session, outcome)
+                }
+            }
+        }
+    };
+}
+
+/// Fixes the error type of a command's future, so `?` inside [`run!`] bodies infers.
+fn command<T>(
+    future: impl Future<Output = Result<T, async_imap::error::Error>>,
+) -> impl Future<Output = Result<T, async_imap::error::Error>> {
+    future
+}
+
 /// A logged-in IMAP session with the watched mailbox selected.
+///
+/// After a transient error (network, timeout, the server going away) the connection is
+/// dropped and every later call fails with a transient error too: the caller connects
+/// again. A `NO` from the server leaves the session usable.
 pub struct ImapSource {
-    _private: (),
+    /// `None` once the connection broke.
+    session: Option<ImapSession>,
+    /// `host:port`, for messages.
+    server: String,
+    /// The selected mailbox.
+    mailbox: String,
+    /// The limit for one command.
+    timeout: Duration,
+    capabilities: ServerCapabilities,
+}
+
+impl std::fmt::Debug for ImapSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapSource")
+            .field("server", &self.server)
+            .field("mailbox", &self.mailbox)
+            .field("connected", &self.session.is_some())
+            .field("capabilities", &self.capabilities)
+            .finish()
+    }
 }
 
 impl ImapSource {
@@ -88,43 +171,546 @@ impl ImapSource {
         mailbox: &str,
         folders: &[&str],
     ) -> Result<(ImapSource, MailboxState), ImapError> {
-        let _ = (settings, mailbox, folders);
-        unimplemented!("source::ImapSource::connect")
+        let server = format!("{}:{}", settings.host, settings.port);
+        let endpoint = Endpoint {
+            host: &settings.host,
+            port: settings.port,
+            tls: settings.tls,
+            ca_file: settings.ca_file.as_deref(),
+            timeout: settings.timeout,
+        };
+        let (stream, greeted) = transport::open(&endpoint).await?;
+        let mut client = async_imap::Client::new(stream);
+        if !greeted {
+            read_greeting(&mut client, &server, settings.timeout).await?;
+        }
+        let session = login(client, settings, &server).await?;
+        let mut source = ImapSource {
+            session: Some(session),
+            server,
+            mailbox: mailbox.to_owned(),
+            timeout: settings.timeout,
+            capabilities: ServerCapabilities::default(),
+        };
+        let announced = run!(&mut source, "capability", |s| s.capabilities().await).await?;
+        source.capabilities = ServerCapabilities {
+            idle: announced.has_str("IDLE"),
+            move_command: announced.has_str("MOVE"),
+            uidplus: announced.has_str("UIDPLUS"),
+        };
+        source.create_missing(folders).await?;
+        let state = source.select().await?;
+        Ok((source, state))
+    }
+
+    /// The extensions the server offers that this client uses.
+    pub fn capabilities(&self) -> ServerCapabilities {
+        self.capabilities
+    }
+
+    /// False once the connection broke; the caller should connect again.
+    pub fn is_connected(&self) -> bool {
+        self.session.is_some()
+    }
+
+    async fn create_missing(&mut self, folders: &[&str]) -> Result<(), ImapError> {
+        let existing: Vec<String> = run!(self, "list folders", |s| {
+            s.list(Some(""), Some("*"))
+                .await?
+                .map_ok(|name| name.name().to_owned())
+                .try_collect()
+                .await
+        })
+        .await?;
+        for &folder in folders {
+            if folder.eq_ignore_ascii_case("INBOX") || existing.iter().any(|e| e == folder) {
+                continue;
+            }
+            run!(self, "create folder", |s| match s.create(folder).await {
+                // Another client (or a second instance) created it since our LIST.
+                Err(e) if already_exists(&e) => Ok(()),
+                other => other,
+            })
+            .await
+            .map_err(|mut e| {
+                e.message = format!("cannot create folder `{folder}`: {}", e.message);
+                e
+            })?;
+            tracing::info!(folder, server = %self.server, "created IMAP folder");
+        }
+        Ok(())
+    }
+
+    async fn select(&mut self) -> Result<MailboxState, ImapError> {
+        let mailbox = self.mailbox.clone();
+        let selected = run!(self, "select", |s| s.select(&mailbox).await)
+            .await
+            .map_err(|mut e| {
+                e.message = if e.kind.is_transient() {
+                    format!("mailbox `{mailbox}`: {}", e.message)
+                } else {
+                    format!(
+                        "mailbox `{mailbox}` cannot be opened: {}; check imap.mailbox",
+                        e.message
+                    )
+                };
+                e
+            })?;
+        self.discard_pending_changes();
+        let uidvalidity = selected.uid_validity.ok_or_else(|| {
+            permanent(
+                "select",
+                format!(
+                    "{} reported no UIDVALIDITY for mailbox `{mailbox}`, so UIDs cannot be \
+                     trusted across sessions",
+                    self.server
+                ),
+            )
+        })?;
+        Ok(MailboxState {
+            uidvalidity,
+            uidnext: selected.uid_next,
+            exists: selected.exists,
+        })
     }
 
     /// The UIDs of all messages in the selected mailbox, ascending.
     pub async fn list_uids(&mut self) -> Result<Vec<u32>, ImapError> {
-        unimplemented!("source::ImapSource::list_uids")
+        let found = run!(self, "search", |s| s.uid_search("ALL").await).await?;
+        // Every EXISTS the server sent so far came before the SEARCH result, so this list
+        // already covers it: a wait that follows must not wake up for it again.
+        self.discard_pending_changes();
+        let mut uids: Vec<u32> = found.into_iter().collect();
+        uids.sort_unstable();
+        Ok(uids)
     }
 
     /// Fetches one message by UID without marking it seen; `None` if it is gone, or if
     /// it is larger than `max_bytes` (checked with `RFC822.SIZE` before the body is read).
     pub async fn fetch(&mut self, uid: u32, max_bytes: usize) -> Result<FetchOutcome, ImapError> {
-        let _ = (uid, max_bytes);
-        unimplemented!("source::ImapSource::fetch")
+        let uid_set = uid.to_string();
+        let sizes: Vec<Option<u32>> = run!(self, "fetch size", |s| {
+            s.uid_fetch(&uid_set, "(UID RFC822.SIZE)")
+                .await?
+                .try_filter(|f| futures::future::ready(f.uid == Some(uid)))
+                .map_ok(|f| f.size)
+                .try_collect()
+                .await
+        })
+        .await?;
+        let Some(size) = sizes.first() else {
+            return Ok(FetchOutcome::Gone);
+        };
+        let size = size.ok_or_else(|| {
+            transient(
+                "fetch size",
+                format!("{} did not say the size of UID {uid}", self.server),
+            )
+        })?;
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if size > max_bytes {
+            return Ok(FetchOutcome::TooLarge { size });
+        }
+        let fetched: Vec<Option<Fetched>> = run!(self, "fetch", |s| {
+            s.uid_fetch(&uid_set, "(UID BODY.PEEK[] INTERNALDATE)")
+                .await?
+                .try_filter(|f| futures::future::ready(f.uid == Some(uid)))
+                .map_ok(|f| {
+                    f.body().map(|raw| Fetched {
+                        uid,
+                        raw: raw.to_vec(),
+                        internal_date: f.internal_date().map(|d| d.with_timezone(&chrono::Utc)),
+                    })
+                })
+                .try_collect()
+                .await
+        })
+        .await?;
+        // Expunged between the two commands: Dovecot answers with no FETCH at all, others
+        // may send one without the body.
+        Ok(match fetched.into_iter().flatten().next() {
+            Some(message) => FetchOutcome::Message(message),
+            None => FetchOutcome::Gone,
+        })
     }
 
     /// Moves a message to `folder` (UID MOVE, or COPY + \Deleted + UID EXPUNGE).
+    ///
+    /// Without `MOVE` a crash between the copy and the expunge leaves the message in both
+    /// folders; moving it again is harmless. Without `UIDPLUS` either, the last resort is a
+    /// plain `EXPUNGE`, which also removes messages other clients marked `\Deleted`.
     pub async fn move_to(&mut self, uid: u32, folder: &str) -> Result<(), ImapError> {
-        let _ = (uid, folder);
-        unimplemented!("source::ImapSource::move_to")
+        let uid_set = uid.to_string();
+        let in_folder = |mut e: ImapError| {
+            e.message = format!("UID {uid} to folder `{folder}`: {}", e.message);
+            e
+        };
+        if self.capabilities.move_command {
+            return run!(self, "move", |s| s.uid_mv(&uid_set, folder).await)
+                .await
+                .map_err(in_folder);
+        }
+        run!(self, "copy", |s| s.uid_copy(&uid_set, folder).await)
+            .await
+            .map_err(in_folder)?;
+        self.store_flag(&uid_set, "\\Deleted").await?;
+        if self.capabilities.uidplus {
+            run!(self, "expunge", |s| {
+                s.uid_expunge(&uid_set)
+                    .await?
+                    .try_for_each(|_| futures::future::ready(Ok(())))
+                    .await
+            })
+            .await
+        } else {
+            run!(self, "expunge", |s| {
+                s.expunge()
+                    .await?
+                    .try_for_each(|_| futures::future::ready(Ok(())))
+                    .await
+            })
+            .await
+        }
+    }
+
+    /// Adds a flag (`\Seen`, `\Flagged` or a keyword such as `$Processed`) to a message
+    /// and leaves it where it is.
+    pub async fn set_flag(&mut self, uid: u32, flag: &str) -> Result<(), ImapError> {
+        let is_atom = |s: &str| {
+            !s.is_empty()
+                && s.bytes().all(|b| {
+                    b.is_ascii_graphic()
+                        && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
+                })
+        };
+        let valid = match flag.strip_prefix('\\') {
+            Some(system) => is_atom(system),
+            None => is_atom(flag),
+        };
+        if !valid {
+            return Err(permanent(
+                "store",
+                format!("`{flag}` is not an IMAP flag; use e.g. \\Seen or $Keyword"),
+            ));
+        }
+        self.store_flag(&uid.to_string(), flag).await
+    }
+
+    async fn store_flag(&mut self, uid_set: &str, flag: &str) -> Result<(), ImapError> {
+        let query = format!("+FLAGS.SILENT ({flag})");
+        run!(self, "store", |s| {
+            s.uid_store(uid_set, &query)
+                .await?
+                .try_for_each(|_| futures::future::ready(Ok(())))
+                .await
+        })
+        .await
     }
 
     /// Waits for new mail: IDLE (re-issued before 29 minutes) when offered and `idle` is
     /// true, else sleeps `poll_interval`; returns after `max_wait` at the latest.
+    ///
+    /// Returns [`Wake::Changed`] at once when the server announced new mail during an
+    /// earlier command (after the last [`ImapSource::list_uids`]). An IDLE lasts at most
+    /// [`IDLE_MAX`]; the caller simply waits again. When polling, `Changed` means the poll
+    /// interval passed and the caller should list again.
     pub async fn wait(
         &mut self,
         idle: bool,
         poll_interval: Duration,
         max_wait: Duration,
     ) -> Result<Wake, ImapError> {
-        let _ = (idle, poll_interval, max_wait);
-        unimplemented!("source::ImapSource::wait")
+        let Some(session) = &self.session else {
+            return Err(self.lost("wait"));
+        };
+        if has_new_mail(&session.unsolicited_responses) {
+            return Ok(Wake::Changed);
+        }
+        if idle && self.capabilities.idle {
+            return self.idle(max_wait).await;
+        }
+        tokio::time::sleep(poll_interval.min(max_wait)).await;
+        Ok(if poll_interval <= max_wait {
+            Wake::Changed
+        } else {
+            Wake::Timeout
+        })
+    }
+
+    async fn idle(&mut self, max_wait: Duration) -> Result<Wake, ImapError> {
+        let session = self.session.take().ok_or_else(|| self.lost("IDLE"))?;
+        let pending = session.unsolicited_responses.clone();
+        let mut handle = session.idle();
+        // From here on, an error drops the handle and with it the connection: after a
+        // failed IDLE or DONE nobody knows what state the server is in.
+        self.step("IDLE", handle.init()).await?;
+        // News that arrived while the server was still answering the IDLE command went to
+        // the queue rather than to the IDLE stream.
+        let wake = if has_new_mail(&pending) {
+            Wake::Changed
+        } else {
+            let limit = max_wait.min(IDLE_MAX);
+            let (idling, stop) = handle.wait_with_timeout(limit);
+            // async-imap restarts its own timer on every keepalive (`* OK Still here`),
+            // so the outer timeout is what bounds the wait.
+            let outcome = tokio::time::timeout(limit, idling).await;
+            drop(stop);
+            match outcome {
+                Err(_) | Ok(Ok(IdleResponse::Timeout)) => Wake::Timeout,
+                Ok(Ok(IdleResponse::NewData(data))) => {
+                    if let Response::Data {
+                        status: Status::Bye,
+                        outcome,
+                        ..
+                    } = data.parsed()
+                    {
+                        return Err(transient(
+                            "IDLE",
+                            format!(
+                                "{} ended the session: {}",
+                                self.server,
+                                outcome.information.as_deref().unwrap_or("BYE")
+                            ),
+                        ));
+                    }
+                    Wake::Changed
+                }
+                Ok(Ok(IdleResponse::ManualInterrupt)) => {
+                    return Err(transient(
+                        "IDLE",
+                        format!("{} closed the connection", self.server),
+                    ));
+                }
+                Ok(Err(e)) => return Err(from_imap("IDLE", e)),
+            }
+        };
+        let session = self.step("IDLE", handle.done()).await?;
+        self.session = Some(session);
+        Ok(wake)
     }
 
     /// Logs out politely.
-    pub async fn logout(self) -> Result<(), ImapError> {
-        unimplemented!("source::ImapSource::logout")
+    pub async fn logout(mut self) -> Result<(), ImapError> {
+        if self.session.is_none() {
+            return Ok(());
+        }
+        run!(&mut self, "logout", |s| s.logout().await).await
+    }
+
+    /// Keeps the session after success and after a refusal (`NO`, `BAD`); drops it after
+    /// anything else, which leaves the connection in an unknown state. See [`run!`].
+    fn settle<T>(
+        &mut self,
+        operation: &'static str,
+        session: ImapSession,
+        outcome: Result<Result<T, async_imap::error::Error>, tokio::time::error::Elapsed>,
+    ) -> Result<T, ImapError> {
+        match outcome {
+            Ok(Ok(value)) => {
+                self.session = Some(session);
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                if !breaks_session(&e) {
+                    self.session = Some(session);
+                }
+                Err(from_imap(operation, e))
+            }
+            Err(_) => Err(self.timed_out(operation)),
+        }
+    }
+
+    /// Awaits one network step that is not a plain command (IDLE, DONE) under the timeout.
+    async fn step<T>(
+        &self,
+        operation: &'static str,
+        future: impl Future<Output = Result<T, async_imap::error::Error>>,
+    ) -> Result<T, ImapError> {
+        match tokio::time::timeout(self.timeout, future).await {
+            Ok(result) => result.map_err(|e| from_imap(operation, e)),
+            Err(_) => Err(self.timed_out(operation)),
+        }
+    }
+
+    fn discard_pending_changes(&self) {
+        if let Some(session) = &self.session {
+            while session.unsolicited_responses.try_recv().is_ok() {}
+        }
+    }
+
+    fn lost(&self, operation: &'static str) -> ImapError {
+        transient(
+            operation,
+            format!(
+                "the connection to {} broke earlier; connect again",
+                self.server
+            ),
+        )
+    }
+
+    fn timed_out(&self, operation: &'static str) -> ImapError {
+        transient(
+            operation,
+            format!(
+                "{} did not answer within {} s; the connection is dropped",
+                self.server,
+                self.timeout.as_secs()
+            ),
+        )
+    }
+}
+
+/// Empties the queue of unsolicited responses; true when it announced new messages.
+fn has_new_mail(queue: &async_channel::Receiver<UnsolicitedResponse>) -> bool {
+    let mut new_mail = false;
+    while let Ok(response) = queue.try_recv() {
+        new_mail |= matches!(
+            response,
+            UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_)
+        );
+    }
+    new_mail
+}
+
+async fn read_greeting(
+    client: &mut async_imap::Client<BoxedTransport>,
+    server: &str,
+    limit: Duration,
+) -> Result<(), ImapError> {
+    let greeting = tokio::time::timeout(limit, client.read_response())
+        .await
+        .map_err(|_| {
+            transient(
+                "connect",
+                format!("{server} sent no greeting within {} s", limit.as_secs()),
+            )
+        })?
+        .map_err(|e| {
+            transient(
+                "connect",
+                format!("reading the greeting of {server} failed: {e}"),
+            )
+        })?
+        .ok_or_else(|| {
+            transient(
+                "connect",
+                format!("{server} closed the connection before greeting"),
+            )
+        })?;
+    match greeting.parsed() {
+        Response::Data {
+            status: Status::Ok, ..
+        } => Ok(()),
+        Response::Data {
+            status: Status::Bye,
+            outcome,
+            ..
+        } => Err(transient(
+            "connect",
+            format!(
+                "{server} refused the connection: {}",
+                outcome.information.as_deref().unwrap_or("BYE")
+            ),
+        )),
+        other => Err(transient(
+            "connect",
+            format!("{server} sent an unexpected greeting: {other:?}"),
+        )),
+    }
+}
+
+async fn login(
+    client: async_imap::Client<BoxedTransport>,
+    settings: &ImapSettings,
+    server: &str,
+) -> Result<ImapSession, ImapError> {
+    use async_imap::error::Error as E;
+    let password = settings.password.expose();
+    let attempt =
+        tokio::time::timeout(settings.timeout, client.login(&settings.username, password))
+            .await
+            .map_err(|_| {
+                transient(
+                    "login",
+                    format!(
+                        "{server} did not answer the login within {} s",
+                        settings.timeout.as_secs()
+                    ),
+                )
+            })?;
+    let error = match attempt {
+        Ok(session) => return Ok(session),
+        Err((error, _client)) => error,
+    };
+    let user = &settings.username;
+    let error = match error {
+        E::No(text) | E::Bad(text) => {
+            let text = server_text(&text);
+            let upper = text.to_ascii_uppercase();
+            if upper.contains("[UNAVAILABLE]") || upper.contains("[INUSE]") {
+                transient(
+                    "login",
+                    format!("{server} cannot log in `{user}` right now: {text}"),
+                )
+            } else if upper.contains("[PRIVACYREQUIRED]") {
+                permanent(
+                    "login",
+                    format!(
+                        "{server} refuses logins without TLS: {text}; use tls = \"implicit\" \
+                         or \"starttls\""
+                    ),
+                )
+            } else {
+                permanent(
+                    "login",
+                    format!(
+                        "{server} refused the login as `{user}`: {text}; check imap.username \
+                         and the password"
+                    ),
+                )
+            }
+        }
+        E::Validate(_) => permanent(
+            "login",
+            "the user name or the password contains a line break; check imap.username and \
+             the password",
+        ),
+        other => from_imap("login", other),
+    };
+    Err(redact(error, password))
+}
+
+/// Makes sure a message never repeats the password, whatever the server echoed.
+fn redact(mut error: ImapError, password: &str) -> ImapError {
+    if !password.is_empty() && error.message.contains(password) {
+        error.message = error.message.replace(password, "[redacted]");
+    }
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The daemon runs the source inside spawned tasks, so its futures must be `Send`.
+    #[allow(dead_code)]
+    fn source_futures_are_send(source: &mut ImapSource, settings: &ImapSettings) {
+        assert_send(&ImapSource::connect(settings, "INBOX", &[]));
+        assert_send(&source.wait(true, Duration::ZERO, Duration::ZERO));
+        assert_send(&source.fetch(1, 1));
+        assert_send(&source.move_to(1, "Processed"));
+        assert_send(&source.list_uids());
+    }
+
+    #[test]
+    fn a_password_echoed_by_the_server_is_redacted() {
+        let error = redact(
+            permanent("login", "bad credentials hunter2 for user"),
+            "hunter2",
+        );
+        assert!(!error.message.contains("hunter2"), "{}", error.message);
     }
 }
 
