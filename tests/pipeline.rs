@@ -159,7 +159,11 @@ async fn a_backlog_is_drained_by_once_and_each_report_lands_where_it_belongs() {
             "pallets/markupsafe",
             "the subject names",
         ),
-        ("plus-address.eml", "pallets/werkzeug", "+werkzeug address"),
+        (
+            "plus-address.eml",
+            "pallets/werkzeug",
+            "sent to the <code>&#43;werkzeug</code> address",
+        ),
         ("github-link.eml", "pallets/jinja", "links to"),
         ("subject-alias.eml", "pallets/click", "the subject names"),
         ("no-project.eml", "pallets/flask", "default repository"),
