@@ -208,6 +208,16 @@ impl ImapSource {
         self.capabilities
     }
 
+    /// Stops using extensions the server announces but that ops want off (a server whose
+    /// IDLE never pushes, a MOVE that misbehaves): keeps only those also in `allowed`.
+    pub fn limit_capabilities(&mut self, allowed: ServerCapabilities) {
+        self.capabilities = ServerCapabilities {
+            idle: self.capabilities.idle && allowed.idle,
+            move_command: self.capabilities.move_command && allowed.move_command,
+            uidplus: self.capabilities.uidplus && allowed.uidplus,
+        };
+    }
+
     /// False once the connection broke; the caller should connect again.
     pub fn is_connected(&self) -> bool {
         self.session.is_some()
@@ -276,7 +286,14 @@ impl ImapSource {
 
     /// The UIDs of all messages in the selected mailbox, ascending.
     pub async fn list_uids(&mut self) -> Result<Vec<u32>, ImapError> {
-        let found = run!(self, "search", |s| s.uid_search("ALL").await).await?;
+        // Dovecot (like most servers) makes newly arrived messages visible only when a
+        // command ends, after that command's results: without the NOOP, a SEARCH would miss
+        // what arrived since the previous command.
+        let found = run!(self, "search", |s| {
+            s.noop().await?;
+            s.uid_search("ALL").await
+        })
+        .await?;
         // Every EXISTS the server sent so far came before the SEARCH result, so this list
         // already covers it: a wait that follows must not wake up for it again.
         self.discard_pending_changes();
