@@ -174,7 +174,7 @@ impl Mailer {
             )
         } else if error.is_permanent() || error.is_client() {
             (FailureKind::Permanent, "")
-        } else if error.is_tls() {
+        } else if involves_tls(error) {
             (
                 FailureKind::TRANSIENT,
                 "; if the server's certificate comes from a private CA, set smtp.ca_file",
@@ -195,6 +195,28 @@ impl Mailer {
             kind,
         }
     }
+}
+
+/// True when TLS failed: lettre reports a certificate it does not trust as a connection
+/// error, with the rustls error inside an `io::Error` in the chain.
+fn involves_tls(error: &lettre::transport::smtp::Error) -> bool {
+    if error.is_tls() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let inner = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map_or(cause, |inner| inner as &(dyn std::error::Error + 'static));
+        if inner.downcast_ref::<rustls::Error>().is_some()
+            || cause.downcast_ref::<rustls::Error>().is_some()
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// lettre's message with its causes, which hold the server's reply text.
