@@ -208,7 +208,11 @@ async fn line_breaks_in_the_subject_cannot_add_headers_or_recipients() {
         Some("Re: hi Bcc: victim@example.com X-Injected: yes fake body")
     );
     assert_eq!(
-        parsed.body_text(0).unwrap().replace("\r\n", "\n").trim_end(),
+        parsed
+            .body_text(0)
+            .unwrap()
+            .replace("\r\n", "\n")
+            .trim_end(),
         message.body.trim_end()
     );
 }

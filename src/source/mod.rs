@@ -166,6 +166,9 @@ impl std::fmt::Debug for ImapSource {
 impl ImapSource {
     /// Connects, (STARTTLS,) logs in, creates `folders` that are missing, and selects
     /// `mailbox`.
+    ///
+    /// Folder names go to the server as given, so names outside ASCII must already be in
+    /// IMAP's modified UTF-7. Every network step is bounded by `settings.timeout`.
     pub async fn connect(
         settings: &ImapSettings,
         mailbox: &str,
@@ -200,6 +203,15 @@ impl ImapSource {
         };
         source.create_missing(folders).await?;
         let state = source.select().await?;
+        tracing::debug!(
+            server = %source.server,
+            tls = ?settings.tls,
+            mailbox,
+            uidvalidity = state.uidvalidity,
+            exists = state.exists,
+            capabilities = ?source.capabilities,
+            "IMAP session ready"
+        );
         Ok((source, state))
     }
 
@@ -315,10 +327,11 @@ impl ImapSource {
                 .await
         })
         .await?;
-        let Some(size) = sizes.first() else {
+        if sizes.is_empty() {
             return Ok(FetchOutcome::Gone);
-        };
-        let size = size.ok_or_else(|| {
+        }
+        // A flag change by another client can add a FETCH for the same UID without a size.
+        let size = sizes.into_iter().flatten().next().ok_or_else(|| {
             transient(
                 "fetch size",
                 format!("{} did not say the size of UID {uid}", self.server),
