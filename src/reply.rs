@@ -117,6 +117,10 @@ impl Mailer {
     ///
     /// Every header value is made single-line again here, whatever the caller did, and the
     /// envelope names exactly one recipient: the reply's `To`.
+    ///
+    /// Failures: 4xx, network trouble, timeouts and TLS problems are transient; 5xx and an
+    /// address that cannot be parsed are permanent, except 530/534/535/538, which say our
+    /// own login is wrong: those are transient, so replies wait until ops fix it.
     pub async fn send(&self, message: &ReplyMessage) -> Result<(), SendError> {
         let recipient = printable(&message.to.email);
         let email = build_message(message).map_err(|reason| SendError {
@@ -405,6 +409,15 @@ mod tests {
         let raw = String::from_utf8(message.formatted()).unwrap();
         let head = raw.split("\r\n\r\n").next().unwrap().to_owned();
         head.split("\r\n").map(str::to_owned).collect()
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The daemon sends from spawned tasks.
+    #[allow(dead_code)]
+    fn mailer_futures_are_send(mailer: &Mailer, message: &ReplyMessage) {
+        assert_send(&mailer.send(message));
+        assert_send(&mailer.check());
     }
 
     #[test]

@@ -314,8 +314,9 @@ impl ImapSource {
         Ok(uids)
     }
 
-    /// Fetches one message by UID without marking it seen; `None` if it is gone, or if
-    /// it is larger than `max_bytes` (checked with `RFC822.SIZE` before the body is read).
+    /// Fetches one message by UID without marking it seen: [`FetchOutcome::Gone`] if no
+    /// such message exists (any more), [`FetchOutcome::TooLarge`] if it is larger than
+    /// `max_bytes` (checked with `RFC822.SIZE` before the body is read).
     pub async fn fetch(&mut self, uid: u32, max_bytes: usize) -> Result<FetchOutcome, ImapError> {
         let uid_set = uid.to_string();
         let sizes: Vec<Option<u32>> = run!(self, "fetch size", |s| {
