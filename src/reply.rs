@@ -117,6 +117,10 @@ impl Mailer {
     ///
     /// Every header value is made single-line again here, whatever the caller did, and the
     /// envelope names exactly one recipient: the reply's `To`.
+    ///
+    /// Failures: 4xx, network trouble, timeouts and TLS problems are transient; 5xx and an
+    /// address that cannot be parsed are permanent, except 530/534/535/538, which say our
+    /// own login is wrong: those are transient, so replies wait until ops fix it.
     pub async fn send(&self, message: &ReplyMessage) -> Result<(), SendError> {
         let recipient = printable(&message.to.email);
         let email = build_message(message).map_err(|reason| SendError {
@@ -174,7 +178,7 @@ impl Mailer {
             )
         } else if error.is_permanent() || error.is_client() {
             (FailureKind::Permanent, "")
-        } else if error.is_tls() {
+        } else if involves_tls(error) {
             (
                 FailureKind::TRANSIENT,
                 "; if the server's certificate comes from a private CA, set smtp.ca_file",
@@ -195,6 +199,28 @@ impl Mailer {
             kind,
         }
     }
+}
+
+/// True when TLS failed: lettre reports a certificate it does not trust as a connection
+/// error, with the rustls error inside an `io::Error` in the chain.
+fn involves_tls(error: &lettre::transport::smtp::Error) -> bool {
+    if error.is_tls() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let inner = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map_or(cause, |inner| inner as &(dyn std::error::Error + 'static));
+        if inner.downcast_ref::<rustls::Error>().is_some()
+            || cause.downcast_ref::<rustls::Error>().is_some()
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// lettre's message with its causes, which hold the server's reply text.
@@ -383,6 +409,15 @@ mod tests {
         let raw = String::from_utf8(message.formatted()).unwrap();
         let head = raw.split("\r\n\r\n").next().unwrap().to_owned();
         head.split("\r\n").map(str::to_owned).collect()
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The daemon sends from spawned tasks.
+    #[allow(dead_code)]
+    fn mailer_futures_are_send(mailer: &Mailer, message: &ReplyMessage) {
+        assert_send(&mailer.send(message));
+        assert_send(&mailer.check());
     }
 
     #[test]

@@ -38,17 +38,36 @@ const PERMANENT_CODES: &[&str] = &[
     "[CLIENTBUG]",
 ];
 
-/// The text of a tagged `NO`/`BAD` as async-imap renders it
-/// (`code: Some(TryCreate), info: Some("Mailbox doesn't exist: X")`), made readable:
-/// `[TRYCREATE] Mailbox doesn't exist: X`.
+/// Codes that say the server cannot do it *now*; checked before falling back to the
+/// operation's default.
+const TRANSIENT_CODES: &[&str] = &[
+    "[UNAVAILABLE]",
+    "[INUSE]",
+    "[LIMIT]",
+    "[SERVERBUG]",
+    "[OVERQUOTA]",
+    "[EXPUNGEISSUED]",
+];
+
+/// Operations whose `NO` without a response code still means "not like this, not ever":
+/// Dovecot refuses `SELECT` of a missing mailbox with no code at all.
+const PERMANENT_BY_DEFAULT: &[&str] = &["select", "create folder"];
+
+/// The text of a tagged `NO`/`BAD` as async-imap renders it, made readable. async-imap
+/// formats it in two ways, depending on the command:
+/// `code: Some(TryCreate), info: Some("Mailbox doesn't exist: X")` and
+/// `outcome: Outcome { code: None, information: Some("Mailbox doesn't exist: X") }`;
+/// both become `[TRYCREATE] Mailbox doesn't exist: X` or `Mailbox doesn't exist: X`.
 pub(crate) fn server_text(rendered: &str) -> String {
     let code = rendered
-        .strip_prefix("code: Some(")
-        .and_then(|rest| rest.split_once("), info: "))
+        .find("code: Some(")
+        .map(|at| &rendered[at + "code: Some(".len()..])
+        .and_then(|rest| rest.split_once("), info"))
         .map(|(code, _)| format!("[{}] ", code.to_ascii_uppercase()));
-    let info = rendered
-        .split_once("info: Some(\"")
-        .and_then(|(_, rest)| rest.rsplit_once("\")"))
+    let info = ["info: Some(\"", "information: Some(\""]
+        .iter()
+        .find_map(|start| rendered.find(start).map(|at| &rendered[at + start.len()..]))
+        .and_then(|rest| rest.rsplit_once("\")"))
         .map(|(info, _)| info.replace("\\\"", "\"").replace("\\\\", "\\"));
     match (code, info) {
         (code, Some(info)) => format!("{}{info}", code.unwrap_or_default()),
@@ -61,6 +80,12 @@ pub(crate) fn server_text(rendered: &str) -> String {
 pub(crate) fn has_permanent_code(text: &str) -> bool {
     let upper = text.to_ascii_uppercase();
     PERMANENT_CODES.iter().any(|code| upper.contains(code))
+}
+
+/// True when the server's answer carries one of the [`TRANSIENT_CODES`].
+pub(crate) fn has_transient_code(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    TRANSIENT_CODES.iter().any(|code| upper.contains(code))
 }
 
 /// True when the server said the thing we tried to create is already there.
@@ -89,7 +114,9 @@ pub(crate) fn from_imap(operation: &'static str, error: async_imap::error::Error
         E::Parse(e) => transient(operation, format!("unreadable answer from the server: {e}")),
         E::No(text) => {
             let text = server_text(&text);
-            if has_permanent_code(&text) {
+            let permanent_refusal = has_permanent_code(&text)
+                || (!has_transient_code(&text) && PERMANENT_BY_DEFAULT.contains(&operation));
+            if permanent_refusal {
                 permanent(operation, format!("the server refused: {text}"))
             } else {
                 transient(operation, format!("the server refused for now: {text}"))
@@ -128,6 +155,12 @@ mod tests {
             server_text(r#"code: None, info: Some("say \"hi\"")"#),
             r#"say "hi""#
         );
+        assert_eq!(
+            server_text(
+                r#"outcome: Outcome { code: None, information: Some("Mailbox doesn't exist: R") }"#
+            ),
+            "Mailbox doesn't exist: R"
+        );
         assert_eq!(server_text("something else"), "something else");
     }
 
@@ -140,6 +173,14 @@ mod tests {
             ),
         );
         assert_eq!(missing.kind, FailureKind::Permanent);
+        let no_code = from_imap(
+            "select",
+            async_imap::error::Error::No(
+                r#"outcome: Outcome { code: None, information: Some("Mailbox doesn't exist: X") }"#
+                    .into(),
+            ),
+        );
+        assert_eq!(no_code.kind, FailureKind::Permanent);
         let busy = from_imap(
             "select",
             async_imap::error::Error::No(

@@ -166,6 +166,9 @@ impl std::fmt::Debug for ImapSource {
 impl ImapSource {
     /// Connects, (STARTTLS,) logs in, creates `folders` that are missing, and selects
     /// `mailbox`.
+    ///
+    /// Folder names go to the server as given, so names outside ASCII must already be in
+    /// IMAP's modified UTF-7. Every network step is bounded by `settings.timeout`.
     pub async fn connect(
         settings: &ImapSettings,
         mailbox: &str,
@@ -200,12 +203,31 @@ impl ImapSource {
         };
         source.create_missing(folders).await?;
         let state = source.select().await?;
+        tracing::debug!(
+            server = %source.server,
+            tls = ?settings.tls,
+            mailbox,
+            uidvalidity = state.uidvalidity,
+            exists = state.exists,
+            capabilities = ?source.capabilities,
+            "IMAP session ready"
+        );
         Ok((source, state))
     }
 
     /// The extensions the server offers that this client uses.
     pub fn capabilities(&self) -> ServerCapabilities {
         self.capabilities
+    }
+
+    /// Stops using extensions the server announces but that ops want off (a server whose
+    /// IDLE never pushes, a MOVE that misbehaves): keeps only those also in `allowed`.
+    pub fn limit_capabilities(&mut self, allowed: ServerCapabilities) {
+        self.capabilities = ServerCapabilities {
+            idle: self.capabilities.idle && allowed.idle,
+            move_command: self.capabilities.move_command && allowed.move_command,
+            uidplus: self.capabilities.uidplus && allowed.uidplus,
+        };
     }
 
     /// False once the connection broke; the caller should connect again.
@@ -276,7 +298,14 @@ impl ImapSource {
 
     /// The UIDs of all messages in the selected mailbox, ascending.
     pub async fn list_uids(&mut self) -> Result<Vec<u32>, ImapError> {
-        let found = run!(self, "search", |s| s.uid_search("ALL").await).await?;
+        // Dovecot (like most servers) makes newly arrived messages visible only when a
+        // command ends, after that command's results: without the NOOP, a SEARCH would miss
+        // what arrived since the previous command.
+        let found = run!(self, "search", |s| {
+            s.noop().await?;
+            s.uid_search("ALL").await
+        })
+        .await?;
         // Every EXISTS the server sent so far came before the SEARCH result, so this list
         // already covers it: a wait that follows must not wake up for it again.
         self.discard_pending_changes();
@@ -285,8 +314,9 @@ impl ImapSource {
         Ok(uids)
     }
 
-    /// Fetches one message by UID without marking it seen; `None` if it is gone, or if
-    /// it is larger than `max_bytes` (checked with `RFC822.SIZE` before the body is read).
+    /// Fetches one message by UID without marking it seen: [`FetchOutcome::Gone`] if no
+    /// such message exists (any more), [`FetchOutcome::TooLarge`] if it is larger than
+    /// `max_bytes` (checked with `RFC822.SIZE` before the body is read).
     pub async fn fetch(&mut self, uid: u32, max_bytes: usize) -> Result<FetchOutcome, ImapError> {
         let uid_set = uid.to_string();
         let sizes: Vec<Option<u32>> = run!(self, "fetch size", |s| {
@@ -298,10 +328,11 @@ impl ImapSource {
                 .await
         })
         .await?;
-        let Some(size) = sizes.first() else {
+        if sizes.is_empty() {
             return Ok(FetchOutcome::Gone);
-        };
-        let size = size.ok_or_else(|| {
+        }
+        // A flag change by another client can add a FETCH for the same UID without a size.
+        let size = sizes.into_iter().flatten().next().ok_or_else(|| {
             transient(
                 "fetch size",
                 format!("{} did not say the size of UID {uid}", self.server),
