@@ -121,6 +121,14 @@ pub struct ImapConfig {
     /// Where messages that could not be handled go; default `Quarantine`.
     #[serde(default = "default_quarantine")]
     pub quarantine_folder: String,
+    /// Parent of the per-instance claim folders; default `Processing`. Each instance
+    /// first moves new mail into `<processing_folder>.<instance_name>` and works only
+    /// there, so two instances on one mailbox never handle the same message.
+    #[serde(default = "default_processing")]
+    pub processing_folder: String,
+    /// This instance's name in its claim folder; default the machine's host name.
+    /// Letters, digits, `-` and `_` only.
+    pub instance_name: Option<String>,
     /// Use IDLE when the server offers it; default true. False means polling.
     #[serde(default = "default_true")]
     pub idle: bool,
@@ -391,6 +399,9 @@ fn default_ignored() -> String {
 fn default_quarantine() -> String {
     "Quarantine".into()
 }
+fn default_processing() -> String {
+    "Processing".into()
+}
 fn default_true() -> bool {
     true
 }
@@ -449,7 +460,39 @@ pub const ECOSYSTEMS: &[&str] = &[
     "pub", "other", "swift",
 ];
 
+/// The machine's host name, or `advisory-bridge` when it cannot be read.
+fn host_name() -> String {
+    let name: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "advisory-bridge".into()
+    } else {
+        name
+    }
+}
+
 impl ImapConfig {
+    /// This instance's name: configured, or the host name.
+    pub fn instance(&self) -> String {
+        self.instance_name.clone().unwrap_or_else(host_name)
+    }
+
+    /// The folder this instance claims new mail into before working on it.
+    pub fn claim_folder(&self) -> String {
+        format!("{}.{}", self.processing_folder, self.instance())
+    }
+
     /// The port to use: the configured one or the usual one for the TLS mode.
     pub fn port(&self) -> u16 {
         self.port.unwrap_or(match self.tls {
@@ -602,6 +645,7 @@ impl Config {
             ("imap.processed_folder", &self.imap.processed_folder),
             ("imap.ignored_folder", &self.imap.ignored_folder),
             ("imap.quarantine_folder", &self.imap.quarantine_folder),
+            ("imap.processing_folder", &self.imap.processing_folder),
         ];
         for (i, (key, name)) in folders.iter().enumerate() {
             if name.trim().is_empty() || has_line_break(name) {
@@ -609,6 +653,19 @@ impl Config {
             }
             if folders[..i].iter().any(|(_, other)| other == name) {
                 return Err(self.invalid(key, format!("folder `{name}` is used twice")));
+            }
+        }
+        if let Some(name) = &self.imap.instance_name {
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(self.invalid(
+                    "imap.instance_name",
+                    "must be 1 to 64 letters, digits, `-` or `_`",
+                ));
             }
         }
         for (key, v) in [

@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::classify::{self, Classification, ReplyDecision, SuppressReason};
 use crate::config::{Config, ConfigError};
@@ -393,11 +393,12 @@ impl Daemon {
         })
     }
 
-    fn folders(&self) -> [&str; 3] {
+    fn folders(&self) -> [String; 4] {
         [
-            &self.config.imap.processed_folder,
-            &self.config.imap.ignored_folder,
-            &self.config.imap.quarantine_folder,
+            self.config.imap.processed_folder.clone(),
+            self.config.imap.ignored_folder.clone(),
+            self.config.imap.quarantine_folder.clone(),
+            self.config.imap.claim_folder(),
         ]
     }
 
@@ -414,8 +415,10 @@ impl Daemon {
                 return Ok(Summary::default());
             }
             Metrics::inc(&self.metrics.imap_connects);
+            let folders = self.folders();
+            let folders: Vec<&str> = folders.iter().map(String::as_str).collect();
             let connected =
-                ImapSource::connect(&self.imap, &self.config.imap.mailbox, &self.folders()).await;
+                ImapSource::connect(&self.imap, &self.config.imap.mailbox, &folders).await;
             let (mut imap, state) = match connected {
                 Ok(c) => c,
                 Err(e) if mode == Mode::Once => return Err(e.into()),
@@ -443,15 +446,8 @@ impl Daemon {
             self.metrics
                 .mailbox_connected
                 .store(true, Ordering::Relaxed);
-            if self.uidvalidity != Some(state.uidvalidity) {
-                if self.uidvalidity.is_some() {
-                    warn!(
-                        uidvalidity = state.uidvalidity,
-                        "mailbox UIDVALIDITY changed; rescanning (reports are keyed by Message-ID, so nothing is duplicated)"
-                    );
-                }
-                self.deferred.clear();
-                self.uidvalidity = Some(state.uidvalidity);
+            if let Err(e) = self.warn_about_orphaned_claims(&mut imap).await {
+                warn!(error = %e, "cannot look at other instances' claim folders");
             }
             if !ready_sent {
                 ready_sent = true;
@@ -493,7 +489,34 @@ impl Daemon {
         mode: Mode,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Summary, StepError> {
+        let claim = self.config.imap.claim_folder();
+        let inbox = self.config.imap.mailbox.clone();
         loop {
+            // Claim: move new mail out of the shared inbox into this instance's own
+            // folder. A message another instance moved first is simply gone from our
+            // view, so two instances never work on the same message. A crash after the
+            // move leaves the message in our folder, where the next start finds it.
+            let new = imap.list_uids().await?;
+            for &uid in &new {
+                if *shutdown.borrow() {
+                    return Ok(Summary::default());
+                }
+                imap.move_to(uid, &claim).await?;
+            }
+            if !new.is_empty() {
+                debug!(count = new.len(), folder = %claim, "claimed new mail");
+            }
+            let state = imap.select_folder(&claim).await?;
+            if self.uidvalidity != Some(state.uidvalidity) {
+                if self.uidvalidity.is_some() {
+                    warn!(
+                        uidvalidity = state.uidvalidity,
+                        "UIDVALIDITY of the claim folder changed; rescanning (reports are keyed by Message-ID, so nothing is duplicated)"
+                    );
+                }
+                self.deferred.clear();
+                self.uidvalidity = Some(state.uidvalidity);
+            }
             let uids = imap.list_uids().await?;
             let mut next_due: Option<DateTime<Utc>> = None;
             let mut deferred = 0usize;
@@ -515,9 +538,15 @@ impl Daemon {
                     None => return Ok(Summary { deferred }),
                 }
             }
+            // Back to the inbox to wait for news there.
+            let inbox_state = imap.select_folder(&inbox).await?;
             notify_status(&format!("idle; {deferred} message(s) waiting for a retry"));
             if mode == Mode::Once {
                 return Ok(Summary { deferred });
+            }
+            if inbox_state.exists > 0 {
+                // Mail arrived while we worked in the claim folder.
+                continue;
             }
             let max_wait = next_due
                 .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
@@ -531,6 +560,23 @@ impl Daemon {
                 _ = shutdown.changed() => return Ok(Summary { deferred }),
             }
         }
+    }
+
+    /// Warns about claim folders of other instances that still hold mail: if such an
+    /// instance is gone for good, a person must move its mail back to the inbox.
+    async fn warn_about_orphaned_claims(&self, imap: &mut ImapSource) -> Result<(), ImapError> {
+        let prefix = format!("{}.", self.config.imap.processing_folder);
+        let ours = self.config.imap.claim_folder();
+        for (folder, count) in imap.folders_with_prefix(&prefix).await? {
+            if folder != ours && count > 0 {
+                warn!(
+                    folder = %folder,
+                    messages = count,
+                    "another instance's claim folder holds mail; if that instance is gone for good, move its mail back to the inbox"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Processes one message; on SIGTERM the step in flight gets a short grace period and

@@ -296,6 +296,36 @@ impl ImapSource {
         })
     }
 
+    /// Selects another folder (creating nothing) and makes it the one that
+    /// [`ImapSource::list_uids`], [`ImapSource::fetch`], [`ImapSource::move_to`] and
+    /// [`ImapSource::wait`] work on.
+    pub async fn select_folder(&mut self, folder: &str) -> Result<MailboxState, ImapError> {
+        self.mailbox = folder.to_owned();
+        self.select().await
+    }
+
+    /// Folders whose names start with `prefix`, with how many messages each holds (for
+    /// the start-up check of claim folders other instances left behind).
+    pub async fn folders_with_prefix(
+        &mut self,
+        prefix: &str,
+    ) -> Result<Vec<(String, u32)>, ImapError> {
+        let names: Vec<String> = run!(self, "list folders", |s| {
+            s.list(Some(""), Some("*"))
+                .await?
+                .map_ok(|name| name.name().to_owned())
+                .try_collect()
+                .await
+        })
+        .await?;
+        let mut found = Vec::new();
+        for name in names.into_iter().filter(|n| n.starts_with(prefix)) {
+            let status = run!(self, "status", |s| s.status(&name, "(MESSAGES)").await).await?;
+            found.push((name, status.exists));
+        }
+        Ok(found)
+    }
+
     /// The UIDs of all messages in the selected mailbox, ascending.
     pub async fn list_uids(&mut self) -> Result<Vec<u32>, ImapError> {
         // Dovecot (like most servers) makes newly arrived messages visible only when a
