@@ -183,6 +183,10 @@ pub struct GithubConfig {
     /// Seconds before a GitHub request without an answer counts as failed; default 30.
     #[serde(default = "default_github_timeout")]
     pub timeout_secs: u64,
+    /// Least time between two content-creating requests (create, update), in
+    /// milliseconds; GitHub asks for at least a second. Default 1000.
+    #[serde(default = "default_mutation_interval")]
+    pub min_mutation_interval_ms: u64,
 }
 
 /// `[reply]`: the acknowledgement sent to reporters.
@@ -413,6 +417,9 @@ fn default_timeout() -> u64 {
 }
 fn default_github_timeout() -> u64 {
     30
+}
+fn default_mutation_interval() -> u64 {
+    1000
 }
 fn default_from_name() -> String {
     "Security Team".into()
@@ -991,6 +998,10 @@ name = "pallets/flask"
         assert_eq!(c.smtp.timeout_secs, d.smtp.timeout_secs);
         assert_eq!(c.github.timeout_secs, d.github.timeout_secs);
         assert_eq!(c.github.api_url, d.github.api_url);
+        assert_eq!(
+            c.github.min_mutation_interval_ms,
+            d.github.min_mutation_interval_ms
+        );
         assert_eq!(c.limits.max_message_bytes, d.limits.max_message_bytes);
         assert_eq!(c.limits.max_parts, d.limits.max_parts);
         assert_eq!(c.limits.max_depth, d.limits.max_depth);

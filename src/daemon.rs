@@ -262,6 +262,7 @@ pub fn github_settings(config: &Config) -> Result<GitHubSettings, ConfigError> {
         api_url: config.github.api_url.clone(),
         token: config.github_token()?,
         timeout: Duration::from_secs(config.github.timeout_secs),
+        min_mutation_interval: Duration::from_millis(config.github.min_mutation_interval_ms),
     })
 }
 

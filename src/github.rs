@@ -60,6 +60,8 @@ pub struct GitHubSettings {
     pub token: Secret,
     /// Timeout for one request.
     pub timeout: Duration,
+    /// Least time between two content-creating requests.
+    pub min_mutation_interval: Duration,
 }
 
 /// A GitHub client for the repository advisory endpoints.
@@ -67,6 +69,34 @@ pub struct GitHubSettings {
 pub struct GitHub {
     octocrab: Octocrab,
     timeout: Duration,
+    pacer: Pacer,
+}
+
+/// Spaces content-creating requests (create, update, report) at least `interval` apart,
+/// as GitHub asks of integrations, so that draining a backlog does not trip the
+/// secondary rate limit. Shared by every clone of the client.
+#[derive(Clone)]
+struct Pacer {
+    interval: Duration,
+    last: std::sync::Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
+}
+
+impl Pacer {
+    fn new(interval: Duration) -> Pacer {
+        Pacer {
+            interval,
+            last: Default::default(),
+        }
+    }
+
+    /// Waits until the next mutating request may go out, and books it.
+    async fn wait_turn(&self) {
+        let mut last = self.last.lock().await;
+        if let Some(at) = *last {
+            tokio::time::sleep_until(at + self.interval).await;
+        }
+        *last = Some(tokio::time::Instant::now());
+    }
 }
 
 impl std::fmt::Debug for GitHub {
@@ -103,6 +133,7 @@ impl GitHub {
         Ok(GitHub {
             octocrab,
             timeout: settings.timeout,
+            pacer: Pacer::new(settings.min_mutation_interval),
         })
     }
 
@@ -183,6 +214,7 @@ impl GitHub {
         const OPERATION: &str = "update advisory";
         let (owner, name) = split_repository(OPERATION, repository)?;
         let repos = self.octocrab.repos(owner, name);
+        self.pacer.wait_turn().await;
         let body = UpdateRepositoryAdvisory {
             description: Some(description.to_owned()),
             ..UpdateRepositoryAdvisory::default()
@@ -201,6 +233,7 @@ impl GitHub {
         const OPERATION: &str = "create advisory";
         let (owner, name) = split_repository(OPERATION, &draft.repository)?;
         let body = create_body(draft);
+        self.pacer.wait_turn().await;
         let repos = self.octocrab.repos(owner, name);
         let created = self
             .call(

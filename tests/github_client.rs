@@ -30,6 +30,7 @@ fn client_with(fake: &FakeHandle, token: &str, timeout: Duration) -> GitHub {
         api_url: fake.url(),
         token: Secret::new(token),
         timeout,
+        min_mutation_interval: Duration::ZERO,
     })
     .unwrap()
 }
@@ -408,4 +409,33 @@ async fn the_fakes_own_rate_limit_is_read_from_its_headers() {
         "{delay:?}"
     );
     assert!(error.message.contains("rate limit"), "{error}");
+}
+
+#[tokio::test]
+async fn content_creating_requests_are_spaced_by_the_configured_interval() {
+    let fake = fake().await;
+    let interval = Duration::from_millis(400);
+    let github = GitHub::new(&GitHubSettings {
+        api_url: fake.url(),
+        token: Secret::new(TOKEN),
+        timeout: Duration::from_secs(30),
+        min_mutation_interval: interval,
+    })
+    .unwrap();
+    let paced = github.clone();
+    let started = std::time::Instant::now();
+    for i in 0..3 {
+        paced
+            .create_draft(&draft(
+                "pallets/flask",
+                &format!("paced {i}"),
+                &format!("p{i}"),
+            ))
+            .await
+            .unwrap();
+    }
+    // Three creates need at least two full intervals between them, however fast the
+    // fake answers (a lower bound only: never flaky).
+    assert!(started.elapsed() >= interval * 2, "{:?}", started.elapsed());
+    assert_eq!(fake.advisories("pallets/flask").len(), 3);
 }

@@ -121,6 +121,7 @@ timeout_secs = 20
 api_url = "{github}"
 token_file = "{token}"
 timeout_secs = 20
+min_mutation_interval_ms = 100
 
 [reply]
 project_name = "the Pallets maintainers"
