@@ -121,6 +121,10 @@ pub struct ImapConfig {
     /// Where messages that could not be handled go; default `Quarantine`.
     #[serde(default = "default_quarantine")]
     pub quarantine_folder: String,
+    /// Where messages over a per-sender limit wait for a person; default `Held`.
+    /// Moving one back to the inbox releases it.
+    #[serde(default = "default_held")]
+    pub held_folder: String,
     /// Parent of the per-instance claim folders; default `Processing`. Each instance
     /// first moves new mail into `<processing_folder>.<instance_name>` and works only
     /// there, so two instances on one mailbox never handle the same message.
@@ -262,6 +266,13 @@ pub struct LimitsConfig {
     /// Most attachments in one message; default 64.
     #[serde(default = "default_max_attachments")]
     pub max_attachments: usize,
+    /// Most advisories created for one sender address in 24 hours; past it, reports
+    /// wait in the held folder. Default 10.
+    #[serde(default = "default_max_advisories_per_sender")]
+    pub max_advisories_per_sender_per_day: u32,
+    /// Most replies sent to one sender address in 24 hours; past it, no reply. Default 10.
+    #[serde(default = "default_max_replies_per_sender")]
+    pub max_replies_per_sender_per_day: u32,
 }
 
 impl Default for LimitsConfig {
@@ -271,6 +282,8 @@ impl Default for LimitsConfig {
             max_parts: default_max_parts(),
             max_depth: default_max_depth(),
             max_attachments: default_max_attachments(),
+            max_advisories_per_sender_per_day: default_max_advisories_per_sender(),
+            max_replies_per_sender_per_day: default_max_replies_per_sender(),
         }
     }
 }
@@ -403,6 +416,9 @@ fn default_ignored() -> String {
 fn default_quarantine() -> String {
     "Quarantine".into()
 }
+fn default_held() -> String {
+    "Held".into()
+}
 fn default_processing() -> String {
     "Processing".into()
 }
@@ -447,6 +463,12 @@ fn default_max_depth() -> usize {
 }
 fn default_max_attachments() -> usize {
     64
+}
+fn default_max_advisories_per_sender() -> u32 {
+    10
+}
+fn default_max_replies_per_sender() -> u32 {
+    10
 }
 fn default_retry_initial() -> u64 {
     5
@@ -653,6 +675,7 @@ impl Config {
             ("imap.ignored_folder", &self.imap.ignored_folder),
             ("imap.quarantine_folder", &self.imap.quarantine_folder),
             ("imap.processing_folder", &self.imap.processing_folder),
+            ("imap.held_folder", &self.imap.held_folder),
         ];
         for (i, (key, name)) in folders.iter().enumerate() {
             if name.trim().is_empty() || has_line_break(name) {
@@ -680,6 +703,20 @@ impl Config {
             ("limits.max_parts", self.limits.max_parts),
             ("limits.max_depth", self.limits.max_depth),
             ("limits.max_attachments", self.limits.max_attachments),
+        ] {
+            if v == 0 {
+                return Err(self.invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, v) in [
+            (
+                "limits.max_advisories_per_sender_per_day",
+                self.limits.max_advisories_per_sender_per_day,
+            ),
+            (
+                "limits.max_replies_per_sender_per_day",
+                self.limits.max_replies_per_sender_per_day,
+            ),
         ] {
             if v == 0 {
                 return Err(self.invalid(key, "must be at least 1"));
@@ -1006,6 +1043,16 @@ name = "pallets/flask"
         assert_eq!(c.limits.max_parts, d.limits.max_parts);
         assert_eq!(c.limits.max_depth, d.limits.max_depth);
         assert_eq!(c.limits.max_attachments, d.limits.max_attachments);
+        assert_eq!(
+            c.limits.max_advisories_per_sender_per_day,
+            d.limits.max_advisories_per_sender_per_day
+        );
+        assert_eq!(
+            c.limits.max_replies_per_sender_per_day,
+            d.limits.max_replies_per_sender_per_day
+        );
+        assert_eq!(c.imap.held_folder, d.imap.held_folder);
+        assert_eq!(c.imap.processing_folder, d.imap.processing_folder);
         assert_eq!(c.retry.initial_delay_secs, d.retry.initial_delay_secs);
         assert_eq!(c.retry.max_delay_secs, d.retry.max_delay_secs);
         assert_eq!(

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub imap_connects: AtomicU64,
     /// Follow-ups added to an existing advisory.
     pub followups_added: AtomicU64,
+    /// Reports held for a person (per-sender limits).
+    pub held: AtomicU64,
     /// True while a mailbox session is up: what `/healthz` reports.
     pub mailbox_connected: AtomicBool,
 }
@@ -394,11 +396,12 @@ impl Daemon {
         })
     }
 
-    fn folders(&self) -> [String; 4] {
+    fn folders(&self) -> [String; 5] {
         [
             self.config.imap.processed_folder.clone(),
             self.config.imap.ignored_folder.clone(),
             self.config.imap.quarantine_folder.clone(),
+            self.config.imap.held_folder.clone(),
             self.config.imap.claim_folder(),
         ]
     }
@@ -690,6 +693,15 @@ impl Daemon {
     ) -> Result<Step, StepError> {
         let id = &report.report_id;
         let now = Utc::now();
+        let entry = if entry.state == State::Held {
+            // Held messages sit in the held folder; one back in the mailbox was moved
+            // there by a person: released, exempt from the per-sender limits.
+            info!("a held report was moved back to the inbox; releasing it");
+            self.journal.record_released(id, now)?;
+            self.journal.get(id)?.unwrap_or(entry)
+        } else {
+            entry
+        };
         if entry.state.is_final() {
             // Either a crash between the journal record and the move, or a second copy
             // of a report already handled (same Message-ID): finish the move.
@@ -738,6 +750,14 @@ impl Daemon {
                 .record_route(id, &route.repository, &route.reason.to_string(), now)?;
         }
 
+        let released = entry.outcome.as_deref() == Some("released");
+        if entry.state == State::Seen
+            && !released
+            && let Some(reason) = self.over_advisory_limit(report)?
+        {
+            return self.hold(imap, uid, id, &reason).await;
+        }
+
         let advisory = match (&entry.ghsa_id, &entry.advisory_url) {
             (Some(ghsa), Some(url)) if entry.state != State::Seen => AdvisoryRef {
                 ghsa_id: ghsa.clone(),
@@ -762,7 +782,22 @@ impl Daemon {
         };
 
         if entry.state != State::Acknowledged {
+            let reply_limit = match &prepared.reply {
+                ReplyDecision::Send(_) => self.over_reply_limit(report)?,
+                ReplyDecision::Suppress(_) => None,
+            };
             match &prepared.reply {
+                ReplyDecision::Send(_) if reply_limit.is_some() => {
+                    let reason = reply_limit.clone().unwrap_or_default();
+                    self.journal.record_reply(
+                        id,
+                        &format!("suppressed: {reason}"),
+                        None,
+                        Utc::now(),
+                    )?;
+                    Metrics::inc(&self.metrics.replies_suppressed);
+                    warn!(reason = %reason, "no reply sent");
+                }
                 ReplyDecision::Send(to) => {
                     let message = match render::reply(
                         report,
@@ -978,6 +1013,10 @@ impl Daemon {
                 .journal
                 .last_reply_in_thread(&original.report_id)?
                 .is_some_and(|t| Utc::now() - t < chrono::Duration::hours(24));
+            let reply_limit = match &prepared.reply {
+                ReplyDecision::Send(_) => self.over_reply_limit(report)?,
+                ReplyDecision::Suppress(_) => None,
+            };
             match &prepared.reply {
                 ReplyDecision::Send(_) if !self.config.reply.followup_replies => {
                     self.journal.record_reply(
@@ -994,6 +1033,16 @@ impl Daemon {
                         None,
                         Utc::now(),
                     )?;
+                }
+                ReplyDecision::Send(_) if reply_limit.is_some() => {
+                    let reason = reply_limit.clone().unwrap_or_default();
+                    self.journal.record_reply(
+                        id,
+                        &format!("suppressed: {reason}"),
+                        None,
+                        Utc::now(),
+                    )?;
+                    Metrics::inc(&self.metrics.replies_suppressed);
                 }
                 ReplyDecision::Send(to) => {
                     let message = match render::followup_reply(
@@ -1037,6 +1086,66 @@ impl Daemon {
             .await?;
         self.deferred.remove(&(self.uidvalidity.unwrap_or(0), uid));
         info!(outcome = "follow-up filed", repository = %repository, ghsa = %ghsa, "follow-up handled");
+        Ok(Step::Done)
+    }
+
+    /// The sender's address as the per-sender limits count it.
+    fn sender_key(report: &Report) -> Option<String> {
+        report
+            .from
+            .as_ref()
+            .map(|a| a.email.trim().to_lowercase())
+            .filter(|e| !e.is_empty())
+    }
+
+    /// Why this report must wait for a person instead of going to GitHub, if it must.
+    fn over_advisory_limit(&self, report: &Report) -> Result<Option<String>, JournalError> {
+        let Some(sender) = Self::sender_key(report) else {
+            return Ok(None);
+        };
+        let limit = self.config.limits.max_advisories_per_sender_per_day;
+        let count = self
+            .journal
+            .advisories_from(&sender, Utc::now() - chrono::Duration::hours(24))?;
+        Ok((count >= limit).then(|| {
+            format!(
+                "the sender already has {count} advisories in 24 hours \
+                 (limits.max_advisories_per_sender_per_day = {limit})"
+            )
+        }))
+    }
+
+    /// Why no more replies go to this sender today, if so.
+    fn over_reply_limit(&self, report: &Report) -> Result<Option<String>, JournalError> {
+        let Some(sender) = Self::sender_key(report) else {
+            return Ok(None);
+        };
+        let limit = self.config.limits.max_replies_per_sender_per_day;
+        let count = self
+            .journal
+            .replies_to(&sender, Utc::now() - chrono::Duration::hours(24))?;
+        Ok((count >= limit).then(|| {
+            format!(
+                "{count} replies to this sender in 24 hours \
+                 (limits.max_replies_per_sender_per_day = {limit})"
+            )
+        }))
+    }
+
+    /// Moves a report over a per-sender limit to the held folder. The move comes first:
+    /// a held record for a message still in the claim folder would read as "released".
+    async fn hold(
+        &mut self,
+        imap: &mut ImapSource,
+        uid: u32,
+        id: &ReportId,
+        reason: &str,
+    ) -> Result<Step, StepError> {
+        imap.move_to(uid, &self.config.imap.held_folder).await?;
+        self.journal
+            .record_final(id, State::Held, Some(reason), Utc::now())?;
+        Metrics::inc(&self.metrics.held);
+        warn!(outcome = "held", reason, "report held for a person");
         Ok(Step::Done)
     }
 

@@ -40,6 +40,9 @@ pub enum State {
     Ignored,
     /// Could not be handled, moved to the quarantine folder.
     Quarantined,
+    /// Over a per-sender limit, moved to the held folder for a person; moving it back to
+    /// the inbox releases it.
+    Held,
 }
 
 impl State {
@@ -52,6 +55,7 @@ impl State {
             State::Filed => "filed",
             State::Ignored => "ignored",
             State::Quarantined => "quarantined",
+            State::Held => "held",
         }
     }
 
@@ -62,9 +66,21 @@ impl State {
             "filed" => State::Filed,
             "ignored" => State::Ignored,
             "quarantined" => State::Quarantined,
+            "held" => State::Held,
             _ => State::Seen,
         }
     }
+
+    /// Every state, for parsing `status --state`.
+    pub const ALL: [State; 7] = [
+        State::Seen,
+        State::AdvisoryCreated,
+        State::Acknowledged,
+        State::Filed,
+        State::Ignored,
+        State::Quarantined,
+        State::Held,
+    ];
 
     /// True once the message has left the watched mailbox for good.
     pub fn is_final(self) -> bool {
@@ -350,6 +366,43 @@ impl Journal {
         Ok(t.map(|t| parse_ts(&t)))
     }
 
+    /// Reports (not follow-ups) from `sender` first seen since `since` that got an
+    /// advisory: what the per-sender advisory limit counts.
+    pub fn advisories_from(&self, sender: &str, since: DateTime<Utc>) -> Result<u32, JournalError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM reports WHERE sender = ?1 COLLATE NOCASE
+                 AND thread_of IS NULL AND ghsa_id IS NOT NULL AND first_seen_at >= ?2",
+                params![sender, ts(since)],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Replies sent since `since` for messages from `sender`: what the per-sender reply
+    /// limit counts.
+    pub fn replies_to(&self, sender: &str, since: DateTime<Utc>) -> Result<u32, JournalError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM reports WHERE sender = ?1 COLLATE NOCASE
+                 AND replied_at >= ?2",
+                params![sender, ts(since)],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// A held report a person moved back to the inbox: it starts over, exempt from the
+    /// per-sender limits.
+    pub fn record_released(&self, id: &ReportId, now: DateTime<Utc>) -> Result<(), JournalError> {
+        self.update(
+            id,
+            "state = 'seen', outcome = 'released', next_attempt_at = NULL",
+            &[],
+            now,
+        )
+    }
+
     /// Records where the report was routed and why.
     pub fn record_route(
         &self,
@@ -409,7 +462,10 @@ impl Journal {
         outcome: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), JournalError> {
-        debug_assert!(state.is_final(), "record_final takes a final state");
+        debug_assert!(
+            state.is_final() || state == State::Held,
+            "record_final takes a final state"
+        );
         self.update(
             id,
             "state = ?3, outcome = COALESCE(?4, outcome), next_attempt_at = NULL",

@@ -53,7 +53,7 @@ enum Command {
     /// List recent reports from the journal.
     Status {
         /// Only reports in this state (seen, advisory_created, acknowledged, filed,
-        /// ignored, quarantined).
+        /// ignored, quarantined, held).
         #[arg(long)]
         state: Option<String>,
         /// How many to list.
@@ -322,18 +322,11 @@ fn status(config: &Config, state: Option<&str>, limit: usize) -> Result<ExitCode
     let state = match state {
         None => None,
         Some(s) => Some(
-            [
-                State::Seen,
-                State::AdvisoryCreated,
-                State::Acknowledged,
-                State::Filed,
-                State::Ignored,
-                State::Quarantined,
-            ]
-            .into_iter()
+            State::ALL
+                .into_iter()
             .find(|st| st.as_str() == s)
             .with_context(|| {
-                format!("unknown state `{s}`: use seen, advisory_created, acknowledged, filed, ignored or quarantined")
+                format!("unknown state `{s}`: use seen, advisory_created, acknowledged, filed, ignored, quarantined or held")
             })?,
         ),
     };

@@ -396,3 +396,56 @@ async fn check_reaches_every_server_and_names_what_is_wrong() {
     assert!(log.contains("FAILED  IMAP"), "{log}");
     assert!(!log.contains("not-the-password-42"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_sender_waits_in_held_and_a_released_report_goes_through() {
+    let mut stack = Stack::start().await;
+    stack.write_config(|t| {
+        t.replace(
+            "[retry]",
+            "[limits]\nmax_advisories_per_sender_per_day = 2\nmax_replies_per_sender_per_day = 1\n\n[retry]",
+        )
+    });
+    for i in 0..4 {
+        stack
+            .deliver(&report(
+                &format!("flood-{i}"),
+                &format!("Werkzeug flood {i}"),
+                "text",
+            ))
+            .await;
+    }
+    let mut once = stack.daemon(&["once"]);
+    assert!(
+        once.wait(Duration::from_secs(120)).success(),
+        "{}",
+        once.log()
+    );
+    assert_eq!(
+        stack.all_advisories().len(),
+        2,
+        "the limit held the rest back"
+    );
+    assert_eq!(stack.replies().len(), 1, "one reply, then the reply limit");
+    let held = stack.folder("Held").await;
+    assert_eq!(
+        held.len(),
+        2,
+        "nothing dropped: the rest waits for a person"
+    );
+    assert!(once.log().contains("held"), "{}", once.log());
+
+    // A person releases one by putting it back into the inbox.
+    stack.deliver(&held[0]).await;
+    let mut again = stack.daemon(&["once"]);
+    assert!(
+        again.wait(Duration::from_secs(120)).success(),
+        "{}",
+        again.log()
+    );
+    assert_eq!(
+        stack.all_advisories().len(),
+        3,
+        "the released report went through"
+    );
+}
