@@ -58,6 +58,9 @@ pub enum SuppressReason {
     NoReplyAddress(String),
     /// The reply would go to our own address.
     OwnAddress,
+    /// The trusted receiving server says the sender failed authentication (DMARC, or
+    /// SPF and DKIM): the `From` address may be forged, so no mail goes to it.
+    Unauthenticated(String),
 }
 
 impl std::fmt::Display for SuppressReason {
@@ -67,6 +70,9 @@ impl std::fmt::Display for SuppressReason {
             SuppressReason::Noise(n) => write!(f, "{n}"),
             SuppressReason::NoReplyAddress(why) => write!(f, "no reply address ({why})"),
             SuppressReason::OwnAddress => f.write_str("reply would go to our own address"),
+            SuppressReason::Unauthenticated(why) => {
+                write!(f, "sender failed authentication ({why})")
+            }
         }
     }
 }

@@ -355,6 +355,16 @@ impl RepositoryConfig {
     }
 }
 
+/// `[authentication]`: whose `Authentication-Results` headers count.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticationConfig {
+    /// The authserv-ids of the servers that receive mail for the mailbox; headers from
+    /// any other id are ignored. Default: none (no header is trusted, replies are sent).
+    #[serde(default)]
+    pub trusted_authserv_ids: Vec<String>,
+}
+
 /// `[metrics]`: the loopback HTTP endpoint for `/metrics` and `/healthz`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -390,6 +400,9 @@ pub struct Config {
     /// Retry pacing.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Sender authentication.
+    #[serde(default)]
+    pub authentication: AuthenticationConfig,
     /// Monitoring endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use crate::auth;
 use crate::classify::{self, Classification, ReplyDecision, SuppressReason};
 use crate::config::{Config, ConfigError};
 use crate::failure::{Classify, FailureKind};
@@ -176,6 +177,19 @@ pub struct Prepared {
     pub reply: ReplyDecision,
 }
 
+/// Parses raw bytes into a report and drops the `Authentication-Results` headers that
+/// no trusted server wrote, so nothing downstream can be fooled by them.
+pub fn parse_report(config: &Config, raw: &[u8]) -> Result<Report, mail::ParseError> {
+    let mut report = mail::parse(raw, &Limits::from(&config.limits))?;
+    let trusted = &config.authentication.trusted_authserv_ids;
+    report.signals.authentication_results =
+        auth::trusted(&report.signals.authentication_results, trusted)
+            .into_iter()
+            .cloned()
+            .collect();
+    Ok(report)
+}
+
 /// Runs parse's output through classify, route and render. Pure.
 pub fn prepare(config: &Config, report: &Report, received_at: DateTime<Utc>) -> Prepared {
     let ctx = classify_context(config);
@@ -198,8 +212,16 @@ pub fn prepare(config: &Config, report: &Report, received_at: DateTime<Utc>) -> 
             received_at,
         },
     );
+    let verdict = auth::verdict(
+        &report.signals.authentication_results,
+        &config.authentication.trusted_authserv_ids,
+    );
     let reply = if !config.reply.enabled {
         ReplyDecision::Suppress(SuppressReason::Disabled)
+    } else if let auth::Verdict::Failed { server, reason } = verdict {
+        ReplyDecision::Suppress(SuppressReason::Unauthenticated(format!(
+            "{reason} at {server}"
+        )))
     } else {
         classify::reply_decision(report, &ctx)
     };
@@ -647,7 +669,7 @@ impl Daemon {
         Metrics::inc(&self.metrics.messages_seen);
         let received_at = fetched.internal_date.unwrap_or(now);
         let spool_path = self.spool.store_message(&fetched.raw)?;
-        let report = match mail::parse(&fetched.raw, &self.limits) {
+        let report = match parse_report(&self.config, &fetched.raw) {
             Ok(r) => r,
             Err(e) => {
                 let id = ReportId(hex::encode(Sha256::digest(&fetched.raw)));

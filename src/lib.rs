@@ -7,6 +7,7 @@
 //! driving the loop. Only `source`, `spool`, `github`, `reply` and `journal` touch the
 //! outside world; the other stages are pure functions.
 
+pub mod auth;
 pub mod classify;
 pub mod config;
 pub mod daemon;

@@ -15,7 +15,7 @@ use advisory_bridge::config::Config;
 use advisory_bridge::daemon::{self, Daemon, Metrics, Mode};
 use advisory_bridge::journal::{Journal, State};
 use advisory_bridge::render::{self, AdvisoryRef, Templates};
-use advisory_bridge::{github, mail, metrics, reply, source};
+use advisory_bridge::{github, metrics, reply, source};
 
 /// Exit code when `once` left messages waiting for a retry (EX_TEMPFAIL).
 const EXIT_DEFERRED: u8 = 75;
@@ -254,8 +254,7 @@ fn check_state_dir(dir: &Path) -> Result<()> {
 
 fn preview(config: &Config, file: &Path) -> Result<ExitCode> {
     let raw = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let limits = mail::Limits::from(&config.limits);
-    let report = match mail::parse(&raw, &limits) {
+    let report = match daemon::parse_report(config, &raw) {
         Ok(r) => r,
         Err(e) => {
             let out = serde_json::json!({

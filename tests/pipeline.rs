@@ -449,3 +449,65 @@ async fn a_flood_from_one_sender_waits_in_held_and_a_released_report_goes_throug
         "the released report went through"
     );
 }
+
+/// A report carrying `Authentication-Results` headers.
+fn report_with_auth(id: &str, results: &[&str]) -> Vec<u8> {
+    let mut raw = String::new();
+    for r in results {
+        raw.push_str(&format!("Authentication-Results: {r}\r\n"));
+    }
+    raw.push_str(&String::from_utf8(report(id, "Click: forged?", "text")).unwrap());
+    raw.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_failing_dmarc_at_a_trusted_server_gets_a_marked_advisory_and_no_reply() {
+    let mut stack = Stack::start().await;
+    stack.write_config(|t| {
+        t.replace(
+            "[retry]",
+            "[authentication]\ntrusted_authserv_ids = [\"mx.test\"]\n\n[retry]",
+        )
+    });
+    // The attacker's own header claims a pass; only the trusted server's counts.
+    stack
+        .deliver(&report_with_auth(
+            "forged-1",
+            &[
+                "evil.example; dmarc=pass header.from=example.net",
+                "mx.test; spf=fail smtp.mailfrom=example.net; dmarc=fail header.from=example.net",
+            ],
+        ))
+        .await;
+    // A failure claimed by an untrusted server is ignored: this sender gets a reply.
+    stack
+        .deliver(&report_with_auth(
+            "honest-1",
+            &["evil.example; dmarc=fail header.from=example.net"],
+        ))
+        .await;
+    let mut once = stack.daemon(&["once"]);
+    assert!(
+        once.wait(Duration::from_secs(120)).success(),
+        "{}",
+        once.log()
+    );
+
+    let (_, forged) = advisory_for(&stack, "forged-1@example.net").expect("advisory still created");
+    assert!(
+        description(&forged).contains("unauthenticated sender"),
+        "{}",
+        description(&forged)
+    );
+    let (_, honest) = advisory_for(&stack, "honest-1@example.net").expect("advisory");
+    assert!(
+        !description(&honest).contains("evil.example"),
+        "untrusted header not shown"
+    );
+    let replies = stack.replies();
+    assert_eq!(replies.len(), 1, "only the honest report is answered");
+    assert_eq!(
+        header_value(&replies[0], "In-Reply-To").as_deref(),
+        Some("<honest-1@example.net>")
+    );
+}

@@ -262,8 +262,17 @@ fn authentication(report: &Report) -> String {
     if verdicts.is_empty() {
         return "not recorded".to_owned();
     }
+    // The daemon keeps only headers from trusted authserv-ids (see `auth`), so the
+    // topmost one here speaks for the receiving server.
+    let id = server.split_whitespace().next().unwrap_or("").to_owned();
+    let warning = match crate::auth::verdict(&report.signals.authentication_results, &[id]) {
+        crate::auth::Verdict::Failed { .. } => {
+            " **(unauthenticated sender: the From address may be forged; no reply was sent)**"
+        }
+        _ => "",
+    };
     format!(
-        "{} (according to {})",
+        "{} (according to {}){warning}",
         inline_code(&verdicts.join(" ")),
         inline_code(server)
     )
