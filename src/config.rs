@@ -365,6 +365,15 @@ pub struct AuthenticationConfig {
     pub trusted_authserv_ids: Vec<String>,
 }
 
+/// `[spam]`: the receiving server's spam verdict.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpamConfig {
+    /// Treat a message whose `X-Spam-Score` (or `X-Spam-Status: ... score=`) is at least
+    /// this as spam. `X-Spam-Flag: YES` always counts. Default: none (scores ignored).
+    pub score_threshold: Option<f64>,
+}
+
 /// `[metrics]`: the loopback HTTP endpoint for `/metrics` and `/healthz`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -403,6 +412,9 @@ pub struct Config {
     /// Sender authentication.
     #[serde(default)]
     pub authentication: AuthenticationConfig,
+    /// Spam verdicts.
+    #[serde(default)]
+    pub spam: SpamConfig,
     /// Monitoring endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,

@@ -193,7 +193,16 @@ pub fn parse_report(config: &Config, raw: &[u8]) -> Result<Report, mail::ParseEr
 /// Runs parse's output through classify, route and render. Pure.
 pub fn prepare(config: &Config, report: &Report, received_at: DateTime<Utc>) -> Prepared {
     let ctx = classify_context(config);
-    let classification = classify::classify(report, &ctx);
+    let mut classification = classify::classify(report, &ctx);
+    if classification == Classification::Report
+        && let (Some(threshold), Some(score)) =
+            (config.spam.score_threshold, report.signals.spam_score)
+        && score >= threshold
+    {
+        classification = Classification::Noise(classify::NoiseReason::Spam(format!(
+            "spam score {score} is at least spam.score_threshold = {threshold}"
+        )));
+    }
     let route = route::route(
         report,
         &config.repositories,

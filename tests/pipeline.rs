@@ -511,3 +511,29 @@ async fn a_sender_failing_dmarc_at_a_trusted_server_gets_a_marked_advisory_and_n
         Some("<honest-1@example.net>")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spam_by_flag_or_by_score_is_ignored_without_an_advisory() {
+    let mut stack = Stack::start().await;
+    stack.write_config(|t| t.replace("[retry]", "[spam]\nscore_threshold = 5.0\n\n[retry]"));
+    let with = |header: &str, id: &str| {
+        let mut raw = format!("{header}\r\n").into_bytes();
+        raw.extend(report(id, "Flask: cheap pills", "buy now"));
+        raw
+    };
+    stack.deliver(&with("X-Spam-Flag: YES", "spam-flag")).await;
+    stack
+        .deliver(&with("X-Spam-Score: 7.5", "spam-score"))
+        .await;
+    stack.deliver(&with("X-Spam-Score: 1.2", "ham-score")).await;
+    let mut once = stack.daemon(&["once"]);
+    assert!(
+        once.wait(Duration::from_secs(120)).success(),
+        "{}",
+        once.log()
+    );
+    assert_eq!(stack.folder("Ignored").await.len(), 2);
+    assert_eq!(stack.all_advisories().len(), 1);
+    assert!(advisory_for(&stack, "ham-score@example.net").is_some());
+    assert_eq!(stack.replies().len(), 1, "no reply to spam");
+}
