@@ -635,8 +635,8 @@ pub fn reply(
     settings: &ReplyConfig,
     templates: &Templates,
 ) -> Result<ReplyMessage, TemplateError> {
-    let stripped = strip_subject(&report.subject);
     let ghsa = single_line(&advisory.ghsa_id);
+    let stripped = untagged(&strip_subject(&report.subject), &ghsa);
     let subject_text = if stripped.is_empty() {
         "Your security report".to_owned()
     } else if stripped.chars().count() > REPLY_SUBJECT_CHARS {
@@ -701,6 +701,18 @@ pub fn reply(
         references,
         body,
     })
+}
+
+/// `subject` without a trailing `[GHSA-…]` tag for `ghsa` (any case), so a report that
+/// answers one of our replies (a follow-up) is not tagged twice.
+fn untagged(subject: &str, ghsa: &str) -> String {
+    let tag = format!("[{ghsa}]").to_ascii_lowercase();
+    let lower = subject.to_ascii_lowercase();
+    match lower.strip_suffix(&tag) {
+        // ASCII lower-casing keeps byte offsets, so the cut is on a character boundary.
+        Some(rest) if !ghsa.is_empty() => subject[..rest.len()].trim_end().to_owned(),
+        _ => subject.to_owned(),
+    }
 }
 
 /// A message id that can go between angle brackets in a header unchanged.
@@ -1371,6 +1383,22 @@ mod tests {
         assert!(m.subject.ends_with(" [GHSA-abcd-efgh-ijkl]"));
         assert!(!m.to.name.unwrap().contains(['\r', '\n']));
         assert!(!m.body.contains("@davidism"));
+    }
+
+    #[test]
+    fn a_follow_up_subject_already_tagged_is_not_tagged_twice() {
+        let mut r = fixture("no-project.eml");
+        r.subject = "Re: Re: Session fixation [ghsa-ABCD-efgh-ijkl]".into();
+        assert_eq!(
+            reply_to(&r).subject,
+            "Re: Session fixation [GHSA-abcd-efgh-ijkl]"
+        );
+        r.subject = "[GHSA-abcd-efgh-ijkl] first, then text".into();
+        assert_eq!(
+            reply_to(&r).subject,
+            "Re: first, then text [GHSA-abcd-efgh-ijkl]",
+            "a leading tag goes like any [tag]"
+        );
     }
 
     #[test]
