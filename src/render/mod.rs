@@ -624,9 +624,11 @@ const REPLY_SUBJECT_CHARS: usize = 160;
 /// The body never quotes the report; only the subject and the reporter's display name
 /// come from the message, both single-line. Threading: `In-Reply-To` is the report's
 /// `Message-ID`, `References` the report's references plus its id (deduplicated, at most
-/// [`MAX_REFERENCES`], keeping the first); ids that are not plain visible ASCII are left
+/// 20, keeping the first); ids that are not plain visible ASCII are left
 /// out so no header can be bent. The reply's own `Message-ID` is derived from the report
-/// id, so a resent acknowledgement is recognisably the same message.
+/// id, so a resent acknowledgement is recognisably the same message. A subject already
+/// ending in the advisory's `[GHSA-…]` tag (an answer to one of our replies) is not
+/// tagged twice.
 pub fn reply(
     report: &Report,
     to: &Address,
