@@ -660,9 +660,11 @@ const REPLY_SUBJECT_CHARS: usize = 160;
 /// The body never quotes the report; only the subject and the reporter's display name
 /// come from the message, both single-line. Threading: `In-Reply-To` is the report's
 /// `Message-ID`, `References` the report's references plus its id (deduplicated, at most
-/// [`MAX_REFERENCES`], keeping the first); ids that are not plain visible ASCII are left
+/// 20, keeping the first); ids that are not plain visible ASCII are left
 /// out so no header can be bent. The reply's own `Message-ID` is derived from the report
-/// id, so a resent acknowledgement is recognisably the same message.
+/// id, so a resent acknowledgement is recognisably the same message. A subject already
+/// ending in the advisory's `[GHSA-…]` tag (an answer to one of our replies) is not
+/// tagged twice.
 pub fn reply(
     report: &Report,
     to: &Address,
@@ -712,17 +714,8 @@ fn reply_with(
     settings: &ReplyConfig,
     templates: &Templates,
 ) -> Result<ReplyMessage, TemplateError> {
-    // A reply to our reply already carries the GHSA tag: do not repeat it.
-    let stripped = strip_subject(&report.subject);
-    let tag = format!("[{}]", advisory.ghsa_id);
-    let stripped = match stripped
-        .to_ascii_lowercase()
-        .rfind(&tag.to_ascii_lowercase())
-    {
-        Some(at) if at + tag.len() == stripped.len() => stripped[..at].trim_end().to_owned(),
-        _ => stripped,
-    };
     let ghsa = single_line(&advisory.ghsa_id);
+    let stripped = untagged(&strip_subject(&report.subject), &ghsa);
     let subject_text = if stripped.is_empty() {
         "Your security report".to_owned()
     } else if stripped.chars().count() > REPLY_SUBJECT_CHARS {
@@ -790,6 +783,18 @@ fn reply_with(
         references,
         body,
     })
+}
+
+/// `subject` without a trailing `[GHSA-…]` tag for `ghsa` (any case), so a report that
+/// answers one of our replies (a follow-up) is not tagged twice.
+fn untagged(subject: &str, ghsa: &str) -> String {
+    let tag = format!("[{ghsa}]").to_ascii_lowercase();
+    let lower = subject.to_ascii_lowercase();
+    match lower.strip_suffix(&tag) {
+        // ASCII lower-casing keeps byte offsets, so the cut is on a character boundary.
+        Some(rest) if !ghsa.is_empty() => subject[..rest.len()].trim_end().to_owned(),
+        _ => subject.to_owned(),
+    }
 }
 
 /// A message id that can go between angle brackets in a header unchanged.
@@ -1460,6 +1465,22 @@ mod tests {
         assert!(m.subject.ends_with(" [GHSA-abcd-efgh-ijkl]"));
         assert!(!m.to.name.unwrap().contains(['\r', '\n']));
         assert!(!m.body.contains("@davidism"));
+    }
+
+    #[test]
+    fn a_follow_up_subject_already_tagged_is_not_tagged_twice() {
+        let mut r = fixture("no-project.eml");
+        r.subject = "Re: Re: Session fixation [ghsa-ABCD-efgh-ijkl]".into();
+        assert_eq!(
+            reply_to(&r).subject,
+            "Re: Session fixation [GHSA-abcd-efgh-ijkl]"
+        );
+        r.subject = "[GHSA-abcd-efgh-ijkl] first, then text".into();
+        assert_eq!(
+            reply_to(&r).subject,
+            "Re: first, then text [GHSA-abcd-efgh-ijkl]",
+            "a leading tag goes like any [tag]"
+        );
     }
 
     #[test]

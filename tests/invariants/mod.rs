@@ -54,6 +54,7 @@ pub struct Outcome {
 
 /// The configuration the checks run the pipeline with (the one the fixtures assume).
 pub struct Pipeline {
+    limits: Limits,
     repositories: Vec<RepositoryConfig>,
     reply_settings: ReplyConfig,
     templates: Templates,
@@ -76,14 +77,21 @@ impl Default for Pipeline {
 }
 
 impl Pipeline {
-    /// The pipeline with the fixtures' repositories and the built-in reply template.
+    /// The pipeline with the fixtures' repositories, the built-in reply template and
+    /// the small [`LIMITS`].
     pub fn new() -> Pipeline {
+        Self::with_limits(LIMITS)
+    }
+
+    /// The same with other limits (e.g. the config's defaults).
+    pub fn with_limits(limits: Limits) -> Pipeline {
         let reply_settings = ReplyConfig {
             project_name: "Pallets".into(),
             ..ReplyConfig::default()
         };
         let templates = Templates::load(&reply_settings).expect("the built-in template loads");
         Pipeline {
+            limits,
             repositories: vec![
                 repo("pallets/flask", &[]),
                 repo("pallets/werkzeug", &[]),
@@ -103,8 +111,8 @@ impl Pipeline {
     /// Runs `raw` through the pure pipeline and checks every invariant, panicking on the
     /// first broken one. A parse error is a valid outcome (the daemon quarantines).
     pub fn check(&self, raw: &[u8]) -> Result<Outcome, ParseError> {
-        let report = mail::parse(raw, &LIMITS)?;
-        check_report(&report);
+        let report = mail::parse(raw, &self.limits)?;
+        check_report(&report, &self.limits);
         let classification = classify::classify(&report, &self.classify);
         let reply_decision = classify::reply_decision(&report, &self.classify);
         if let ReplyDecision::Send(to) = &reply_decision {
@@ -229,7 +237,7 @@ pub fn bends_a_header(c: char) -> bool {
     c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_bidi_control(c)
 }
 
-fn check_report(report: &Report) {
+fn check_report(report: &Report, limits: &Limits) {
     assert!(
         !report.subject.chars().any(bends_a_header),
         "subject keeps a control: {:?}",
@@ -245,7 +253,7 @@ fn check_report(report: &Report) {
         );
     }
     assert!(
-        report.attachments.len() <= LIMITS.max_attachments,
+        report.attachments.len() <= limits.max_attachments,
         "{} attachments, over the limit",
         report.attachments.len()
     );
