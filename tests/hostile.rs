@@ -210,7 +210,8 @@ fn a_forged_authentication_result_below_ours_is_not_shown() {
     assert!(
         d.contains(
             "| Sender authentication | <code>dkim&#61;fail spf&#61;fail dmarc&#61;fail</code> \
-             (according to <code>mx&#46;palletsprojects&#46;com</code>) |"
+             (according to <code>mx&#46;palletsprojects&#46;com</code>) **(unauthenticated \
+             sender: the From address may be forged; no reply was sent)** |"
         ),
         "{d}"
     );
