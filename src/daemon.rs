@@ -444,6 +444,7 @@ impl Daemon {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<Summary, FatalError> {
         let mut reconnect_attempts = 0u32;
+        let mut session_failures = 0u32;
         let mut ready_sent = false;
         loop {
             if *shutdown.borrow() {
@@ -493,6 +494,7 @@ impl Daemon {
                 messages = state.exists,
                 "watching the mailbox"
             );
+            let session_started = tokio::time::Instant::now();
             let result = self.session(&mut imap, mode, &mut shutdown).await;
             self.metrics
                 .mailbox_connected
@@ -510,8 +512,23 @@ impl Daemon {
                     if mode == Mode::Once {
                         return Err(e.into());
                     }
-                    warn!(error = %e, "lost the mailbox connection; reconnecting");
+                    // A server that drops every session right after login must not be
+                    // hammered: back off unless the session lived a while.
+                    if session_started.elapsed() > Duration::from_secs(60) {
+                        session_failures = 0;
+                    }
+                    session_failures += 1;
+                    let delay = backoff(
+                        session_failures,
+                        Duration::from_secs(1),
+                        MAX_RECONNECT_DELAY,
+                        None,
+                    );
+                    warn!(error = %e, retry_in = ?delay, "lost the mailbox connection; reconnecting");
                     notify_status(&format!("reconnecting: {e}"));
+                    if wait_or_shutdown(&mut shutdown, delay).await {
+                        return Ok(Summary::default());
+                    }
                 }
             }
         }
