@@ -7,7 +7,7 @@
 //! floor of this figure, not the daemon.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::time::{Duration, Instant};
