@@ -402,8 +402,12 @@ async fn a_flood_from_one_sender_waits_in_held_and_a_released_report_goes_throug
     let mut stack = Stack::start().await;
     stack.write_config(|t| {
         t.replace(
-            "[retry]",
-            "[limits]\nmax_advisories_per_sender_per_day = 2\nmax_replies_per_sender_per_day = 1\n\n[retry]",
+            "max_advisories_per_sender_per_day = 1000",
+            "max_advisories_per_sender_per_day = 2",
+        )
+        .replace(
+            "max_replies_per_sender_per_day = 1000",
+            "max_replies_per_sender_per_day = 1",
         )
     });
     for i in 0..4 {
