@@ -352,6 +352,15 @@ impl From<SpoolError> for StepError {
     }
 }
 
+/// Which reply a message gets.
+#[derive(Debug, Clone, Copy)]
+enum ReplyKind {
+    /// The acknowledgement of a new report.
+    Acknowledgement,
+    /// The short note answering a follow-up.
+    FollowUp,
+}
+
 /// Why looking for a follow-up's thread failed.
 enum ThreadLookup {
     Journal(JournalError),
@@ -829,66 +838,24 @@ impl Daemon {
             }
         };
 
-        if entry.state != State::Acknowledged {
-            let reply_limit = match &prepared.reply {
-                ReplyDecision::Send(_) => self.over_reply_limit(report)?,
-                ReplyDecision::Suppress(_) => None,
-            };
-            match &prepared.reply {
-                ReplyDecision::Send(_) if reply_limit.is_some() => {
-                    let reason = reply_limit.clone().unwrap_or_default();
-                    self.journal.record_reply(
-                        id,
-                        &format!("suppressed: {reason}"),
-                        None,
-                        Utc::now(),
-                    )?;
-                    Metrics::inc(&self.metrics.replies_suppressed);
-                    warn!(reason = %reason, "no reply sent");
-                }
-                ReplyDecision::Send(to) => {
-                    let message = match render::reply(
-                        report,
-                        to,
-                        &advisory,
-                        &from_address(&self.config),
-                        &self.config.reply,
-                        &self.templates,
-                    ) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            return self
-                                .failed(imap, uid, id, &entry, ReportFailure::Template(e))
-                                .await;
-                        }
-                    };
-                    if let Err(e) = self.mailer.send(&message).await {
-                        return self
-                            .failed(imap, uid, id, &entry, ReportFailure::Smtp(e))
-                            .await;
-                    }
-                    self.journal
-                        .record_reply(id, "sent", Some(&message.message_id), Utc::now())?;
-                    Metrics::inc(&self.metrics.replies_sent);
-                }
-                ReplyDecision::Suppress(reason) => {
-                    self.journal.record_reply(
-                        id,
-                        &format!("suppressed: {reason}"),
-                        None,
-                        Utc::now(),
-                    )?;
-                    Metrics::inc(&self.metrics.replies_suppressed);
-                    info!(reason = %reason, "no reply sent");
-                }
-            }
+        if entry.state != State::Acknowledged
+            && let Some(step) = self
+                .acknowledge(
+                    imap,
+                    uid,
+                    report,
+                    &entry,
+                    &prepared.reply,
+                    None,
+                    ReplyKind::Acknowledgement,
+                    &advisory,
+                )
+                .await?
+        {
+            return Ok(step);
         }
 
-        self.journal
-            .record_final(id, State::Filed, None, Utc::now())?;
-        imap.move_to(uid, &self.config.imap.processed_folder)
-            .await?;
-        self.deferred.remove(&(self.uidvalidity.unwrap_or(0), uid));
+        self.file_processed(imap, uid, id).await?;
         info!(
             outcome = "filed",
             repository = %advisory.repository,
@@ -1061,78 +1028,30 @@ impl Daemon {
                 .journal
                 .last_reply_in_thread(&original.report_id)?
                 .is_some_and(|t| Utc::now() - t < chrono::Duration::hours(24));
-            let reply_limit = match &prepared.reply {
-                ReplyDecision::Send(_) => self.over_reply_limit(report)?,
-                ReplyDecision::Suppress(_) => None,
+            let withheld = if !self.config.reply.followup_replies {
+                Some("follow-up replies are off".to_owned())
+            } else if recent {
+                Some("this thread got a reply within the last day".to_owned())
+            } else {
+                None
             };
-            match &prepared.reply {
-                ReplyDecision::Send(_) if !self.config.reply.followup_replies => {
-                    self.journal.record_reply(
-                        id,
-                        "suppressed: follow-up replies are off",
-                        None,
-                        Utc::now(),
-                    )?;
-                }
-                ReplyDecision::Send(_) if recent => {
-                    self.journal.record_reply(
-                        id,
-                        "suppressed: this thread got a reply within the last day",
-                        None,
-                        Utc::now(),
-                    )?;
-                }
-                ReplyDecision::Send(_) if reply_limit.is_some() => {
-                    let reason = reply_limit.clone().unwrap_or_default();
-                    self.journal.record_reply(
-                        id,
-                        &format!("suppressed: {reason}"),
-                        None,
-                        Utc::now(),
-                    )?;
-                    Metrics::inc(&self.metrics.replies_suppressed);
-                }
-                ReplyDecision::Send(to) => {
-                    let message = match render::followup_reply(
-                        report,
-                        to,
-                        &advisory,
-                        &from_address(&self.config),
-                        &self.config.reply,
-                        &self.templates,
-                    ) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            return self
-                                .failed(imap, uid, id, &entry, ReportFailure::Template(e))
-                                .await;
-                        }
-                    };
-                    if let Err(e) = self.mailer.send(&message).await {
-                        return self
-                            .failed(imap, uid, id, &entry, ReportFailure::Smtp(e))
-                            .await;
-                    }
-                    self.journal
-                        .record_reply(id, "sent", Some(&message.message_id), Utc::now())?;
-                    Metrics::inc(&self.metrics.replies_sent);
-                }
-                ReplyDecision::Suppress(reason) => {
-                    self.journal.record_reply(
-                        id,
-                        &format!("suppressed: {reason}"),
-                        None,
-                        Utc::now(),
-                    )?;
-                    Metrics::inc(&self.metrics.replies_suppressed);
-                }
+            if let Some(step) = self
+                .acknowledge(
+                    imap,
+                    uid,
+                    report,
+                    &entry,
+                    &prepared.reply,
+                    withheld,
+                    ReplyKind::FollowUp,
+                    &advisory,
+                )
+                .await?
+            {
+                return Ok(step);
             }
         }
-        self.journal
-            .record_final(id, State::Filed, None, Utc::now())?;
-        imap.move_to(uid, &self.config.imap.processed_folder)
-            .await?;
-        self.deferred.remove(&(self.uidvalidity.unwrap_or(0), uid));
+        self.file_processed(imap, uid, id).await?;
         info!(outcome = "follow-up filed", repository = %repository, ghsa = %ghsa, "follow-up handled");
         Ok(Step::Done)
     }
@@ -1195,6 +1114,93 @@ impl Daemon {
         Metrics::inc(&self.metrics.held);
         warn!(outcome = "held", reason, "report held for a person");
         Ok(Step::Done)
+    }
+
+    /// Journals a handled message as filed, then moves it to the processed folder.
+    async fn file_processed(
+        &mut self,
+        imap: &mut ImapSource,
+        uid: u32,
+        id: &ReportId,
+    ) -> Result<(), StepError> {
+        self.journal
+            .record_final(id, State::Filed, None, Utc::now())?;
+        imap.move_to(uid, &self.config.imap.processed_folder)
+            .await?;
+        self.deferred.remove(&(self.uidvalidity.unwrap_or(0), uid));
+        Ok(())
+    }
+
+    /// Sends the reply a report or follow-up is due, or records why none goes out
+    /// (`withheld`, the decision, the per-sender limit). `Some(step)` means the send
+    /// failed and the failure was handled (retry scheduled or quarantined).
+    #[allow(clippy::too_many_arguments)]
+    async fn acknowledge(
+        &mut self,
+        imap: &mut ImapSource,
+        uid: u32,
+        report: &Report,
+        entry: &Entry,
+        decision: &ReplyDecision,
+        withheld: Option<String>,
+        kind: ReplyKind,
+        advisory: &AdvisoryRef,
+    ) -> Result<Option<Step>, StepError> {
+        let id = &report.report_id;
+        let to = match decision {
+            ReplyDecision::Suppress(reason) => Err(reason.to_string()),
+            ReplyDecision::Send(to) => match withheld {
+                Some(reason) => Err(reason),
+                None => match self.over_reply_limit(report)? {
+                    Some(reason) => Err(reason),
+                    None => Ok(to),
+                },
+            },
+        };
+        let to = match to {
+            Ok(to) => to,
+            Err(reason) => {
+                self.journal.record_reply(
+                    id,
+                    &format!("suppressed: {reason}"),
+                    None,
+                    Utc::now(),
+                )?;
+                Metrics::inc(&self.metrics.replies_suppressed);
+                info!(reason = %reason, "no reply sent");
+                return Ok(None);
+            }
+        };
+        let render = match kind {
+            ReplyKind::Acknowledgement => render::reply,
+            ReplyKind::FollowUp => render::followup_reply,
+        };
+        let message = match render(
+            report,
+            to,
+            advisory,
+            &from_address(&self.config),
+            &self.config.reply,
+            &self.templates,
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                let step = self
+                    .failed(imap, uid, id, entry, ReportFailure::Template(e))
+                    .await?;
+                return Ok(Some(step));
+            }
+        };
+        if let Err(e) = self.mailer.send(&message).await {
+            let step = self
+                .failed(imap, uid, id, entry, ReportFailure::Smtp(e))
+                .await?;
+            return Ok(Some(step));
+        }
+        self.journal
+            .record_reply(id, "sent", Some(&message.message_id), Utc::now())?;
+        Metrics::inc(&self.metrics.replies_sent);
+        Ok(None)
     }
 
     /// Adopts the advisory that carries this report's marker, or creates it.
