@@ -541,3 +541,58 @@ async fn spam_by_flag_or_by_score_is_ignored_without_an_advisory() {
     assert!(advisory_for(&stack, "ham-score@example.net").is_some());
     assert_eq!(stack.replies().len(), 1, "no reply to spam");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_finds_its_advisory_even_after_the_journal_was_lost() {
+    let mut stack = Stack::start().await;
+    stack
+        .deliver(&report(
+            "thread-1",
+            "Jinja2: sandbox escape",
+            "first report",
+        ))
+        .await;
+    let mut once = stack.daemon(&["once"]);
+    assert!(
+        once.wait(Duration::from_secs(120)).success(),
+        "{}",
+        once.log()
+    );
+    let ack = stack.replies().pop().expect("acknowledged");
+    let ack_id = header_value(&ack, "Message-ID").expect("our reply has a Message-ID");
+
+    std::fs::remove_dir_all(&stack.state_dir).expect("wipe the state directory");
+    let follow_up = format!(
+        "From: Rita Reporter <rita@example.net>\r\n\
+         To: {SECURITY_ADDRESS}\r\n\
+         Subject: Re: Jinja2: sandbox escape\r\n\
+         Date: Tue, 24 Nov 2026 11:00:00 +0000\r\n\
+         Message-ID: <thread-2@example.net>\r\n\
+         In-Reply-To: {ack_id}\r\n\
+         References: <thread-1@example.net> {ack_id}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         \r\n\
+         Here is a proof of concept: @pallets/maintainers <b>see</b>.\r\n"
+    );
+    stack.deliver(follow_up.as_bytes()).await;
+    let mut again = stack.daemon(&["once"]);
+    assert!(
+        again.wait(Duration::from_secs(120)).success(),
+        "{}",
+        again.log()
+    );
+
+    let advisories = stack.all_advisories();
+    assert_eq!(
+        advisories.len(),
+        1,
+        "the follow-up made no advisory of its own"
+    );
+    let d = description(&advisories[0].1);
+    assert!(d.contains("Follow-up"), "{d}");
+    assert!(d.contains("proof of concept"), "{d}");
+    assert!(!d.contains("<b>"), "neutralised: {d}");
+    assert_eq!(d.matches("advisory-bridge report-id=").count(), 1, "{d}");
+    assert_eq!(d.matches("advisory-bridge followup-id=").count(), 1, "{d}");
+    assert_eq!(stack.folder("Processed").await.len(), 2);
+}
