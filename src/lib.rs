@@ -7,6 +7,8 @@
 //! driving the loop. Only `source`, `spool`, `github`, `reply` and `journal` touch the
 //! outside world; the other stages are pure functions.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod classify;
 pub mod config;

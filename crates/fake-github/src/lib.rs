@@ -24,6 +24,8 @@
 //! stalls, or loses its connection) and [`FakeHandle::set_advisory_state`] (what a
 //! maintainer does on github.com).
 
+#![warn(missing_docs)]
+
 pub mod advisory;
 mod server;
 pub mod spec;
