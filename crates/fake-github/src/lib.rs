@@ -91,6 +91,9 @@ pub enum Fault {
     /// Wait this long, then handle the request normally, even when the client has given
     /// up meanwhile (a create still creates: the "outcome unknown" case).
     Delay(Duration),
+    /// Handle the request at once, then wait this long before answering: GitHub did the
+    /// work but the answer is late or never read (the client timed out or crashed).
+    DelayResponse(Duration),
     /// Close the connection without an answer; the request has no effect.
     Drop,
 }

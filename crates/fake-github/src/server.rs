@@ -266,6 +266,18 @@ async fn respond(
                 &mut record,
             )
         }
+        Some(Fault::DelayResponse(delay)) => {
+            let outcome = handle(
+                &shared,
+                matched,
+                query.as_deref(),
+                &body,
+                &headers,
+                &mut record,
+            );
+            tokio::time::sleep(delay).await;
+            outcome
+        }
         None => handle(
             &shared,
             matched,
