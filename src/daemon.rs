@@ -1217,7 +1217,7 @@ impl Daemon {
             .map_err(ReportFailure::GitHub)?
         {
             Metrics::inc(&self.metrics.advisories_adopted);
-            info!(ghsa = %found.ghsa_id, "adopted the advisory created before a restart");
+            info!(ghsa = %found.ghsa_id, "adopted an existing advisory that carries this report's marker");
             return Ok(found);
         }
         let created = self
@@ -1241,6 +1241,18 @@ impl Daemon {
     ) -> Result<Step, StepError> {
         match failure.kind() {
             FailureKind::Transient { retry_after } => {
+                // A create (or update) that failed without a clear answer may still be
+                // landing at GitHub: wait at least one request timeout before the retry
+                // looks for its marker, so the retry finds it instead of racing it.
+                let retry_after = match &failure {
+                    ReportFailure::GitHub(e)
+                        if matches!(e.operation, "create advisory" | "update advisory") =>
+                    {
+                        let floor = Duration::from_secs(self.config.github.timeout_secs);
+                        Some(retry_after.map_or(floor, |r| r.max(floor)))
+                    }
+                    _ => retry_after,
+                };
                 let delay = backoff(
                     entry.attempts + 1,
                     Duration::from_secs(self.config.retry.initial_delay_secs),
@@ -1259,7 +1271,10 @@ impl Daemon {
                 Ok(Step::Deferred(next))
             }
             FailureKind::Permanent => {
-                let reason = match &entry.ghsa_id {
+                // The entry may predate this pass's own progress (an advisory made just
+                // now): read the journal again for the reason.
+                let current = self.journal.get(id)?.unwrap_or_else(|| entry.clone());
+                let reason = match &current.ghsa_id {
                     Some(ghsa) => format!("advisory {ghsa} exists, but: {failure}"),
                     None => failure.to_string(),
                 };

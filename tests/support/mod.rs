@@ -908,4 +908,5 @@ impl Drop for Process {
         self.kill();
     }
 }
+pub mod proxy;
 pub mod stack;

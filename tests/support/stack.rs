@@ -120,7 +120,7 @@ timeout_secs = 20
 [github]
 api_url = "{github}"
 token_file = "{token}"
-timeout_secs = 20
+timeout_secs = 3
 min_mutation_interval_ms = 100
 
 [reply]

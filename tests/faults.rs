@@ -1,0 +1,252 @@
+//! Dependencies failing: GitHub answering errors, rate limits and timeouts, the SMTP
+//! server refusing or down, the IMAP connection cut or Dovecot restarted. The daemon
+//! waits as told, never drops the message, never busy-loops, and catches up alone.
+
+mod support;
+
+use std::time::Duration;
+
+use fake_github::{Fault, FaultMatch, Operation};
+use support::proxy::{Mode, Proxy};
+use support::stack::{PATIENCE, Stack, report};
+use support::wait_for_async;
+
+/// The delays the daemon announced in its `retry_in=` log fields, in seconds.
+fn announced_delays(log: &str) -> Vec<f64> {
+    log.split("retry_in=")
+        .skip(1)
+        .filter_map(|rest| {
+            let token: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || c.is_ascii_alphabetic())
+                .collect();
+            if let Some(ms) = token.strip_suffix("ms") {
+                ms.parse::<f64>().ok().map(|v| v / 1000.0)
+            } else {
+                token.strip_suffix('s').and_then(|s| s.parse().ok())
+            }
+        })
+        .collect()
+}
+
+fn creates(stack: &Stack) -> usize {
+    stack
+        .github
+        .requests()
+        .iter()
+        .filter(|r| r.operation == Some(Operation::Create))
+        .count()
+}
+
+/// Delivers one report, runs the daemon until it is filed, and returns the daemon's log.
+async fn deliver_and_finish(stack: &mut Stack, id: &str) -> String {
+    stack
+        .deliver(&report(id, &format!("Werkzeug: {id}"), "text"))
+        .await;
+    let mut daemon = stack.daemon(&["run"]);
+    stack.wait_for_folder("Processed", 1).await;
+    daemon.terminate();
+    assert_eq!(stack.all_advisories().len(), 1, "exactly one advisory");
+    assert_eq!(stack.replies().len(), 1, "the reporter got the reply");
+    daemon.log()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_500_502_503_are_retried_until_it_answers() {
+    let mut stack = Stack::start().await;
+    for code in [500, 502, 503] {
+        stack.github.push_fault_when(
+            FaultMatch::operation(Operation::Create),
+            Fault::status(code),
+        );
+    }
+    let log = deliver_and_finish(&mut stack, "gh-5xx").await;
+    assert_eq!(log.matches("will retry").count(), 3, "{log}");
+    assert_eq!(creates(&stack), 4, "one attempt per retry, no busy loop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_is_waited_out() {
+    let mut stack = Stack::start().await;
+    stack.github.push_fault_when(
+        FaultMatch::operation(Operation::Create),
+        Fault::Status {
+            code: 429,
+            headers: vec![("retry-after".into(), "4".into())],
+        },
+    );
+    let log = deliver_and_finish(&mut stack, "gh-429").await;
+    let delays = announced_delays(&log);
+    assert!(delays.iter().any(|d| *d >= 4.0), "{delays:?}\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_rate_limit_403_is_waited_out() {
+    let mut stack = Stack::start().await;
+    stack.github.push_fault_when(
+        FaultMatch::operation(Operation::Create),
+        Fault::secondary_rate_limit(5),
+    );
+    let log = deliver_and_finish(&mut stack, "gh-403").await;
+    let delays = announced_delays(&log);
+    assert!(delays.iter().any(|d| *d >= 5.0), "{delays:?}\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_primary_rate_limit_waits_for_the_reset() {
+    let mut stack = Stack::start().await;
+    let reset = chrono::Utc::now().timestamp() + 6;
+    stack.github.push_fault_when(
+        FaultMatch::operation(Operation::Create),
+        Fault::rate_limit_exhausted(reset),
+    );
+    let log = deliver_and_finish(&mut stack, "gh-reset").await;
+    let delays = announced_delays(&log);
+    assert!(delays.iter().any(|d| *d >= 4.0), "{delays:?}\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_timed_out_but_landed_is_adopted_not_duplicated() {
+    let mut stack = Stack::start().await;
+    // GitHub works on it longer than github.timeout_secs (3 s in the test config).
+    stack.github.push_fault_when(
+        FaultMatch::operation(Operation::Create),
+        Fault::Delay(Duration::from_secs(5)),
+    );
+    let log = deliver_and_finish(&mut stack, "gh-timeout").await;
+    assert!(
+        log.contains("timed out") || log.contains("no answer within"),
+        "{log}"
+    );
+    assert!(log.contains("adopted"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_github_connection_is_retried() {
+    let mut stack = Stack::start().await;
+    stack
+        .github
+        .push_fault_when(FaultMatch::operation(Operation::Create), Fault::Drop);
+    let log = deliver_and_finish(&mut stack, "gh-drop").await;
+    assert!(log.contains("will retry"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_451_then_recovery_delivers_the_reply_once() {
+    let mut stack = Stack::start().await;
+    stack.smtp.set_fault(Some("451 4.3.0 Try again later"));
+    stack
+        .deliver(&report("smtp-451", "Werkzeug: smtp", "text"))
+        .await;
+    let mut daemon = stack.daemon(&["run"]);
+    wait_for_async(PATIENCE, "the refusal to be retried", || async {
+        daemon.log().matches("will retry").count() >= 2
+    })
+    .await;
+    assert!(stack.folder("Processed").await.is_empty(), "still waiting");
+    stack.smtp.set_fault(None);
+    stack.wait_for_folder("Processed", 1).await;
+    daemon.terminate();
+    assert_eq!(stack.replies().len(), 1);
+    assert_eq!(
+        stack.all_advisories().len(),
+        1,
+        "retrying the reply made no advisory"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_server_down_for_a_while_gets_the_reply_when_it_returns() {
+    let mut stack = Stack::start().await;
+    let proxy = Proxy::start(stack.smtp.port()).await;
+    let smtp_port = stack.smtp.port();
+    stack.write_config(|t| {
+        t.replace(
+            &format!("port = {smtp_port}\n"),
+            &format!("port = {}\n", proxy.port()),
+        )
+    });
+    proxy.set_mode(Mode::Refuse);
+    stack
+        .deliver(&report("smtp-down", "Werkzeug: smtp down", "text"))
+        .await;
+    let mut daemon = stack.daemon(&["run"]);
+    wait_for_async(PATIENCE, "several refused attempts", || async {
+        proxy.accepted() >= 3
+    })
+    .await;
+    proxy.set_mode(Mode::Pass);
+    stack.wait_for_folder("Processed", 1).await;
+    daemon.terminate();
+    assert_eq!(stack.replies().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_550_quarantines_and_keeps_the_advisory() {
+    let mut stack = Stack::start().await;
+    stack.smtp.set_fault(Some("550 5.1.1 No such user"));
+    stack
+        .deliver(&report("smtp-550", "Werkzeug: bad address", "text"))
+        .await;
+    let mut once = stack.daemon(&["once"]);
+    assert!(
+        once.wait(Duration::from_secs(120)).success(),
+        "{}",
+        once.log()
+    );
+    assert_eq!(stack.folder("Quarantine").await.len(), 1);
+    assert_eq!(stack.all_advisories().len(), 1, "the advisory stays");
+    assert!(once.log().contains("exists, but"), "{}", once.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imap_connection_cut_mid_idle_reconnects_and_new_mail_still_arrives() {
+    let mut stack = Stack::start().await;
+    let proxy = Proxy::start(stack.dovecot.imaps_port()).await;
+    let imaps = stack.dovecot.imaps_port();
+    stack.write_config(|t| {
+        t.replace(
+            &format!("port = {imaps}\n"),
+            &format!("port = {}\n", proxy.port()),
+        )
+    });
+    let mut daemon = stack.daemon(&["run"]);
+    wait_for_async(PATIENCE, "the daemon to be idle", || async {
+        daemon_log_has(&daemon, "watching the mailbox")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut_all();
+    stack
+        .deliver(&report("imap-cut", "Werkzeug: after the cut", "text"))
+        .await;
+    stack.wait_for_folder("Processed", 1).await;
+    daemon.terminate();
+    assert!(proxy.accepted() >= 2, "it reconnected");
+    assert_eq!(stack.all_advisories().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dovecot_restarted_in_place_is_reconnected_to() {
+    let mut stack = Stack::start().await;
+    let mut daemon = stack.daemon(&["run"]);
+    wait_for_async(PATIENCE, "the daemon to be idle", || async {
+        daemon_log_has(&daemon, "watching the mailbox")
+    })
+    .await;
+    stack.dovecot.restart();
+    stack
+        .deliver(&report(
+            "dovecot-restart",
+            "Werkzeug: after restart",
+            "text",
+        ))
+        .await;
+    stack.wait_for_folder("Processed", 1).await;
+    daemon.terminate();
+    assert_eq!(stack.all_advisories().len(), 1);
+}
+
+fn daemon_log_has(daemon: &support::Process, text: &str) -> bool {
+    daemon.log().contains(text)
+}
