@@ -596,3 +596,48 @@ async fn a_follow_up_finds_its_advisory_even_after_the_journal_was_lost() {
     assert_eq!(d.matches("advisory-bridge followup-id=").count(), 1, "{d}");
     assert_eq!(stack.folder("Processed").await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_once_the_mailbox_is_selected_and_stopping_on_sigterm() {
+    let stack = Stack::start().await;
+    let socket_path = stack.dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut daemon = support::Process::spawn(
+        support::daemon_binary(),
+        ["--config", stack.config_path.to_str().unwrap(), "run"],
+        &[
+            ("TEST_SMTP_PASSWORD", "smtp-secret"),
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ],
+        &stack.dir.join("daemon-notify.log"),
+    );
+    let mut heard = String::new();
+    let mut read_until = |what: &str, heard: &mut String| {
+        let end = std::time::Instant::now() + PATIENCE;
+        let mut buf = [0u8; 4096];
+        while !heard.contains(what) {
+            assert!(std::time::Instant::now() < end, "no {what} in {heard:?}");
+            if let Ok(n) = socket.recv(&mut buf) {
+                heard.push_str(&String::from_utf8_lossy(&buf[..n]));
+                heard.push('\n');
+            }
+        }
+    };
+    read_until("READY=1", &mut heard);
+    assert!(
+        stack
+            .mailbox()
+            .folders()
+            .await
+            .iter()
+            .any(|f| f == "Processed"),
+        "READY comes after the mailbox is set up"
+    );
+    support::send_signal(daemon.pid(), "TERM");
+    read_until("STOPPING=1", &mut heard);
+    let status = daemon.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+}

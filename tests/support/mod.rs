@@ -131,7 +131,8 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-fn send_signal(pid: u32, signal: &str) {
+/// Sends a signal (`TERM`, `KILL`, ...) to a process by PID.
+pub fn send_signal(pid: u32, signal: &str) {
     // `kill` from procps keeps the harness free of a libc dependency.
     let _ = Command::new("kill")
         .arg(format!("-{signal}"))
