@@ -615,7 +615,7 @@ async fn systemd_hears_ready_once_the_mailbox_is_selected_and_stopping_on_sigter
         &stack.dir.join("daemon-notify.log"),
     );
     let mut heard = String::new();
-    let mut read_until = |what: &str, heard: &mut String| {
+    let read_until = |what: &str, heard: &mut String| {
         let end = std::time::Instant::now() + PATIENCE;
         let mut buf = [0u8; 4096];
         while !heard.contains(what) {
