@@ -173,6 +173,17 @@ pub struct SmtpConfig {
     pub timeout_secs: u64,
 }
 
+/// How a report is filed on GitHub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GithubMode {
+    /// A draft repository security advisory (maintainers see it under Security).
+    #[default]
+    Draft,
+    /// A private vulnerability report, landing in the repository's triage list.
+    Triage,
+}
+
 /// `[github]`: where advisories are created.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +198,11 @@ pub struct GithubConfig {
     /// Seconds before a GitHub request without an answer counts as failed; default 30.
     #[serde(default = "default_github_timeout")]
     pub timeout_secs: u64,
+    /// `draft` (default): each report becomes a draft advisory. `triage`: it is filed
+    /// as a private vulnerability report instead (the repository's triage list; needs
+    /// private vulnerability reporting enabled on the repository).
+    #[serde(default)]
+    pub mode: GithubMode,
     /// Least time between two content-creating requests (create, update), in
     /// milliseconds; GitHub asks for at least a second. Default 1000.
     #[serde(default = "default_mutation_interval")]

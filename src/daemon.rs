@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::auth;
 use crate::classify::{self, Classification, ReplyDecision, SuppressReason};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, GithubMode};
 use crate::failure::{Classify, FailureKind};
 use crate::github::{GitHub, GitHubError, GitHubSettings};
 use crate::journal::{Entry, Journal, JournalError, NewEntry, State};
@@ -1220,11 +1220,11 @@ impl Daemon {
             info!(ghsa = %found.ghsa_id, "adopted an existing advisory that carries this report's marker");
             return Ok(found);
         }
-        let created = self
-            .github
-            .create_draft(draft)
-            .await
-            .map_err(ReportFailure::GitHub)?;
+        let created = match self.config.github.mode {
+            GithubMode::Draft => self.github.create_draft(draft).await,
+            GithubMode::Triage => self.github.report_vulnerability(draft).await,
+        }
+        .map_err(ReportFailure::GitHub)?;
         Metrics::inc(&self.metrics.advisories_created);
         info!(ghsa = %created.ghsa_id, repository = %created.repository, "draft advisory created");
         Ok(created)

@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use octocrab::Octocrab;
 use octocrab::models::security_advisories::{
-    CreatePackage, CreateRepositoryAdvisory, CreateVulnerability, RepositoryAdvisory,
-    UpdateRepositoryAdvisory,
+    CreatePackage, CreateRepositoryAdvisory, CreateVulnerability, ReportVulnerability,
+    RepositoryAdvisory, UpdateRepositoryAdvisory,
 };
 
 use crate::config::Secret;
@@ -240,6 +240,34 @@ impl GitHub {
                 OPERATION,
                 &draft.repository,
                 repos.security_advisories().create(&body),
+            )
+            .await?;
+        Ok(advisory_ref(&draft.repository, &created))
+    }
+
+    /// Files the report as a private vulnerability report (the repository's triage
+    /// list; its security managers are notified). The repository must have private
+    /// vulnerability reporting enabled.
+    pub async fn report_vulnerability(
+        &self,
+        draft: &AdvisoryDraft,
+    ) -> Result<AdvisoryRef, GitHubError> {
+        const OPERATION: &str = "create advisory";
+        let (owner, name) = split_repository(OPERATION, &draft.repository)?;
+        let create = create_body(draft);
+        let body = ReportVulnerability {
+            summary: create.summary,
+            description: create.description,
+            vulnerabilities: Some(create.vulnerabilities),
+            ..ReportVulnerability::default()
+        };
+        self.pacer.wait_turn().await;
+        let repos = self.octocrab.repos(owner, name);
+        let created = self
+            .call(
+                OPERATION,
+                &draft.repository,
+                repos.security_advisories().report(&body),
             )
             .await?;
         Ok(advisory_ref(&draft.repository, &created))

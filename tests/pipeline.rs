@@ -641,3 +641,37 @@ async fn systemd_hears_ready_once_the_mailbox_is_selected_and_stopping_on_sigter
     let status = daemon.wait(Duration::from_secs(30));
     assert!(status.success(), "{status:?}\n{}", daemon.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triage_mode_files_a_private_vulnerability_report_github_accepts() {
+    let mut stack = Stack::start().await;
+    stack.write_config(|t| {
+        t.replace(
+            "min_mutation_interval_ms",
+            "mode = \"triage\"\nmin_mutation_interval_ms",
+        )
+    });
+    let raw = stack.deliver_fixture("plain-werkzeug.eml").await;
+    let mut once = stack.daemon(&["once"]);
+    assert!(
+        once.wait(Duration::from_secs(120)).success(),
+        "{}",
+        once.log()
+    );
+    let (repo, advisory) = advisory_for(&stack, &message_id_of(&raw)).expect("reported");
+    assert_eq!(repo, "pallets/werkzeug");
+    assert_eq!(advisory["state"], "triage");
+    let reports: Vec<_> = stack
+        .github
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == Some(Operation::Report))
+        .collect();
+    assert_eq!(reports.len(), 1);
+    assert!(
+        reports[0].violations.is_empty(),
+        "{:?}",
+        reports[0].violations
+    );
+    assert_eq!(stack.replies().len(), 1);
+}
