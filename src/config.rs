@@ -121,6 +121,9 @@ pub struct ImapConfig {
     /// Where messages that could not be handled go; default `Quarantine`.
     #[serde(default = "default_quarantine")]
     pub quarantine_folder: String,
+    /// Where a copy of every reply we send is appended (marked read), so the people
+    /// sharing the mailbox see the whole conversation; no copies when absent.
+    pub sent_folder: Option<String>,
     /// Where messages over a per-sender limit wait for a person; default `Held`.
     /// Moving one back to the inbox releases it.
     #[serde(default = "default_held")]
@@ -710,7 +713,8 @@ impl Config {
                 "must not be smaller than retry.initial_delay_secs",
             ));
         }
-        let folders = [
+        let sent = self.imap.sent_folder.clone().unwrap_or_default();
+        let mut folders = vec![
             ("imap.mailbox", &self.imap.mailbox),
             ("imap.processed_folder", &self.imap.processed_folder),
             ("imap.ignored_folder", &self.imap.ignored_folder),
@@ -718,6 +722,9 @@ impl Config {
             ("imap.processing_folder", &self.imap.processing_folder),
             ("imap.held_folder", &self.imap.held_folder),
         ];
+        if self.imap.sent_folder.is_some() {
+            folders.push(("imap.sent_folder", &sent));
+        }
         for (i, (key, name)) in folders.iter().enumerate() {
             if name.trim().is_empty() || has_line_break(name) {
                 return Err(self.invalid(key, "must be a folder name"));

@@ -436,14 +436,16 @@ impl Daemon {
         })
     }
 
-    fn folders(&self) -> [String; 5] {
-        [
+    fn folders(&self) -> Vec<String> {
+        let mut folders = vec![
             self.config.imap.processed_folder.clone(),
             self.config.imap.ignored_folder.clone(),
             self.config.imap.quarantine_folder.clone(),
             self.config.imap.held_folder.clone(),
             self.config.imap.claim_folder(),
-        ]
+        ];
+        folders.extend(self.config.imap.sent_folder.clone());
+        folders
     }
 
     /// Runs until `shutdown` turns true (`Run`) or the mailbox is drained (`Once`).
@@ -1191,15 +1193,27 @@ impl Daemon {
                 return Ok(Some(step));
             }
         };
-        if let Err(e) = self.mailer.send(&message).await {
-            let step = self
-                .failed(imap, uid, id, entry, ReportFailure::Smtp(e))
-                .await?;
-            return Ok(Some(step));
-        }
+        let sent = match self.mailer.send(&message).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let step = self
+                    .failed(imap, uid, id, entry, ReportFailure::Smtp(e))
+                    .await?;
+                return Ok(Some(step));
+            }
+        };
         self.journal
             .record_reply(id, "sent", Some(&message.message_id), Utc::now())?;
         Metrics::inc(&self.metrics.replies_sent);
+        if let Some(folder) = &self.config.imap.sent_folder {
+            // The mail went out; a failed copy must not send it again.
+            if let Err(e) = imap.append(folder, &sent).await {
+                warn!(error = %e, "reply sent, but its copy could not be kept in the sent folder");
+                if !imap.is_connected() {
+                    return Err(StepError::Imap(e));
+                }
+            }
+        }
         Ok(None)
     }
 

@@ -121,16 +121,19 @@ impl Mailer {
     /// Failures: 4xx, network trouble, timeouts and TLS problems are transient; 5xx and an
     /// address that cannot be parsed are permanent, except 530/534/535/538, which say our
     /// own login is wrong: those are transient, so replies wait until ops fix it.
-    pub async fn send(&self, message: &ReplyMessage) -> Result<(), SendError> {
+    ///
+    /// Returns the exact bytes that were sent, for a copy in the `Sent` folder.
+    pub async fn send(&self, message: &ReplyMessage) -> Result<Vec<u8>, SendError> {
         let recipient = printable(&message.to.email);
         let email = build_message(message).map_err(|reason| SendError {
             recipient: recipient.clone(),
             message: reason,
             kind: FailureKind::Permanent,
         })?;
+        let bytes = email.formatted();
         let outcome = tokio::time::timeout(self.timeout, self.transport.send(email)).await;
         match outcome {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => Ok(bytes),
             Ok(Err(e)) => Err(self.failure(recipient, &e)),
             Err(_) => Err(SendError {
                 recipient,

@@ -675,3 +675,29 @@ async fn triage_mode_files_a_private_vulnerability_report_github_accepts() {
     );
     assert_eq!(stack.replies().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_each_reply_is_kept_in_the_sent_folder() {
+    let mut stack = Stack::start().await;
+    stack.write_config(|t| {
+        t.replace(
+            "poll_interval_secs = 1",
+            "poll_interval_secs = 1\nsent_folder = \"Sent\"",
+        )
+    });
+    stack.deliver_fixture("plain-werkzeug.eml").await;
+    let mut once = stack.daemon(&["once"]);
+    assert!(
+        once.wait(Duration::from_secs(120)).success(),
+        "{}",
+        once.log()
+    );
+    let sent = stack.folder("Sent").await;
+    assert_eq!(sent.len(), 1);
+    let reply = &stack.replies()[0];
+    assert_eq!(
+        header_value(&sent[0], "Message-ID"),
+        header_value(reply, "Message-ID"),
+        "the copy is the reply that went out"
+    );
+}

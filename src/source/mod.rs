@@ -326,6 +326,18 @@ impl ImapSource {
         Ok(found)
     }
 
+    /// Appends a message to `folder` marked `\Seen` (our copy of a reply we sent).
+    pub async fn append(&mut self, folder: &str, raw: &[u8]) -> Result<(), ImapError> {
+        run!(self, "append", |s| s
+            .append(folder, Some("(\\Seen)"), None, raw)
+            .await)
+        .await
+        .map_err(|mut e| {
+            e.message = format!("to folder `{folder}`: {}", e.message);
+            e
+        })
+    }
+
     /// The UIDs of all messages in the selected mailbox, ascending.
     pub async fn list_uids(&mut self) -> Result<Vec<u32>, ImapError> {
         // Dovecot (like most servers) makes newly arrived messages visible only when a
