@@ -393,6 +393,44 @@ pub struct SpamConfig {
     pub score_threshold: Option<f64>,
 }
 
+/// `[notify]`: telling reporters when their advisory changes on GitHub.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Seconds between two looks at the advisories we created; default 300.
+    #[serde(default = "default_notify_interval")]
+    pub interval_secs: u64,
+    /// Tell the reporter when the advisory is published; default true.
+    #[serde(default = "default_true")]
+    pub published: bool,
+    /// Tell the reporter when a CVE id is assigned before publication; default true.
+    #[serde(default = "default_true")]
+    pub cve_assigned: bool,
+    /// Tell the reporter when the advisory is closed; default true.
+    #[serde(default = "default_true")]
+    pub closed: bool,
+    /// Tell the reporter when a published advisory is withdrawn; default true.
+    #[serde(default = "default_true")]
+    pub withdrawn: bool,
+    /// A folder whose `notice-published.txt.j2`, `notice-cve.txt.j2`,
+    /// `notice-closed.txt.j2` and `notice-withdrawn.txt.j2` replace the built-in
+    /// notices; default none.
+    pub template_dir: Option<PathBuf>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            interval_secs: default_notify_interval(),
+            published: true,
+            cve_assigned: true,
+            closed: true,
+            withdrawn: true,
+            template_dir: None,
+        }
+    }
+}
+
 /// `[metrics]`: the loopback HTTP endpoint for `/metrics` and `/healthz`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -434,6 +472,9 @@ pub struct Config {
     /// Spam verdicts.
     #[serde(default)]
     pub spam: SpamConfig,
+    /// Notices to reporters.
+    #[serde(default)]
+    pub notify: NotifyConfig,
     /// Monitoring endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -459,6 +500,9 @@ fn default_ignored() -> String {
 }
 fn default_quarantine() -> String {
     "Quarantine".into()
+}
+fn default_notify_interval() -> u64 {
+    300
 }
 fn default_held() -> String {
     "Held".into()
@@ -631,6 +675,7 @@ impl Config {
             &mut self.github.token_file,
             &mut self.reply.template,
             &mut self.reply.followup_template,
+            &mut self.notify.template_dir,
         ]
         .into_iter()
         .flatten()
@@ -702,6 +747,7 @@ impl Config {
             ("smtp.timeout_secs", self.smtp.timeout_secs),
             ("github.timeout_secs", self.github.timeout_secs),
             ("retry.initial_delay_secs", self.retry.initial_delay_secs),
+            ("notify.interval_secs", self.notify.interval_secs),
         ] {
             if v == 0 {
                 return Err(self.invalid(key, "must be at least 1"));
@@ -1108,6 +1154,11 @@ name = "pallets/flask"
             d.advisory.inline_attachment_max_bytes
         );
         assert_eq!(c.reply.policy_url, d.reply.policy_url);
+        assert_eq!(c.notify.interval_secs, d.notify.interval_secs);
+        assert_eq!(c.notify.published, d.notify.published);
+        assert_eq!(c.notify.cve_assigned, d.notify.cve_assigned);
+        assert_eq!(c.notify.closed, d.notify.closed);
+        assert_eq!(c.notify.withdrawn, d.notify.withdrawn);
         assert_eq!(c.state_dir, d.state_dir);
         assert_eq!(
             c.repository("pallets/jinja").unwrap().package_name(),

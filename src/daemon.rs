@@ -26,6 +26,7 @@ use crate::failure::{Classify, FailureKind};
 use crate::github::{GitHub, GitHubError, GitHubSettings};
 use crate::journal::{Entry, Journal, JournalError, NewEntry, State};
 use crate::mail::{self, Address, Limits, Report, ReportId};
+use crate::render::notice::{self, Event, NoticeContext, NoticeTemplates};
 use crate::render::{self, AdvisoryContext, AdvisoryDraft, AdvisoryRef, Templates};
 use crate::reply::{Mailer, MailerSettings, SendError};
 use crate::route::{self, Route};
@@ -91,6 +92,8 @@ pub struct Metrics {
     pub followups_added: AtomicU64,
     /// Reports held for a person (per-sender limits).
     pub held: AtomicU64,
+    /// Notices sent to reporters about changes on GitHub.
+    pub notices_sent: AtomicU64,
     /// True while a mailbox session is up: what `/healthz` reports.
     pub mailbox_connected: AtomicBool,
 }
@@ -402,6 +405,9 @@ pub struct Daemon {
     github: GitHub,
     mailer: Mailer,
     templates: Templates,
+    notices: NoticeTemplates,
+    /// When the watcher looks at GitHub next.
+    next_watch: tokio::time::Instant,
     limits: Limits,
     metrics: Arc<Metrics>,
     imap: ImapSettings,
@@ -416,6 +422,7 @@ impl Daemon {
     /// clients. Contacts nothing.
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Daemon, FatalError> {
         let templates = Templates::load(&config.reply)?;
+        let notices = NoticeTemplates::load(config.notify.template_dir.as_deref())?;
         let imap = imap_settings(&config)?;
         let mailer = Mailer::new(&mailer_settings(&config)?)?;
         let github = GitHub::new(&github_settings(&config)?)?;
@@ -429,6 +436,8 @@ impl Daemon {
             github,
             mailer,
             templates,
+            notices,
+            next_watch: tokio::time::Instant::now(),
             metrics,
             imap,
             deferred: HashMap::new(),
@@ -607,14 +616,23 @@ impl Daemon {
             if mode == Mode::Once {
                 return Ok(Summary { deferred });
             }
+            if tokio::time::Instant::now() >= self.next_watch {
+                self.watch_advisories(imap).await?;
+                self.next_watch = tokio::time::Instant::now()
+                    + Duration::from_secs(self.config.notify.interval_secs);
+            }
             if inbox_state.exists > 0 {
                 // Mail arrived while we worked in the claim folder.
                 continue;
             }
+            let until_watch = self
+                .next_watch
+                .saturating_duration_since(tokio::time::Instant::now());
             let max_wait = next_due
                 .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(MAX_IDLE)
-                .min(MAX_IDLE);
+                .min(MAX_IDLE)
+                .min(until_watch);
             let poll = Duration::from_secs(self.config.imap.poll_interval_secs);
             tokio::select! {
                 woke = imap.wait(self.config.imap.idle, poll, max_wait) => {
@@ -1204,6 +1222,7 @@ impl Daemon {
         };
         self.journal
             .record_reply(id, "sent", Some(&message.message_id), Utc::now())?;
+        self.journal.record_reply_to(id, &to.email, Utc::now())?;
         Metrics::inc(&self.metrics.replies_sent);
         if let Some(folder) = &self.config.imap.sent_folder {
             // The mail went out; a failed copy must not send it again.
@@ -1215,6 +1234,162 @@ impl Daemon {
             }
         }
         Ok(None)
+    }
+
+    /// The watcher: lists each repository's advisories changed since the last look
+    /// (sorted by `updated`, paged), and for the ones we created tells the reporter,
+    /// in the report's thread, once per change. A notice is journaled after the SMTP
+    /// server accepted it; a failed one leaves the state and watermark untouched so the
+    /// next look tries again. GitHub trouble is logged and waits for the next look.
+    async fn watch_advisories(&mut self, imap: &mut ImapSource) -> Result<(), StepError> {
+        let repositories: Vec<String> = self
+            .config
+            .repositories
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        for repo in repositories {
+            let ours = self.journal.reports_with_advisory(&repo)?;
+            if ours.is_empty() {
+                continue;
+            }
+            let key = format!("watermark:{repo}");
+            let since = self
+                .journal
+                .meta(&key)?
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            let changed = match self.github.updated_since(&repo, since).await {
+                Ok(list) => list,
+                Err(e) => {
+                    warn!(error = %e, repository = %repo, "cannot look at advisories; next look later");
+                    continue;
+                }
+            };
+            let mut complete = true;
+            for advisory in &changed {
+                let Some(entry) = ours.iter().find(|e| {
+                    e.ghsa_id
+                        .as_deref()
+                        .is_some_and(|g| g.eq_ignore_ascii_case(&advisory.ghsa_id))
+                }) else {
+                    continue;
+                };
+                let created_as = match self.config.github.mode {
+                    GithubMode::Draft => "draft",
+                    GithubMode::Triage => "triage",
+                };
+                let old_state = entry.github_state.as_deref().unwrap_or(created_as);
+                let events = notice::transitions(
+                    old_state,
+                    entry.cve_id.as_deref(),
+                    &advisory.state,
+                    advisory.cve_id.as_deref(),
+                );
+                let mut all_sent = true;
+                for event in events {
+                    if !self.notice_wanted(event)
+                        || self.journal.notice_sent(&entry.report_id, event.as_str())?
+                    {
+                        continue;
+                    }
+                    if !self.send_notice(imap, entry, advisory, event).await? {
+                        all_sent = false;
+                        break;
+                    }
+                }
+                if all_sent {
+                    self.journal.record_github_state(
+                        &entry.report_id,
+                        &advisory.state,
+                        advisory.cve_id.as_deref(),
+                        Utc::now(),
+                    )?;
+                } else {
+                    complete = false;
+                }
+            }
+            if complete && let Some(newest) = changed.iter().filter_map(|a| a.updated_at).max() {
+                self.journal.set_meta(&key, &newest.to_rfc3339())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn notice_wanted(&self, event: Event) -> bool {
+        let n = &self.config.notify;
+        match event {
+            Event::Published => n.published,
+            Event::CveAssigned => n.cve_assigned,
+            Event::Closed => n.closed,
+            Event::Withdrawn => n.withdrawn,
+        }
+    }
+
+    /// Sends one notice; false when it could not go out now (retried at the next look).
+    async fn send_notice(
+        &mut self,
+        imap: &mut ImapSource,
+        entry: &Entry,
+        advisory: &crate::github::AdvisoryStatus,
+        event: Event,
+    ) -> Result<bool, StepError> {
+        let Some(to) = entry.reply_to.clone() else {
+            // The report got no reply (noise rules, forged sender, limits): no notices.
+            return Ok(true);
+        };
+        let mut thread: Vec<String> = Vec::new();
+        thread.extend(entry.message_id.clone());
+        thread.extend(entry.reply_message_id.clone());
+        let ctx = NoticeContext {
+            report_id: &entry.report_id,
+            subject: entry.subject.as_deref().unwrap_or(""),
+            thread,
+            ghsa_id: &advisory.ghsa_id,
+            advisory_url: &advisory.html_url,
+            repository: entry.repository.as_deref().unwrap_or(""),
+            cve_id: advisory.cve_id.as_deref(),
+            policy_url: &self.config.reply.policy_url,
+            project_name: &self.config.reply.project_name,
+        };
+        let to = Address {
+            name: None,
+            email: to,
+        };
+        let message = match self
+            .notices
+            .render(event, &ctx, &to, &from_address(&self.config))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                error!(error = %e, "cannot render a notice; fix the template");
+                return Ok(false);
+            }
+        };
+        let sent = match self.mailer.send(&message).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                warn!(error = %e, event = event.as_str(), "notice not sent; next look tries again");
+                return Ok(false);
+            }
+        };
+        self.journal.record_notice(
+            &entry.report_id,
+            event.as_str(),
+            &message.message_id,
+            Utc::now(),
+        )?;
+        Metrics::inc(&self.metrics.notices_sent);
+        info!(event = event.as_str(), ghsa = %advisory.ghsa_id, "reporter notified");
+        if let Some(folder) = &self.config.imap.sent_folder
+            && let Err(e) = imap.append(folder, &sent).await
+        {
+            warn!(error = %e, "notice sent, but its copy could not be kept in the sent folder");
+            if !imap.is_connected() {
+                return Err(StepError::Imap(e));
+            }
+        }
+        Ok(true)
     }
 
     /// Adopts the advisory that carries this report's marker, or creates it.

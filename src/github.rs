@@ -273,6 +273,60 @@ impl GitHub {
         Ok(advisory_ref(&draft.repository, &created))
     }
 
+    /// The repository's advisories updated after `since` (all of them when `None`),
+    /// newest first: listed sorted by `updated`, page by page, stopping at the first
+    /// advisory not newer than `since`.
+    pub async fn updated_since(
+        &self,
+        repository: &str,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<AdvisoryStatus>, GitHubError> {
+        const OPERATION: &str = "list advisories";
+        let (owner, name) = split_repository(OPERATION, repository)?;
+        let repos = self.octocrab.repos(owner, name);
+        let advisories = repos.security_advisories();
+        let mut page = self
+            .call(
+                OPERATION,
+                repository,
+                advisories
+                    .list()
+                    .sort("updated")
+                    .direction("desc")
+                    .per_page(PAGE_SIZE)
+                    .send(),
+            )
+            .await?;
+        let mut found = Vec::new();
+        loop {
+            for a in &page.items {
+                if let (Some(since), Some(updated)) = (since, a.updated_at)
+                    && updated <= since
+                {
+                    return Ok(found);
+                }
+                found.push(AdvisoryStatus {
+                    ghsa_id: a.ghsa_id.clone(),
+                    state: a.state.clone(),
+                    cve_id: a.cve_id.clone(),
+                    html_url: a.html_url.to_string(),
+                    updated_at: a.updated_at,
+                });
+            }
+            let next = self
+                .call(
+                    OPERATION,
+                    repository,
+                    self.octocrab.get_page::<RepositoryAdvisory>(&page.next),
+                )
+                .await?;
+            match next {
+                Some(next) => page = next,
+                None => return Ok(found),
+            }
+        }
+    }
+
     /// Checks that the token can read the repository's advisories (for `check`).
     pub async fn check_access(&self, repository: &str) -> Result<(), GitHubError> {
         const OPERATION: &str = "list advisories";
@@ -308,6 +362,21 @@ impl GitHub {
             }),
         }
     }
+}
+
+/// What the watcher needs to know about one advisory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvisoryStatus {
+    /// `GHSA-…`.
+    pub ghsa_id: String,
+    /// `triage`, `draft`, `published`, `closed` or `withdrawn`.
+    pub state: String,
+    /// Its CVE id, if any.
+    pub cve_id: Option<String>,
+    /// Its page.
+    pub html_url: String,
+    /// When it last changed.
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The request body GitHub receives for a draft: what `create_draft` sends and

@@ -129,6 +129,12 @@ pub struct Entry {
     pub last_error: Option<String>,
     /// For a follow-up: the report whose advisory it was added to.
     pub thread_of: Option<ReportId>,
+    /// The address the acknowledgement went to (notices go there too).
+    pub reply_to: Option<String>,
+    /// The advisory's state on GitHub as last seen by the watcher.
+    pub github_state: Option<String>,
+    /// The advisory's CVE id as last seen by the watcher.
+    pub cve_id: Option<String>,
 }
 
 /// What is known about a report when first seen.
@@ -173,7 +179,17 @@ CREATE TABLE IF NOT EXISTS reports (
     next_attempt_at  TEXT,
     last_error       TEXT,
     thread_of        TEXT,
-    replied_at       TEXT
+    replied_at       TEXT,
+    reply_to         TEXT,
+    github_state     TEXT,
+    cve_id           TEXT
+);
+CREATE TABLE IF NOT EXISTS notices (
+    report_id  TEXT NOT NULL,
+    event      TEXT NOT NULL,
+    sent_at    TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    PRIMARY KEY (report_id, event)
 );
 CREATE INDEX IF NOT EXISTS reports_by_update ON reports(updated_at);
 CREATE INDEX IF NOT EXISTS reports_by_message_id ON reports(message_id);
@@ -183,7 +199,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 const COLUMNS: &str = "report_id, message_id, state, first_seen_at, updated_at, spool_path, \
     sender, subject, repository, route_reason, ghsa_id, advisory_url, reply, \
-    reply_message_id, outcome, attempts, next_attempt_at, last_error, thread_of";
+    reply_message_id, outcome, attempts, next_attempt_at, last_error, thread_of, reply_to, \
+    github_state, cve_id";
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -216,6 +233,9 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         next_attempt_at: row.get::<_, Option<String>>(16)?.map(|s| parse_ts(&s)),
         last_error: row.get(17)?,
         thread_of: row.get::<_, Option<String>>(18)?.map(ReportId),
+        reply_to: row.get(19)?,
+        github_state: row.get(20)?,
+        cve_id: row.get(21)?,
     })
 }
 
@@ -401,6 +421,101 @@ impl Journal {
             &[],
             now,
         )
+    }
+
+    /// A value kept between runs (e.g. the watcher's watermark per repository).
+    pub fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Sets a value kept between runs.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Records the address a reply went to.
+    pub fn record_reply_to(
+        &self,
+        id: &ReportId,
+        address: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        self.update(id, "reply_to = ?3", &[&address], now)
+    }
+
+    /// Reports (not follow-ups) in `repository` that have an advisory: what the watcher
+    /// compares GitHub's list with.
+    pub fn reports_with_advisory(&self, repository: &str) -> Result<Vec<Entry>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM reports WHERE repository = ?1 COLLATE NOCASE
+                 AND thread_of IS NULL AND ghsa_id IS NOT NULL"
+            ))
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map([repository], row_to_entry)
+            .map_err(|e| self.wrap(e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Records the advisory's state and CVE id as GitHub shows them now.
+    pub fn record_github_state(
+        &self,
+        id: &ReportId,
+        state: &str,
+        cve_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        self.update(
+            id,
+            "github_state = ?3, cve_id = ?4",
+            &[&state, &cve_id],
+            now,
+        )
+    }
+
+    /// True when the notice for `event` already went out for this report.
+    pub fn notice_sent(&self, id: &ReportId, event: &str) -> Result<bool, JournalError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM notices WHERE report_id = ?1 AND event = ?2",
+                params![id.0, event],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Records a notice the SMTP server accepted.
+    pub fn record_notice(
+        &self,
+        id: &ReportId,
+        event: &str,
+        message_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO notices (report_id, event, sent_at, message_id)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![id.0, event, ts(now), message_id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
     }
 
     /// Records where the report was routed and why.

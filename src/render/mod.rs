@@ -3,6 +3,7 @@
 
 mod followup;
 pub mod markdown;
+pub mod notice;
 
 pub use self::followup::{FollowupContext, FollowupRender, append_followup, followup_marker};
 

@@ -131,6 +131,9 @@ project_name = "the Pallets maintainers"
 max_advisories_per_sender_per_day = 1000
 max_replies_per_sender_per_day = 1000
 
+[notify]
+interval_secs = 1
+
 [retry]
 initial_delay_secs = 1
 max_delay_secs = 2
