@@ -334,18 +334,28 @@ fn status(config: &Config, state: Option<&str>, limit: usize) -> Result<ExitCode
     let journal = Journal::open(&config.state_dir)?;
     let entries = journal.recent(limit, state)?;
     println!(
-        "{:<20} {:<16} {:<28} {:<20} {:<14} {:<24} error",
-        "updated", "report", "repository", "ghsa", "state", "reply"
+        "{:<17} {:<12} {:<28} {:<20} {:<10} {:<16} {:<24} last error / outcome",
+        "received", "report", "repository", "ghsa", "github", "state", "reply"
     );
     for e in entries {
+        let reply = match (&e.reply, &e.reply_to) {
+            (Some(r), Some(to)) if r == "sent" => format!("sent to {to}"),
+            (Some(r), _) => r.clone(),
+            (None, _) => "-".into(),
+        };
         println!(
-            "{:<20} {:<16} {:<28} {:<20} {:<14} {:<24} {}",
-            e.updated_at.format("%Y-%m-%d %H:%M:%S"),
-            e.report_id.0.chars().take(16).collect::<String>(),
+            "{:<17} {:<12} {:<28} {:<20} {:<10} {:<16} {:<24} {}",
+            e.first_seen_at.format("%Y-%m-%d %H:%M"),
+            e.report_id.0.chars().take(12).collect::<String>(),
             e.repository.as_deref().unwrap_or("-"),
             e.ghsa_id.as_deref().unwrap_or("-"),
-            e.state.as_str(),
-            e.reply.as_deref().unwrap_or("-"),
+            e.github_state.as_deref().unwrap_or("-"),
+            if e.thread_of.is_some() {
+                format!("{} (follow-up)", e.state.as_str())
+            } else {
+                e.state.as_str().to_owned()
+            },
+            reply,
             e.last_error
                 .as_deref()
                 .or(e.outcome.as_deref())

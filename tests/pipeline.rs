@@ -701,3 +701,31 @@ async fn a_copy_of_each_reply_is_kept_in_the_sent_folder() {
         "the copy is the reply that went out"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_recent_reports_and_filters_by_state() {
+    let mut stack = Stack::start().await;
+    stack.deliver_fixture("plain-werkzeug.eml").await;
+    stack.deliver_fixture("auto-reply.eml").await;
+    let mut once = stack.daemon(&["once"]);
+    assert!(
+        once.wait(Duration::from_secs(120)).success(),
+        "{}",
+        once.log()
+    );
+    let mut all = stack.daemon(&["status"]);
+    assert!(all.wait(Duration::from_secs(30)).success());
+    let out = all.log();
+    assert!(out.contains("pallets/werkzeug"), "{out}");
+    assert!(out.contains("GHSA-"), "{out}");
+    assert!(out.contains("sent to"), "{out}");
+    assert!(out.contains("ignored"), "{out}");
+    let mut filtered = stack.daemon(&["status", "--state", "ignored"]);
+    assert!(filtered.wait(Duration::from_secs(30)).success());
+    let out = filtered.log();
+    assert!(out.contains("auto-submitted"), "{out}");
+    assert!(!out.contains("pallets/werkzeug"), "{out}");
+    let mut wrong = stack.daemon(&["status", "--state", "bogus"]);
+    assert!(!wrong.wait(Duration::from_secs(30)).success());
+    assert!(wrong.log().contains("unknown state"), "{}", wrong.log());
+}
