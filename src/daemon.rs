@@ -38,6 +38,8 @@ use crate::thread;
 const MAX_IDLE: Duration = Duration::from_secs(28 * 60);
 /// How long a step in flight may run on after SIGTERM before it is abandoned.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Claim keywords are this plus the instance name (see `ImapSource::claim`).
+const CLAIM_KEYWORD_PREFIX: &str = "$AdvisoryBridgeClaim_";
 /// Cap on the delay between IMAP reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(300);
 
@@ -569,11 +571,18 @@ impl Daemon {
             // view, so two instances never work on the same message. A crash after the
             // move leaves the message in our folder, where the next start finds it.
             let new = imap.list_uids().await?;
+            let keyword = format!("{CLAIM_KEYWORD_PREFIX}{}", self.config.imap.instance());
+            // Messages another instance claimed but has not moved yet.
+            let mut others = 0u32;
             for &uid in &new {
                 if *shutdown.borrow() {
                     return Ok(Summary::default());
                 }
-                imap.move_to(uid, &claim).await?;
+                if imap.claim(uid, CLAIM_KEYWORD_PREFIX, &keyword).await? {
+                    imap.move_to(uid, &claim).await?;
+                } else {
+                    others += 1;
+                }
             }
             if !new.is_empty() {
                 debug!(count = new.len(), folder = %claim, "claimed new mail");
@@ -621,7 +630,7 @@ impl Daemon {
                 self.next_watch = tokio::time::Instant::now()
                     + Duration::from_secs(self.config.notify.interval_secs);
             }
-            if inbox_state.exists > 0 {
+            if inbox_state.exists > others {
                 // Mail arrived while we worked in the claim folder.
                 continue;
             }

@@ -469,6 +469,87 @@ impl ImapSource {
         self.store_flag(&uid.to_string(), flag).await
     }
 
+    /// The claim keywords on a message and its MODSEQ (when the server has CONDSTORE);
+    /// `None` when the message is gone.
+    async fn claim_state(
+        &mut self,
+        uid: u32,
+        prefix: &str,
+    ) -> Result<Option<(Vec<String>, Option<u64>)>, ImapError> {
+        let uid_set = uid.to_string();
+        let prefix = prefix.to_owned();
+        let found: Vec<(Vec<String>, Option<u64>)> = run!(self, "fetch flags", |s| {
+            s.uid_fetch(&uid_set, "(UID FLAGS MODSEQ)")
+                .await?
+                .try_filter(|f| futures::future::ready(f.uid == Some(uid)))
+                .map_ok(|f| {
+                    let claims = f
+                        .flags()
+                        .filter_map(|flag| match flag {
+                            async_imap::types::Flag::Custom(k) if k.starts_with(&prefix) => {
+                                Some(k.to_string())
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    (claims, f.modseq)
+                })
+                .try_collect()
+                .await
+        })
+        .await?;
+        Ok(found.into_iter().next())
+    }
+
+    /// Claims a message for this instance, atomically across clients: a conditional
+    /// `UID STORE (UNCHANGEDSINCE <modseq>)` (RFC 7162) sets `keyword` only if nobody
+    /// changed the message since we looked, so of two instances racing for it exactly
+    /// one wins. Every claim keyword starts with `prefix`; a message already carrying
+    /// another instance's keyword is theirs. True when the message is ours.
+    ///
+    /// Servers without CONDSTORE get a plain store. Where two claims still land (the
+    /// store is not atomic across sessions on every server), the smallest keyword wins;
+    /// an instance that looked before the other's claim was visible can still go ahead
+    /// too, a narrow window the advisory marker and the reply's stable Message-ID cover.
+    pub async fn claim(
+        &mut self,
+        uid: u32,
+        prefix: &str,
+        keyword: &str,
+    ) -> Result<bool, ImapError> {
+        let Some((claims, modseq)) = self.claim_state(uid, prefix).await? else {
+            return Ok(false);
+        };
+        if !claims.is_empty() {
+            return Ok(Self::winner(&claims) == Some(keyword));
+        }
+        let query = match modseq {
+            Some(m) => format!("(UNCHANGEDSINCE {m}) +FLAGS.SILENT ({keyword})"),
+            None => format!("+FLAGS.SILENT ({keyword})"),
+        };
+        let uid_set = uid.to_string();
+        run!(self, "claim", |s| {
+            s.uid_store(&uid_set, &query)
+                .await?
+                .try_for_each(|_| futures::future::ready(Ok(())))
+                .await
+        })
+        .await?;
+        // A lost race leaves the other instance's keyword (or none, if the message
+        // changed otherwise: the next pass tries again).
+        Ok(match self.claim_state(uid, prefix).await? {
+            Some((claims, _)) => Self::winner(&claims) == Some(keyword),
+            None => false,
+        })
+    }
+
+    /// Of several claims on one message (a server whose conditional store is not atomic
+    /// across sessions, as Dovecot's Maildir is not always), the smallest keyword wins,
+    /// so every instance reads the same winner off the same flags.
+    fn winner(claims: &[String]) -> Option<&str> {
+        claims.iter().map(String::as_str).min()
+    }
+
     async fn store_flag(&mut self, uid_set: &str, flag: &str) -> Result<(), ImapError> {
         let query = format!("+FLAGS.SILENT ({flag})");
         run!(self, "store", |s| {
