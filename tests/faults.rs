@@ -250,3 +250,102 @@ async fn dovecot_restarted_in_place_is_reconnected_to() {
 fn daemon_log_has(daemon: &support::Process, text: &str) -> bool {
     daemon.log().contains(text)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_at_random_moments_during_a_backlog_lose_and_duplicate_nothing() {
+    use rand::{Rng, SeedableRng};
+    let mut stack = Stack::start().await;
+    let proxy = Proxy::start(stack.dovecot.imaps_port()).await;
+    let imaps = stack.dovecot.imaps_port();
+    stack.write_config(|t| {
+        t.replace(
+            &format!("port = {imaps}\n"),
+            &format!("port = {}\n", proxy.port()),
+        )
+    });
+    let n = 10;
+    for i in 0..n {
+        stack
+            .deliver(&report(
+                &format!("cut-{i}"),
+                &format!("Jinja2 cut {i}"),
+                "text",
+            ))
+            .await;
+    }
+    let seed: u64 = rand::random();
+    println!("cut test seed={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut daemon = stack.daemon(&["run"]);
+    // Cut every IMAP connection again and again while the backlog drains: mid-FETCH,
+    // mid-MOVE, mid-IDLE, wherever the cut lands.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..600))).await;
+        proxy.cut_all();
+    }
+    stack.wait_for_folder("Processed", n).await;
+    daemon.terminate();
+    assert_eq!(stack.all_advisories().len(), n, "one advisory per report");
+    let mut ids: Vec<String> = stack
+        .replies()
+        .iter()
+        .filter_map(|r| support::header_value(r, "Message-ID"))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        n,
+        "every reporter answered, duplicates share a Message-ID"
+    );
+    assert_eq!(
+        stack.folder("Processed").await.len(),
+        n,
+        "each message filed once"
+    );
+    assert!(stack.folder("INBOX").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_mailbox_with_new_uids_is_rescanned_without_duplicates() {
+    let mut stack = Stack::start().await;
+    stack.write_config(|t| {
+        t.replace(
+            "poll_interval_secs = 1",
+            "poll_interval_secs = 1\ninstance_name = \"t1\"",
+        )
+    });
+    let raw = report("uidv-1", "Werkzeug: before the change", "text");
+    stack.deliver(&raw).await;
+    let mut once = stack.daemon(&["once"]);
+    assert!(
+        once.wait(Duration::from_secs(120)).success(),
+        "{}",
+        once.log()
+    );
+    // An accident: the claim folder is deleted and recreated (new UIDVALIDITY), and the
+    // old message shows up in the inbox again next to a new one.
+    let mut session = stack.mailbox().connect().await;
+    session
+        .delete("Processing.t1")
+        .await
+        .expect("the claim folder can be deleted");
+    let _ = session.logout().await;
+    stack.deliver(&raw).await;
+    stack
+        .deliver(&report("uidv-2", "Werkzeug: after the change", "text"))
+        .await;
+    let mut again = stack.daemon(&["once"]);
+    assert!(
+        again.wait(Duration::from_secs(120)).success(),
+        "{}",
+        again.log()
+    );
+    assert_eq!(
+        stack.all_advisories().len(),
+        2,
+        "the old report was not filed twice"
+    );
+    assert_eq!(stack.replies().len(), 2);
+    assert_eq!(stack.folder("Processed").await.len(), 3, "nothing lost");
+}
