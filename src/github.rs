@@ -273,9 +273,9 @@ impl GitHub {
         Ok(advisory_ref(&draft.repository, &created))
     }
 
-    /// The repository's advisories updated after `since` (all of them when `None`),
-    /// newest first: listed sorted by `updated`, page by page, stopping at the first
-    /// advisory not newer than `since`.
+    /// The repository's advisories updated at or after `since` (all of them when
+    /// `None`), newest first: listed sorted by `updated`, page by page, stopping at the
+    /// first advisory older than `since`.
     pub async fn updated_since(
         &self,
         repository: &str,
@@ -300,8 +300,10 @@ impl GitHub {
         let mut found = Vec::new();
         loop {
             for a in &page.items {
+                // GitHub's timestamps have whole seconds: a change in the same second as
+                // the watermark must still be seen, so only older ones end the scan.
                 if let (Some(since), Some(updated)) = (since, a.updated_at)
-                    && updated <= since
+                    && updated < since
                 {
                     return Ok(found);
                 }

@@ -58,12 +58,7 @@ async fn follow_ups_by_in_reply_to_references_and_ghsa_tag_reach_the_same_adviso
     stack
         .deliver(&report("conv-1", "Click: shell injection", "the report"))
         .await;
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    stack.drain();
     let ghsa = ghsa_of(&stack, "pallets/click", 0);
     let ack = stack.replies().pop().expect("acknowledged");
     let ack_id = header_value(&ack, "Message-ID").unwrap();
@@ -92,12 +87,7 @@ async fn follow_ups_by_in_reply_to_references_and_ghsa_tag_reach_the_same_adviso
             "third follow-up, by the GHSA tag",
         ))
         .await;
-    let mut again = stack.daemon(&["once"]);
-    assert!(
-        again.wait(Duration::from_secs(120)).success(),
-        "{}",
-        again.log()
-    );
+    stack.drain();
 
     let d = description(&stack, "pallets/click");
     for text in [
@@ -124,12 +114,7 @@ async fn a_follow_up_too_long_for_the_description_is_kept_and_pointed_to() {
     stack
         .deliver(&report("long-1", "Flask: session fixation", "the report"))
         .await;
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    stack.drain();
     let huge = "A very long log line that keeps going. ".repeat(2000);
     stack
         .deliver(&follow_up(
@@ -139,12 +124,7 @@ async fn a_follow_up_too_long_for_the_description_is_kept_and_pointed_to() {
             &huge,
         ))
         .await;
-    let mut again = stack.daemon(&["once"]);
-    assert!(
-        again.wait(Duration::from_secs(120)).success(),
-        "{}",
-        again.log()
-    );
+    stack.drain();
     let d = description(&stack, "pallets/flask");
     assert!(d.chars().count() <= 65535);
     assert!(d.contains("stored attachment"), "{d}");

@@ -188,12 +188,7 @@ async fn smtp_550_quarantines_and_keeps_the_advisory() {
     stack
         .deliver(&report("smtp-550", "Werkzeug: bad address", "text"))
         .await;
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    let once = stack.drain();
     assert_eq!(stack.folder("Quarantine").await.len(), 1);
     assert_eq!(stack.all_advisories().len(), 1, "the advisory stays");
     assert!(once.log().contains("exists, but"), "{}", once.log());
@@ -317,12 +312,7 @@ async fn a_recreated_mailbox_with_new_uids_is_rescanned_without_duplicates() {
     });
     let raw = report("uidv-1", "Werkzeug: before the change", "text");
     stack.deliver(&raw).await;
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    stack.drain();
     // An accident: the claim folder is deleted and recreated (new UIDVALIDITY), and the
     // old message shows up in the inbox again next to a new one.
     let mut session = stack.mailbox().connect().await;
@@ -335,12 +325,7 @@ async fn a_recreated_mailbox_with_new_uids_is_rescanned_without_duplicates() {
     stack
         .deliver(&report("uidv-2", "Werkzeug: after the change", "text"))
         .await;
-    let mut again = stack.daemon(&["once"]);
-    assert!(
-        again.wait(Duration::from_secs(120)).success(),
-        "{}",
-        again.log()
-    );
+    stack.drain();
     assert_eq!(
         stack.all_advisories().len(),
         2,

@@ -109,12 +109,7 @@ async fn a_message_over_the_size_limit_is_quarantined_without_being_read() {
     stack
         .deliver(&support::stack::report("small-1", "Flask: small", "text"))
         .await;
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    let once = stack.drain();
     let quarantined = stack.folder("Quarantine").await;
     assert_eq!(quarantined.len(), 1);
     assert_eq!(quarantined[0], raw, "kept byte for byte");

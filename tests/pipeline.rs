@@ -233,12 +233,7 @@ async fn a_backlog_is_drained_by_once_and_each_report_lands_where_it_belongs() {
 async fn an_auto_reply_gets_no_reply_and_no_advisory() {
     let mut stack = Stack::start().await;
     stack.deliver_fixture("auto-reply.eml").await;
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    let once = stack.drain();
     assert!(stack.all_advisories().is_empty());
     assert!(stack.replies().is_empty());
     assert_eq!(stack.folder("Ignored").await.len(), 1);
@@ -419,12 +414,7 @@ async fn a_flood_from_one_sender_waits_in_held_and_a_released_report_goes_throug
             ))
             .await;
     }
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    let once = stack.drain();
     assert_eq!(
         stack.all_advisories().len(),
         2,
@@ -441,12 +431,7 @@ async fn a_flood_from_one_sender_waits_in_held_and_a_released_report_goes_throug
 
     // A person releases one by putting it back into the inbox.
     stack.deliver(&held[0]).await;
-    let mut again = stack.daemon(&["once"]);
-    assert!(
-        again.wait(Duration::from_secs(120)).success(),
-        "{}",
-        again.log()
-    );
+    stack.drain();
     assert_eq!(
         stack.all_advisories().len(),
         3,
@@ -490,12 +475,7 @@ async fn a_sender_failing_dmarc_at_a_trusted_server_gets_a_marked_advisory_and_n
             &["evil.example; dmarc=fail header.from=example.net"],
         ))
         .await;
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    stack.drain();
 
     let (_, forged) = advisory_for(&stack, "forged-1@example.net").expect("advisory still created");
     assert!(
@@ -530,12 +510,7 @@ async fn spam_by_flag_or_by_score_is_ignored_without_an_advisory() {
         .deliver(&with("X-Spam-Score: 7.5", "spam-score"))
         .await;
     stack.deliver(&with("X-Spam-Score: 1.2", "ham-score")).await;
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    stack.drain();
     assert_eq!(stack.folder("Ignored").await.len(), 2);
     assert_eq!(stack.all_advisories().len(), 1);
     assert!(advisory_for(&stack, "ham-score@example.net").is_some());
@@ -552,12 +527,7 @@ async fn a_follow_up_finds_its_advisory_even_after_the_journal_was_lost() {
             "first report",
         ))
         .await;
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    stack.drain();
     let ack = stack.replies().pop().expect("acknowledged");
     let ack_id = header_value(&ack, "Message-ID").expect("our reply has a Message-ID");
 
@@ -575,12 +545,7 @@ async fn a_follow_up_finds_its_advisory_even_after_the_journal_was_lost() {
          Here is a proof of concept: @pallets/maintainers <b>see</b>.\r\n"
     );
     stack.deliver(follow_up.as_bytes()).await;
-    let mut again = stack.daemon(&["once"]);
-    assert!(
-        again.wait(Duration::from_secs(120)).success(),
-        "{}",
-        again.log()
-    );
+    stack.drain();
 
     let advisories = stack.all_advisories();
     assert_eq!(
@@ -652,12 +617,7 @@ async fn triage_mode_files_a_private_vulnerability_report_github_accepts() {
         )
     });
     let raw = stack.deliver_fixture("plain-werkzeug.eml").await;
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    stack.drain();
     let (repo, advisory) = advisory_for(&stack, &message_id_of(&raw)).expect("reported");
     assert_eq!(repo, "pallets/werkzeug");
     assert_eq!(advisory["state"], "triage");
@@ -686,12 +646,7 @@ async fn a_copy_of_each_reply_is_kept_in_the_sent_folder() {
         )
     });
     stack.deliver_fixture("plain-werkzeug.eml").await;
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    stack.drain();
     let sent = stack.folder("Sent").await;
     assert_eq!(sent.len(), 1);
     let reply = &stack.replies()[0];
@@ -707,12 +662,7 @@ async fn status_lists_recent_reports_and_filters_by_state() {
     let mut stack = Stack::start().await;
     stack.deliver_fixture("plain-werkzeug.eml").await;
     stack.deliver_fixture("auto-reply.eml").await;
-    let mut once = stack.daemon(&["once"]);
-    assert!(
-        once.wait(Duration::from_secs(120)).success(),
-        "{}",
-        once.log()
-    );
+    stack.drain();
     let mut all = stack.daemon(&["status"]);
     assert!(all.wait(Duration::from_secs(30)).success());
     let out = all.log();

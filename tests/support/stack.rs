@@ -190,6 +190,14 @@ name = "pallets-eco/flask-sqlalchemy"
         )
     }
 
+    /// Runs `once` to the end and asserts it succeeded; returns it for its log.
+    pub fn drain(&mut self) -> Process {
+        let mut once = self.daemon(&["once"]);
+        let status = once.wait(Duration::from_secs(180));
+        assert!(status.success(), "once failed: {status:?}\n{}", once.log());
+        once
+    }
+
     /// The security@ mailbox, as the test's own IMAP client sees it.
     pub fn mailbox(&self) -> ImapAccount {
         self.dovecot.security_imap()
