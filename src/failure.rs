@@ -11,6 +11,10 @@ pub enum FailureKind {
         /// The earliest retry the remote side asked for (`Retry-After`, rate-limit reset).
         retry_after: Option<Duration>,
     },
+    /// Our own configuration is wrong (SMTP login refused): retrying the same message
+    /// cannot help until ops fix it, but neither is it the message's fault. Work of
+    /// that kind pauses, the message waits, and a later probe resumes it by itself.
+    Misconfigured,
     /// Retrying cannot help (GitHub 422, SMTP 5xx for the recipient, unparseable mail):
     /// record the reason and quarantine.
     Permanent,

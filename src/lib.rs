@@ -2,10 +2,11 @@
 //! security advisories and answers each reporter with a threaded acknowledgement.
 //!
 //! The pipeline of one message, one module per stage (see `ARCHITECTURE.md`):
-//! `source` -> `spool` -> `mail` (parse) -> `classify` -> `route` -> `render` -> `github`
-//! -> `reply` -> `source` (file away), with `journal` recording every step and `daemon`
-//! driving the loop. Only `source`, `spool`, `github`, `reply` and `journal` touch the
-//! outside world; the other stages are pure functions.
+//! `mailbox` (claim, fetch) -> `engine` (spool, `pipeline`: parse, classify, route,
+//! render; GitHub; reply) -> `mailbox::Mailbox::settle` (journal, then file away), with
+//! `journal` recording every step, `watcher` sending notices on its own, and `daemon`
+//! supervising. Only `source`, `spool`, `github`, `reply` and `journal` touch the
+//! outside world; `pipeline` and the stages it calls are pure functions.
 
 #![warn(missing_docs)]
 
@@ -13,11 +14,14 @@ pub mod auth;
 pub mod classify;
 pub mod config;
 pub mod daemon;
+pub mod engine;
 pub mod failure;
 pub mod github;
 pub mod journal;
 pub mod mail;
+pub mod mailbox;
 pub mod metrics;
+pub mod pipeline;
 pub mod render;
 pub mod reply;
 pub mod route;
@@ -25,3 +29,4 @@ pub mod source;
 pub mod spool;
 pub mod thread;
 pub mod tls;
+pub mod watcher;

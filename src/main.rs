@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -11,11 +10,12 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use advisory_bridge::classify::{Classification, ReplyDecision};
-use advisory_bridge::config::Config;
-use advisory_bridge::daemon::{self, Daemon, Metrics, Mode};
-use advisory_bridge::journal::{Journal, State};
+use advisory_bridge::config::{Config, Resolved, from_address};
+use advisory_bridge::daemon::{Daemon, Mode};
+use advisory_bridge::journal::{Entry, Journal, Reply, State};
+use advisory_bridge::metrics::{self, Metrics};
 use advisory_bridge::render::{self, AdvisoryRef, Templates};
-use advisory_bridge::{github, metrics, reply, source};
+use advisory_bridge::{github, pipeline, reply, source};
 
 /// Exit code when `once` left messages waiting for a retry (EX_TEMPFAIL).
 const EXIT_DEFERRED: u8 = 75;
@@ -59,6 +59,9 @@ enum Command {
         /// How many to list.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print one JSON object per report instead of the table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -109,12 +112,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Once => run(config, Mode::Once).await,
         Command::Check => check(config).await,
         Command::Preview { file } => preview(&config, &file),
-        Command::Status { state, limit } => status(&config, state.as_deref(), limit),
+        Command::Status { state, limit, json } => {
+            status(&config, state.as_deref(), limit, json).await
+        }
     }
 }
 
 async fn run(config: Config, mode: Mode) -> Result<ExitCode> {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new());
     if let Some(listen) = &config.metrics.listen {
         metrics::serve(listen, metrics.clone())
             .await
@@ -128,15 +133,10 @@ async fn run(config: Config, mode: Mode) -> Result<ExitCode> {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         let _ = tx.send(true);
     });
-    spawn_watchdog();
     let summary = daemon.run(mode, rx).await?;
     info!(
-        created = metrics
-            .advisories_created
-            .load(std::sync::atomic::Ordering::Relaxed),
-        quarantined = metrics
-            .quarantined
-            .load(std::sync::atomic::Ordering::Relaxed),
+        created = metrics.advisories_created.get(),
+        quarantined = metrics.quarantined.get(),
         deferred = summary.deferred,
         "stopped"
     );
@@ -166,21 +166,6 @@ async fn wait_for_signal() {
     }
 }
 
-/// Pings systemd's watchdog at half its interval while the runtime is alive.
-fn spawn_watchdog() {
-    let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return;
-    }
-    let period = Duration::from_micros(usec / 2);
-    tokio::spawn(async move {
-        loop {
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-            tokio::time::sleep(period).await;
-        }
-    });
-}
-
 async fn check(config: Config) -> Result<ExitCode> {
     let mut failures = 0;
     let mut report = |what: &str, result: Result<()>| match result {
@@ -197,11 +182,12 @@ async fn check(config: Config) -> Result<ExitCode> {
             .map(|_| ())
             .map_err(Into::into),
     );
-    report("state directory", check_state_dir(&config.state_dir));
+    report("state directory", check_state_dir(&config.state_dir).await);
+    let resolved = Resolved::new(config.clone());
     let imap = async {
-        let settings = daemon::imap_settings(&config)?;
+        let settings = &resolved.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?.imap;
         let (session, state) =
-            source::ImapSource::connect(&settings, &config.imap.mailbox, &[]).await?;
+            source::ImapSource::connect(settings, &config.imap.mailbox, &[]).await?;
         let _ = session.logout().await;
         println!(
             "        mailbox {} holds {} message(s)",
@@ -214,7 +200,8 @@ async fn check(config: Config) -> Result<ExitCode> {
         imap.await,
     );
     let smtp = async {
-        let mailer = reply::Mailer::new(&daemon::mailer_settings(&config)?)?;
+        let settings = &resolved.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?.smtp;
+        let mailer = reply::Mailer::new(settings)?;
         mailer.check().await?;
         Ok(())
     };
@@ -222,9 +209,10 @@ async fn check(config: Config) -> Result<ExitCode> {
         &format!("SMTP {}:{}", config.smtp.host, config.smtp.port()),
         smtp.await,
     );
-    match daemon::github_settings(&config)
-        .map_err(anyhow::Error::from)
-        .and_then(|s| github::GitHub::new(&s).map_err(Into::into))
+    match resolved
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|r| github::GitHub::new(&r.github).map_err(Into::into))
     {
         Ok(gh) => {
             for repo in &config.repositories {
@@ -243,20 +231,21 @@ async fn check(config: Config) -> Result<ExitCode> {
     })
 }
 
-fn check_state_dir(dir: &Path) -> Result<()> {
+async fn check_state_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create state_dir {}", dir.display()))?;
     let probe = dir.join(".write-probe");
     std::fs::write(&probe, b"ok")
         .with_context(|| format!("state_dir {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
-    Journal::open(dir)?;
+    let journal = Journal::open(dir)?;
+    journal.call(|db| db.recent(1, None)).await?;
     Ok(())
 }
 
 fn preview(config: &Config, file: &Path) -> Result<ExitCode> {
     let raw = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let report = match daemon::parse_report(config, &raw) {
+    let report = match pipeline::parse(config, &raw) {
         Ok(r) => r,
         Err(e) => {
             let out = serde_json::json!({
@@ -268,7 +257,7 @@ fn preview(config: &Config, file: &Path) -> Result<ExitCode> {
         }
     };
     let received = report.date.unwrap_or_else(chrono::Utc::now);
-    let prepared = daemon::prepare(config, &report, received);
+    let prepared = pipeline::prepare(config, &report, received);
     let templates = Templates::load(&config.reply)?;
     let classification = match &prepared.classification {
         Classification::Report => serde_json::json!("report"),
@@ -289,7 +278,7 @@ fn preview(config: &Config, file: &Path) -> Result<ExitCode> {
                 &report,
                 to,
                 &advisory,
-                &daemon::from_address(config),
+                &from_address(config),
                 &config.reply,
                 &templates,
             )?;
@@ -319,29 +308,36 @@ fn preview(config: &Config, file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn status(config: &Config, state: Option<&str>, limit: usize) -> Result<ExitCode> {
+async fn status(
+    config: &Config,
+    state: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> Result<ExitCode> {
     let state = match state {
         None => None,
-        Some(s) => Some(
-            State::ALL
-                .into_iter()
-            .find(|st| st.as_str() == s)
-            .with_context(|| {
-                format!("unknown state `{s}`: use seen, advisory_created, acknowledged, filed, ignored, quarantined or held")
-            })?,
-        ),
+        Some(s) => Some(State::parse(s).with_context(|| {
+            let names: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+            format!("unknown state `{s}`: use {}", names.join(", "))
+        })?),
     };
     let journal = Journal::open(&config.state_dir)?;
-    let entries = journal.recent(limit, state)?;
+    let entries = journal.call(move |db| db.recent(limit, state)).await?;
+    if json {
+        for e in &entries {
+            println!("{}", serde_json::to_string(&status_json(e))?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{:<17} {:<12} {:<28} {:<20} {:<10} {:<16} {:<24} last error / outcome",
         "received", "report", "repository", "ghsa", "github", "state", "reply"
     );
     for e in entries {
         let reply = match (&e.reply, &e.reply_to) {
-            (Some(r), Some(to)) if r == "sent" => format!("sent to {to}"),
-            (Some(r), _) => r.clone(),
-            (None, _) => "-".into(),
+            (Reply::Sent, Some(to)) => format!("sent to {to}"),
+            (Reply::Pending, _) => "-".into(),
+            (r, _) => r.to_string(),
         };
         println!(
             "{:<17} {:<12} {:<28} {:<20} {:<10} {:<16} {:<24} {}",
@@ -349,7 +345,7 @@ fn status(config: &Config, state: Option<&str>, limit: usize) -> Result<ExitCode
             e.report_id.0.chars().take(12).collect::<String>(),
             e.repository.as_deref().unwrap_or("-"),
             e.ghsa_id.as_deref().unwrap_or("-"),
-            e.github_state.as_deref().unwrap_or("-"),
+            e.github_state.map_or("-", |s| s.as_str()),
             if e.thread_of.is_some() {
                 format!("{} (follow-up)", e.state.as_str())
             } else {
@@ -363,4 +359,29 @@ fn status(config: &Config, state: Option<&str>, limit: usize) -> Result<ExitCode
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One report as `status --json` prints it.
+fn status_json(e: &Entry) -> serde_json::Value {
+    serde_json::json!({
+        "report_id": e.report_id.0,
+        "message_id": e.message_id,
+        "state": e.state.as_str(),
+        "first_seen_at": e.first_seen_at.to_rfc3339(),
+        "updated_at": e.updated_at.to_rfc3339(),
+        "repository": e.repository,
+        "route_reason": e.route_reason,
+        "ghsa_id": e.ghsa_id,
+        "advisory_url": e.advisory_url,
+        "github_state": e.github_state.map(|s| s.as_str()),
+        "cve_id": e.cve_id,
+        "reply": e.reply.to_string(),
+        "reply_to": e.reply_to,
+        "follow_up_of": e.thread_of.as_ref().map(|t| &t.0),
+        "released": e.released,
+        "attempts": e.attempts,
+        "next_attempt_at": e.next_attempt_at.map(|t| t.to_rfc3339()),
+        "last_error": e.last_error,
+        "outcome": e.outcome,
+    })
 }

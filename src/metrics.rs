@@ -1,14 +1,229 @@
-//! The optional loopback HTTP endpoint: `/metrics` (Prometheus text) and `/healthz`.
+//! What the daemon counts and how healthy it is, and the optional loopback HTTP endpoint
+//! that shows both: `/metrics` (Prometheus text) and `/healthz`.
+//!
+//! Every counter is registered once, typed, in [`Metrics::new`] (`prometheus-client`), so
+//! a counter cannot exist without appearing in `/metrics`.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
 
-use crate::daemon::Metrics;
+/// Counters and health, shared by every part of the daemon.
+pub struct Metrics {
+    registry: Registry,
+    /// Messages fetched from the mailbox.
+    pub messages_seen: Counter,
+    /// Draft advisories created.
+    pub advisories_created: Counter,
+    /// Advisories found by their marker and adopted instead of created.
+    pub advisories_adopted: Counter,
+    /// Acknowledgements and follow-up notes sent.
+    pub replies_sent: Counter,
+    /// Replies deliberately not sent.
+    pub replies_suppressed: Counter,
+    /// Messages filed as noise.
+    pub ignored: Counter,
+    /// Messages quarantined.
+    pub quarantined: Counter,
+    /// Transient failures that scheduled a retry.
+    pub retries: Counter,
+    /// IMAP (re)connections.
+    pub imap_connects: Counter,
+    /// Follow-ups added to an existing advisory.
+    pub followups_added: Counter,
+    /// Reports held for a person (per-sender limits).
+    pub held: Counter,
+    /// Notices sent to reporters about changes on GitHub.
+    pub notices_sent: Counter,
+    /// 1 while a mailbox session is up.
+    mailbox_connected_gauge: Gauge,
+    /// How many parts of the daemon wait for ops to fix their configuration.
+    paused_gauge: Gauge,
+    mailbox_connected: AtomicBool,
+    /// Paused scopes (`GitHub pallets`, `SMTP`, …) with why and when to probe again.
+    paused: Mutex<BTreeMap<String, Pause>>,
+}
+
+/// Why one part of the daemon waits for ops.
+#[derive(Debug, Clone)]
+struct Pause {
+    reason: String,
+    probe_at: Instant,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every counter and gauge, registered under the `advisory_bridge` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("advisory_bridge");
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let messages_seen = counter("messages_seen", "Messages fetched from the mailbox.");
+        let advisories_created = counter("advisories_created", "Draft advisories created.");
+        let advisories_adopted = counter(
+            "advisories_adopted",
+            "Existing advisories adopted by marker.",
+        );
+        let replies_sent = counter("replies_sent", "Acknowledgements sent.");
+        let replies_suppressed = counter(
+            "replies_suppressed",
+            "Acknowledgements not sent on purpose.",
+        );
+        let ignored = counter("ignored", "Messages filed as noise.");
+        let quarantined = counter("quarantined", "Messages quarantined.");
+        let retries = counter("retries", "Transient failures that scheduled a retry.");
+        let imap_connects = counter("imap_connects", "IMAP connections made.");
+        let followups_added = counter(
+            "followups_added",
+            "Follow-ups added to an existing advisory.",
+        );
+        let held = counter(
+            "held",
+            "Reports held for a person by the per-sender limits.",
+        );
+        let notices_sent = counter(
+            "notices_sent",
+            "Notices sent to reporters about changes on GitHub.",
+        );
+        let mailbox_connected_gauge = Gauge::default();
+        registry.register(
+            "mailbox_connected",
+            "1 while a mailbox session is up.",
+            mailbox_connected_gauge.clone(),
+        );
+        let paused_gauge = Gauge::default();
+        registry.register(
+            "paused",
+            "Parts of the daemon waiting for ops to fix their configuration.",
+            paused_gauge.clone(),
+        );
+        Metrics {
+            registry,
+            messages_seen,
+            advisories_created,
+            advisories_adopted,
+            replies_sent,
+            replies_suppressed,
+            ignored,
+            quarantined,
+            retries,
+            imap_connects,
+            followups_added,
+            held,
+            notices_sent,
+            mailbox_connected_gauge,
+            paused_gauge,
+            mailbox_connected: AtomicBool::new(false),
+            paused: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records whether a mailbox session is up.
+    pub fn set_mailbox_connected(&self, up: bool) {
+        self.mailbox_connected.store(up, Ordering::Relaxed);
+        self.mailbox_connected_gauge.set(i64::from(up));
+    }
+
+    /// True while a mailbox session is up.
+    pub fn mailbox_connected(&self) -> bool {
+        self.mailbox_connected.load(Ordering::Relaxed)
+    }
+
+    fn paused(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Pause>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.paused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pauses `scope` until ops fix it, probing again after `probe_in`. True when the
+    /// scope was not paused before (the caller logs the condition once).
+    pub fn pause(&self, scope: &str, reason: &str, probe_in: Duration) -> bool {
+        let mut paused = self.paused();
+        let new = !paused.contains_key(scope);
+        paused.insert(
+            scope.to_owned(),
+            Pause {
+                reason: reason.to_owned(),
+                probe_at: Instant::now() + probe_in,
+            },
+        );
+        self.paused_gauge.set(paused.len() as i64);
+        new
+    }
+
+    /// Ends the pause of `scope`; true when it was paused.
+    pub fn resume(&self, scope: &str) -> bool {
+        let mut paused = self.paused();
+        let was = paused.remove(scope).is_some();
+        self.paused_gauge.set(paused.len() as i64);
+        was
+    }
+
+    /// When `scope` is paused and its next probe is not due yet: when it is, and why the
+    /// scope is paused.
+    pub fn paused_until(&self, scope: &str) -> Option<(Instant, String)> {
+        let paused = self.paused();
+        let p = paused.get(scope)?;
+        (p.probe_at > Instant::now()).then(|| (p.probe_at, p.reason.clone()))
+    }
+
+    /// Every paused scope with its reason.
+    pub fn pauses(&self) -> Vec<(String, String)> {
+        self.paused()
+            .iter()
+            .map(|(s, p)| (s.clone(), p.reason.clone()))
+            .collect()
+    }
+
+    /// What `/healthz` answers: healthy, or the reasons it is not.
+    pub fn health(&self) -> Result<String, String> {
+        let mut problems: Vec<String> = self
+            .pauses()
+            .into_iter()
+            .map(|(scope, reason)| format!("{scope} paused: {reason}"))
+            .collect();
+        if !self.mailbox_connected() {
+            problems.insert(0, "mailbox not connected".to_owned());
+        }
+        if problems.is_empty() {
+            Ok("ok: mailbox connected\n".to_owned())
+        } else {
+            Err(problems.join("\n") + "\n")
+        }
+    }
+}
 
 /// Binds `listen` (validated as loopback by the config) and serves the endpoint in the
 /// background. Fails at once when the address cannot be bound.
@@ -22,7 +237,10 @@ pub async fn serve(listen: &str, metrics: Arc<Metrics>) -> std::io::Result<()> {
                 let m = m.clone();
                 async move {
                     (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
                         m.render(),
                     )
                 }
@@ -33,10 +251,9 @@ pub async fn serve(listen: &str, metrics: Arc<Metrics>) -> std::io::Result<()> {
             get(move || {
                 let m = metrics.clone();
                 async move {
-                    if m.mailbox_connected.load(Ordering::Relaxed) {
-                        (StatusCode::OK, "ok: mailbox connected\n").into_response()
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "mailbox not connected\n").into_response()
+                    match m.health() {
+                        Ok(text) => (StatusCode::OK, text).into_response(),
+                        Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text).into_response(),
                     }
                 }
             }),
@@ -47,4 +264,54 @@ pub async fn serve(listen: &str, metrics: Arc<Metrics>) -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_is_exposed_even_at_zero() {
+        let m = Metrics::new();
+        m.notices_sent.inc();
+        let text = m.render();
+        for name in [
+            "messages_seen",
+            "advisories_created",
+            "advisories_adopted",
+            "replies_sent",
+            "replies_suppressed",
+            "ignored",
+            "quarantined",
+            "retries",
+            "imap_connects",
+            "followups_added",
+            "held",
+            "notices_sent",
+        ] {
+            assert!(
+                text.contains(&format!("advisory_bridge_{name}_total ")),
+                "{name} missing:\n{text}"
+            );
+        }
+        assert!(text.contains("advisory_bridge_notices_sent_total 1"));
+        assert!(text.contains("advisory_bridge_paused 0"));
+    }
+
+    #[tokio::test]
+    async fn a_pause_is_reported_once_and_ends_with_resume() {
+        let m = Metrics::new();
+        m.set_mailbox_connected(true);
+        assert!(m.health().is_ok());
+        assert!(m.pause("SMTP", "535 bad login", Duration::from_secs(60)));
+        assert!(!m.pause("SMTP", "535 bad login", Duration::from_secs(60)));
+        assert!(
+            m.health()
+                .unwrap_err()
+                .contains("SMTP paused: 535 bad login")
+        );
+        assert!(m.paused_until("SMTP").is_some());
+        assert!(m.resume("SMTP"));
+        assert!(m.health().is_ok());
+    }
 }

@@ -10,7 +10,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::config::{Secret, TlsMode};
 use crate::failure::{Classify, FailureKind};
+use crate::mail::clean::single_line;
 use crate::render::ReplyMessage;
+use crate::render::outgoing::{clean_id, references};
 
 /// A failed send.
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +52,6 @@ pub struct MailerSettings {
 /// The header that marks mail we sent, so that classification recognises our own reply
 /// when it loops back into the watched mailbox.
 pub const LOOP_HEADER: &str = "X-Advisory-Bridge";
-
-/// The most message IDs a `References` header carries; longer chains keep their first
-/// and their latest IDs, as RFC 5322 section 3.6.4 allows.
-const MAX_REFERENCES: usize = 20;
-
-/// Message IDs longer than this are not IDs anyone generated in good faith.
-const MAX_MESSAGE_ID: usize = 250;
 
 /// SMTP reply codes that mean our own login is wrong or missing, not that the recipient
 /// is: retrying after ops fixed the configuration will work.
@@ -120,7 +115,7 @@ impl Mailer {
     ///
     /// Failures: 4xx, network trouble, timeouts and TLS problems are transient; 5xx and an
     /// address that cannot be parsed are permanent, except 530/534/535/538, which say our
-    /// own login is wrong: those are transient, so replies wait until ops fix it.
+    /// own login is wrong: those are `Misconfigured`, so replies wait until ops fix it.
     ///
     /// Returns the exact bytes that were sent, for a copy in the `Sent` folder.
     pub async fn send(&self, message: &ReplyMessage) -> Result<Vec<u8>, SendError> {
@@ -176,7 +171,7 @@ impl Mailer {
         let code = error.status().map(|c| c.to_string());
         let (kind, advice) = if code.as_deref().is_some_and(|c| AUTH_CODES.contains(&c)) {
             (
-                FailureKind::TRANSIENT,
+                FailureKind::Misconfigured,
                 "; check smtp.username and the password",
             )
         } else if error.is_permanent() || error.is_client() {
@@ -279,7 +274,7 @@ fn tls_parameters(
 fn build_message(reply: &ReplyMessage) -> Result<lettre::Message, String> {
     let to = mailbox(&reply.to, "recipient")?;
     let from = mailbox(&reply.from, "sender (smtp.from_address)")?;
-    let own_id = message_id(&reply.message_id).ok_or_else(|| {
+    let own_id = clean_id(&reply.message_id).ok_or_else(|| {
         format!(
             "the reply's Message-ID `{}` is unusable",
             printable(&reply.message_id)
@@ -293,10 +288,13 @@ fn build_message(reply: &ReplyMessage) -> Result<lettre::Message, String> {
         .message_id(Some(format!("<{own_id}>")))
         .date_now()
         .header(ContentType::TEXT_PLAIN);
-    if let Some(id) = reply.in_reply_to.as_deref().and_then(message_id) {
+    if let Some(id) = reply.in_reply_to.as_deref().and_then(clean_id) {
         builder = builder.in_reply_to(format!("<{id}>"));
     }
-    let references = references(&reply.references);
+    let references: Vec<String> = references(reply.references.iter().map(String::as_str))
+        .into_iter()
+        .map(|id| format!("<{id}>"))
+        .collect();
     if !references.is_empty() {
         builder = builder.references(references.join(" "));
     }
@@ -336,53 +334,12 @@ fn mailbox(address: &crate::mail::Address, role: &str) -> Result<Mailbox, String
     Ok(Mailbox::new(name, parsed))
 }
 
-/// A header value on one line: every control character (CR, LF, TAB, NUL, ...) becomes a
-/// space, runs of spaces shrink to one.
-fn single_line(value: &str) -> String {
-    value
-        .split(|c: char| c.is_control() || c.is_whitespace())
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Text safe to show in a log line or an error: no control characters.
 fn printable(value: &str) -> String {
     value
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
-}
-
-/// A message ID without its angle brackets, reduced to the characters a `msg-id` may
-/// hold (visible ASCII except `<` and `>`); `None` when nothing usable is left.
-fn message_id(raw: &str) -> Option<String> {
-    let id: String = raw
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .chars()
-        .filter(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>'))
-        .collect();
-    (!id.is_empty() && id.len() <= MAX_MESSAGE_ID).then_some(id)
-}
-
-/// The `References` list: usable IDs, each once, at most [`MAX_REFERENCES`] of them
-/// (the first one and the latest ones).
-fn references(raw: &[String]) -> Vec<String> {
-    let mut ids: Vec<String> = Vec::new();
-    for id in raw.iter().filter_map(|r| message_id(r)) {
-        let id = format!("<{id}>");
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    if ids.len() > MAX_REFERENCES {
-        let tail = ids.split_off(ids.len() - (MAX_REFERENCES - 1));
-        ids.truncate(1);
-        ids.extend(tail);
-    }
-    ids
 }
 
 #[cfg(test)]
@@ -480,23 +437,5 @@ mod tests {
         let err = build_message(&bad).unwrap_err();
         assert!(err.contains("recipient"), "{err}");
         assert!(!err.contains('\n'), "{err}");
-    }
-
-    #[test]
-    fn long_reference_chains_keep_the_first_and_the_latest() {
-        let raw: Vec<String> = (0..30).map(|i| format!("<m{i}@x>")).collect();
-        let kept = references(&raw);
-        assert_eq!(kept.len(), MAX_REFERENCES);
-        assert_eq!(kept[0], "<m0@x>");
-        assert_eq!(kept.last().unwrap(), "<m29@x>");
-        assert_eq!(kept[1], "<m11@x>");
-    }
-
-    #[test]
-    fn message_ids_lose_brackets_and_stray_characters() {
-        assert_eq!(message_id(" <a@b> ").as_deref(), Some("a@b"));
-        assert_eq!(message_id("<a b\r\n@c>").as_deref(), Some("ab@c"));
-        assert_eq!(message_id("<>"), None);
-        assert_eq!(message_id(&"x".repeat(300)), None);
     }
 }

@@ -23,14 +23,11 @@ pub fn referenced_ids(report: &Report) -> Vec<&str> {
     ids
 }
 
-/// The report a reply of ours answered, read from the reply's `Message-ID`
-/// (`advisory-bridge.<report id>@domain`, see `render::reply`). Works without the
-/// journal, which is what lets a follow-up find its advisory after the journal is lost.
+/// The report one of our messages (a reply or a notice) was about, read from its
+/// `Message-ID` (see `render::message_id`). Works without the journal, which is what
+/// lets a follow-up find its advisory after the journal is lost.
 pub fn report_of_our_reply(message_id: &str) -> Option<ReportId> {
-    let rest = message_id.strip_prefix("advisory-bridge.")?;
-    let (hex, _domain) = rest.split_once('@')?;
-    let valid = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-    valid.then(|| ReportId(hex.to_ascii_lowercase()))
+    crate::render::message_id::parse(message_id).map(|ours| ours.report)
 }
 
 /// Every GHSA id in `text`, normalised to GitHub's spelling (`GHSA-` then lower case).

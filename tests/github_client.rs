@@ -58,7 +58,7 @@ fn draft(repository: &str, summary: &str, report: &str) -> AdvisoryDraft {
 fn expect_transient(error: &GitHubError) -> Option<Duration> {
     match error.kind {
         FailureKind::Transient { retry_after } => retry_after,
-        FailureKind::Permanent => panic!("expected a transient failure, got {error}"),
+        other => panic!("expected a transient failure, got {other:?}: {error}"),
     }
 }
 

@@ -351,7 +351,12 @@ async fn idle_wakes_up_when_another_client_delivers() {
     });
     // Polling would sleep 600 s and return Timeout: only IDLE can say Changed here.
     let wake = source
-        .wait(true, Duration::from_secs(600), NEWS_DEADLINE)
+        .wait(
+            true,
+            Duration::from_secs(600),
+            NEWS_DEADLINE,
+            std::future::pending(),
+        )
         .await
         .expect("IDLE works");
     deliver.await.expect("the delivery task ran");
@@ -368,7 +373,12 @@ async fn mail_that_arrives_between_listing_and_idle_is_not_missed() {
     assert!(source.list_uids().await.unwrap().is_empty());
     server.deliver(&report("between")).await;
     let wake = source
-        .wait(true, Duration::from_secs(600), NEWS_DEADLINE)
+        .wait(
+            true,
+            Duration::from_secs(600),
+            NEWS_DEADLINE,
+            std::future::pending(),
+        )
         .await
         .expect("IDLE works");
     assert_eq!(wake, Wake::Changed);
@@ -381,7 +391,12 @@ async fn idle_times_out_when_nothing_arrives_and_the_session_stays_usable() {
     let (mut source, _) = server.connect().await;
     assert!(source.list_uids().await.unwrap().is_empty());
     let wake = source
-        .wait(true, Duration::from_secs(600), Duration::from_millis(700))
+        .wait(
+            true,
+            Duration::from_secs(600),
+            Duration::from_millis(700),
+            std::future::pending(),
+        )
         .await
         .expect("IDLE works");
     assert_eq!(wake, Wake::Timeout);
@@ -389,7 +404,12 @@ async fn idle_times_out_when_nothing_arrives_and_the_session_stays_usable() {
     only_uid(&mut source).await;
     // Twice in a row, to be sure DONE left the connection in order.
     let wake = source
-        .wait(true, Duration::from_secs(600), Duration::from_millis(300))
+        .wait(
+            true,
+            Duration::from_secs(600),
+            Duration::from_millis(300),
+            std::future::pending(),
+        )
         .await
         .expect("IDLE works again");
     assert_eq!(wake, Wake::Timeout);
@@ -402,12 +422,22 @@ async fn polling_wakes_after_the_interval_and_times_out_when_max_wait_is_shorter
     let (mut source, _) = server.connect().await;
     assert!(source.list_uids().await.unwrap().is_empty());
     let wake = source
-        .wait(false, Duration::from_millis(200), NEWS_DEADLINE)
+        .wait(
+            false,
+            Duration::from_millis(200),
+            NEWS_DEADLINE,
+            std::future::pending(),
+        )
         .await
         .unwrap();
     assert_eq!(wake, Wake::Changed);
     let wake = source
-        .wait(false, Duration::from_secs(600), Duration::from_millis(200))
+        .wait(
+            false,
+            Duration::from_secs(600),
+            Duration::from_millis(200),
+            std::future::pending(),
+        )
         .await
         .unwrap();
     assert_eq!(wake, Wake::Timeout);
@@ -419,7 +449,12 @@ async fn polling_wakes_after_the_interval_and_times_out_when_max_wait_is_shorter
         uidplus: true,
     });
     let wake = source
-        .wait(true, Duration::from_millis(200), NEWS_DEADLINE)
+        .wait(
+            true,
+            Duration::from_millis(200),
+            NEWS_DEADLINE,
+            std::future::pending(),
+        )
         .await
         .unwrap();
     assert_eq!(wake, Wake::Changed);
@@ -432,7 +467,12 @@ async fn a_server_going_away_during_idle_is_a_transient_error() {
     assert!(source.list_uids().await.unwrap().is_empty());
     let waiting = tokio::spawn(async move {
         let outcome = source
-            .wait(true, Duration::from_secs(600), Duration::from_secs(120))
+            .wait(
+                true,
+                Duration::from_secs(600),
+                Duration::from_secs(120),
+                std::future::pending(),
+            )
             .await;
         (source, outcome)
     });

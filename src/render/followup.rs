@@ -10,11 +10,11 @@ use chrono::{DateTime, Utc};
 use crate::config::AdvisoryConfig;
 use crate::mail::{Report, ReportId, sha256_hex};
 
-use super::markdown::{escape_pre, github_len, inline_code, pre_block};
-use super::{
+use super::advisory::{
     DESCRIPTION_LIMIT, DESCRIPTION_MARGIN, StoredAttachment, attachment_listing,
     inline_attachments, sender_cell, stored_name,
 };
+use super::markdown::{escape_pre, github_len, inline_code, pre_block};
 
 /// The hidden marker that ends the section a follow-up added to a description. Distinct
 /// from [`super::marker`], so a description holds one report marker and one marker per
@@ -232,23 +232,10 @@ fn followup_table(report: &Report, ctx: &FollowupContext<'_>) -> String {
 mod tests {
     use super::*;
     use crate::config::RepositoryConfig;
-    use crate::mail::{Limits, parse};
+    use crate::render::test_support::fixture;
     use crate::render::{AdvisoryContext, advisory, marker};
     use crate::route::{Route, RouteReason};
     use chrono::TimeZone;
-
-    const LIMITS: Limits = Limits {
-        max_message_bytes: 1 << 22,
-        max_parts: 64,
-        max_depth: 8,
-        max_attachments: 16,
-    };
-
-    fn fixture(name: &str) -> Report {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"));
-        parse(&raw, &LIMITS).unwrap_or_else(|e| panic!("{name}: {e}"))
-    }
 
     fn received() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 25, 10, 30, 0).unwrap()

@@ -4,8 +4,11 @@
 
 use std::path::Path;
 
+use crate::journal::AdvisoryState;
 use crate::mail::{Address, ReportId};
-use crate::render::{ReplyMessage, TemplateError, strip_subject};
+use crate::render::message_id::{self, Kind};
+use crate::render::outgoing::{Outgoing, compose};
+use crate::render::{ReplyMessage, TemplateError};
 
 /// A change on GitHub a reporter hears about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,18 +55,18 @@ impl Event {
 /// The events a change from (`old_state`, `old_cve`) to (`new_state`, `new_cve`) means.
 /// A publication that brings its CVE along is one notice, not two.
 pub fn transitions(
-    old_state: &str,
+    old_state: AdvisoryState,
     old_cve: Option<&str>,
-    new_state: &str,
+    new_state: AdvisoryState,
     new_cve: Option<&str>,
 ) -> Vec<Event> {
     let mut events = Vec::new();
     if new_state != old_state {
         match new_state {
-            "published" => events.push(Event::Published),
-            "closed" => events.push(Event::Closed),
-            "withdrawn" => events.push(Event::Withdrawn),
-            _ => {}
+            AdvisoryState::Published => events.push(Event::Published),
+            AdvisoryState::Closed => events.push(Event::Closed),
+            AdvisoryState::Withdrawn => events.push(Event::Withdrawn),
+            AdvisoryState::Draft | AdvisoryState::Triage => {}
         }
     }
     if new_cve.is_some() && old_cve.is_none() && !events.contains(&Event::Published) {
@@ -173,36 +176,21 @@ impl NoticeTemplates {
         from: &Address,
     ) -> Result<ReplyMessage, TemplateError> {
         let body = self.body(event, ctx)?;
-        let stripped = strip_subject(ctx.subject);
-        let subject = if stripped.is_empty() {
-            format!("Your security report [{}]", ctx.ghsa_id)
-        } else {
-            let cut: String = stripped.chars().take(160).collect();
-            format!("Re: {cut} [{}]", ctx.ghsa_id)
+        // The thread is the report and our reply to it; the notice answers the latest.
+        let (answered, before) = match ctx.thread.split_last() {
+            Some((last, rest)) => (Some(last.as_str()), rest),
+            None => (None, &[][..]),
         };
-        let domain = from.email.rsplit_once('@').map_or("localhost", |(_, d)| d);
-        let thread: Vec<String> = ctx
-            .thread
-            .iter()
-            .filter(|id| {
-                id.bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
-            })
-            .cloned()
-            .collect();
-        Ok(ReplyMessage {
-            to: to.clone(),
-            from: from.clone(),
-            subject,
-            message_id: format!(
-                "advisory-bridge.{}.{}@{domain}",
-                ctx.report_id,
-                event.as_str()
-            ),
-            in_reply_to: thread.last().cloned(),
-            references: thread,
+        Ok(compose(Outgoing {
+            to,
+            from,
+            subject: ctx.subject,
+            ghsa: ctx.ghsa_id,
+            message_id: message_id::make(ctx.report_id, Kind::Notice(event), from),
+            in_reply_to: answered,
+            references: before,
             body,
-        })
+        }))
     }
 }
 
@@ -213,23 +201,46 @@ mod tests {
     #[test]
     fn each_change_on_github_means_one_event() {
         assert_eq!(
-            transitions("draft", None, "published", Some("CVE-1")),
+            transitions(
+                AdvisoryState::Draft,
+                None,
+                AdvisoryState::Published,
+                Some("CVE-1")
+            ),
             vec![Event::Published]
         );
         assert_eq!(
-            transitions("draft", None, "draft", Some("CVE-1")),
+            transitions(
+                AdvisoryState::Draft,
+                None,
+                AdvisoryState::Draft,
+                Some("CVE-1")
+            ),
             vec![Event::CveAssigned]
         );
         assert_eq!(
-            transitions("draft", None, "closed", None),
+            transitions(AdvisoryState::Draft, None, AdvisoryState::Closed, None),
             vec![Event::Closed]
         );
         assert_eq!(
-            transitions("published", Some("CVE-1"), "withdrawn", Some("CVE-1")),
+            transitions(
+                AdvisoryState::Published,
+                Some("CVE-1"),
+                AdvisoryState::Withdrawn,
+                Some("CVE-1")
+            ),
             vec![Event::Withdrawn]
         );
-        assert!(transitions("draft", None, "draft", None).is_empty());
-        assert!(transitions("published", Some("CVE-1"), "published", Some("CVE-1")).is_empty());
+        assert!(transitions(AdvisoryState::Draft, None, AdvisoryState::Draft, None).is_empty());
+        assert!(
+            transitions(
+                AdvisoryState::Published,
+                Some("CVE-1"),
+                AdvisoryState::Published,
+                Some("CVE-1")
+            )
+            .is_empty()
+        );
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub enum Wake {
     Changed,
     /// The timeout passed without news.
     Timeout,
+    /// The caller's interrupt fired (mail to copy, shutdown); the session is intact.
+    Interrupted,
 }
 
 /// How long one IDLE may last: RFC 2177 asks clients to re-issue IDLE at least every 29
@@ -573,6 +575,7 @@ impl ImapSource {
         idle: bool,
         poll_interval: Duration,
         max_wait: Duration,
+        interrupt: impl Future<Output = ()>,
     ) -> Result<Wake, ImapError> {
         let Some(session) = &self.session else {
             return Err(self.lost("wait"));
@@ -581,9 +584,12 @@ impl ImapSource {
             return Ok(Wake::Changed);
         }
         if idle && self.capabilities.idle {
-            return self.idle(max_wait).await;
+            return self.idle(max_wait, interrupt).await;
         }
-        tokio::time::sleep(poll_interval.min(max_wait)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(poll_interval.min(max_wait)) => {}
+            _ = interrupt => return Ok(Wake::Interrupted),
+        }
         Ok(if poll_interval <= max_wait {
             Wake::Changed
         } else {
@@ -591,7 +597,11 @@ impl ImapSource {
         })
     }
 
-    async fn idle(&mut self, max_wait: Duration) -> Result<Wake, ImapError> {
+    async fn idle(
+        &mut self,
+        max_wait: Duration,
+        interrupt: impl Future<Output = ()>,
+    ) -> Result<Wake, ImapError> {
         let session = self.session.take().ok_or_else(|| self.lost("IDLE"))?;
         let pending = session.unsolicited_responses.clone();
         let mut handle = session.idle();
@@ -605,10 +615,20 @@ impl ImapSource {
         } else {
             let limit = max_wait.min(IDLE_MAX);
             let (idling, stop) = handle.wait_with_timeout(limit);
+            tokio::pin!(idling);
             // async-imap restarts its own timer on every keepalive (`* OK Still here`),
-            // so the outer timeout is what bounds the wait.
-            let outcome = tokio::time::timeout(limit, idling).await;
-            drop(stop);
+            // so the outer timeout is what bounds the wait. An interrupt stops the IDLE
+            // the way async-imap means it to: dropping the stop source ends the wait with
+            // `ManualInterrupt`, and DONE follows as usual.
+            let mut interrupted = false;
+            let outcome = tokio::select! {
+                outcome = tokio::time::timeout(limit, &mut idling) => outcome,
+                _ = interrupt => {
+                    interrupted = true;
+                    drop(stop);
+                    tokio::time::timeout(self.timeout, &mut idling).await
+                }
+            };
             match outcome {
                 Err(_) | Ok(Ok(IdleResponse::Timeout)) => Wake::Timeout,
                 Ok(Ok(IdleResponse::NewData(data))) => {
@@ -629,6 +649,7 @@ impl ImapSource {
                     }
                     Wake::Changed
                 }
+                Ok(Ok(IdleResponse::ManualInterrupt)) if interrupted => Wake::Interrupted,
                 Ok(Ok(IdleResponse::ManualInterrupt)) => {
                     return Err(transient(
                         "IDLE",
@@ -852,7 +873,7 @@ mod tests {
     #[allow(dead_code)]
     fn source_futures_are_send(source: &mut ImapSource, settings: &ImapSettings) {
         assert_send(&ImapSource::connect(settings, "INBOX", &[]));
-        assert_send(&source.wait(true, Duration::ZERO, Duration::ZERO));
+        assert_send(&source.wait(true, Duration::ZERO, Duration::ZERO, std::future::pending()));
         assert_send(&source.fetch(1, 1));
         assert_send(&source.move_to(1, "Processed"));
         assert_send(&source.list_uids());

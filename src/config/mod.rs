@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod resolved;
+pub use resolved::{Resolved, from_address, own_addresses};
+
 /// Everything that can be wrong with a configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -1121,7 +1124,7 @@ name = "pallets/flask"
 
     #[test]
     fn the_example_config_is_valid_and_shows_the_defaults() {
-        let text = include_str!("../config.example.toml");
+        let text = include_str!("../../config.example.toml");
         let c = parse(text).unwrap();
         let d = parse(MINIMAL).unwrap();
         assert_eq!(c.imap.poll_interval_secs, d.imap.poll_interval_secs);

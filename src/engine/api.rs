@@ -1,0 +1,150 @@
+//! The two narrow doors the engine and the watcher use to the outside: an advisory API
+//! (GitHub) and an outbox (SMTP). The real clients implement them here; tests implement
+//! them in memory.
+
+use chrono::{DateTime, Utc};
+
+use crate::config::GithubMode;
+use crate::github::{AdvisoryStatus, GitHub, GitHubError};
+use crate::render::{AdvisoryDraft, AdvisoryRef, ReplyMessage};
+use crate::reply::{Mailer, SendError};
+
+/// What the engine and the watcher need from GitHub.
+pub trait AdvisoryApi: Send + Sync {
+    /// The advisory of `repository` whose description contains `marker`, if any.
+    fn find_by_marker(
+        &self,
+        repository: &str,
+        marker: &str,
+    ) -> impl Future<Output = Result<Option<AdvisoryRef>, GitHubError>> + Send;
+    /// Creates the advisory: a draft, or a private vulnerability report in triage mode.
+    fn create(
+        &self,
+        mode: GithubMode,
+        draft: &AdvisoryDraft,
+    ) -> impl Future<Output = Result<AdvisoryRef, GitHubError>> + Send;
+    /// An advisory's current description.
+    fn description(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+    ) -> impl Future<Output = Result<String, GitHubError>> + Send;
+    /// Replaces an advisory's description.
+    fn update_description(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+        description: &str,
+    ) -> impl Future<Output = Result<(), GitHubError>> + Send;
+    /// The repository's advisories changed at or after `since`, newest first.
+    fn updated_since(
+        &self,
+        repository: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<Vec<AdvisoryStatus>, GitHubError>> + Send;
+}
+
+/// What the engine and the watcher need from SMTP.
+pub trait Outbox: Send + Sync {
+    /// Sends one message; the exact bytes sent, for a copy in the sent folder.
+    fn send(
+        &self,
+        message: &ReplyMessage,
+    ) -> impl Future<Output = Result<Vec<u8>, SendError>> + Send;
+}
+
+impl AdvisoryApi for GitHub {
+    async fn find_by_marker(
+        &self,
+        repository: &str,
+        marker: &str,
+    ) -> Result<Option<AdvisoryRef>, GitHubError> {
+        GitHub::find_by_marker(self, repository, marker).await
+    }
+
+    async fn create(
+        &self,
+        mode: GithubMode,
+        draft: &AdvisoryDraft,
+    ) -> Result<AdvisoryRef, GitHubError> {
+        match mode {
+            GithubMode::Draft => self.create_draft(draft).await,
+            GithubMode::Triage => self.report_vulnerability(draft).await,
+        }
+    }
+
+    async fn description(&self, repository: &str, ghsa_id: &str) -> Result<String, GitHubError> {
+        GitHub::description(self, repository, ghsa_id).await
+    }
+
+    async fn update_description(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+        description: &str,
+    ) -> Result<(), GitHubError> {
+        GitHub::update_description(self, repository, ghsa_id, description).await
+    }
+
+    async fn updated_since(
+        &self,
+        repository: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AdvisoryStatus>, GitHubError> {
+        GitHub::updated_since(self, repository, since).await
+    }
+}
+
+impl Outbox for Mailer {
+    async fn send(&self, message: &ReplyMessage) -> Result<Vec<u8>, SendError> {
+        Mailer::send(self, message).await
+    }
+}
+
+impl<T: AdvisoryApi> AdvisoryApi for std::sync::Arc<T> {
+    fn find_by_marker(
+        &self,
+        repository: &str,
+        marker: &str,
+    ) -> impl Future<Output = Result<Option<AdvisoryRef>, GitHubError>> + Send {
+        (**self).find_by_marker(repository, marker)
+    }
+    fn create(
+        &self,
+        mode: GithubMode,
+        draft: &AdvisoryDraft,
+    ) -> impl Future<Output = Result<AdvisoryRef, GitHubError>> + Send {
+        (**self).create(mode, draft)
+    }
+    fn description(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+    ) -> impl Future<Output = Result<String, GitHubError>> + Send {
+        (**self).description(repository, ghsa_id)
+    }
+    fn update_description(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+        description: &str,
+    ) -> impl Future<Output = Result<(), GitHubError>> + Send {
+        (**self).update_description(repository, ghsa_id, description)
+    }
+    fn updated_since(
+        &self,
+        repository: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<Vec<AdvisoryStatus>, GitHubError>> + Send {
+        (**self).updated_since(repository, since)
+    }
+}
+
+impl<T: Outbox> Outbox for std::sync::Arc<T> {
+    fn send(
+        &self,
+        message: &ReplyMessage,
+    ) -> impl Future<Output = Result<Vec<u8>, SendError>> + Send {
+        (**self).send(message)
+    }
+}

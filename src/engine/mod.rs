@@ -1,0 +1,1005 @@
+//! The per-report state machine: one message in, one [`Disposition`] out.
+//!
+//! The engine reaches GitHub only through [`AdvisoryApi`] and SMTP only through
+//! [`Outbox`], records every step in the journal, and never touches IMAP: what becomes of
+//! the message in the mailbox (filed into a folder, held, left for a retry, left while
+//! we are paused) is the disposition it returns, which `mailbox::Mailbox::settle` carries
+//! out. That keeps every rule here (retry, adopt, hold, release, follow-up throttle,
+//! pause) testable in-process with paused time (`tests.rs`).
+//!
+//! Exactly-once rests on three rules kept here and in `settle`:
+//! 1. the raw message is spooled and the report journaled before any external effect;
+//! 2. before creating an advisory we look for our hidden marker among the repository's
+//!    advisories and adopt what we find, so neither a crash after GitHub's answer nor a
+//!    lost journal can create a second one;
+//! 3. a message leaves the watched mailbox only after its outcome is journaled; a final
+//!    state found for a message still in the mailbox means "finish the move".
+
+mod api;
+mod clock;
+#[cfg(test)]
+mod tests;
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::classify::{Classification, ReplyDecision};
+use crate::config::{GithubMode, Resolved};
+use crate::failure::{Classify, FailureKind};
+use crate::github::GitHubError;
+use crate::journal::{Entry, Journal, JournalError, NewEntry, Reply, State};
+use crate::mail::{Report, ReportId};
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Prepared};
+use crate::render::{self, AdvisoryDraft, AdvisoryRef, Templates};
+use crate::reply::SendError;
+use crate::spool::{Spool, SpoolError};
+use crate::thread;
+
+pub use api::{AdvisoryApi, Outbox};
+pub use clock::Clock;
+
+/// How long work that waits for ops (misconfigured credentials) waits before one
+/// message tries again, as the probe that ends the pause.
+pub const PAUSE_PROBE: Duration = Duration::from_secs(60);
+
+/// The scope SMTP trouble pauses.
+pub const SMTP_SCOPE: &str = "SMTP";
+
+/// The scope GitHub trouble with `repository`'s credentials pauses: its owner.
+pub fn github_scope(repository: &str) -> String {
+    let owner = repository.split_once('/').map_or(repository, |(o, _)| o);
+    format!("GitHub {owner}")
+}
+
+/// A message as the mailbox hands it over.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// The message's bytes, and when the server received it.
+    Message {
+        /// Raw RFC 5322 bytes.
+        raw: Vec<u8>,
+        /// The server's `INTERNALDATE`, when given.
+        received_at: Option<DateTime<Utc>>,
+    },
+    /// A message over `limits.max_message_bytes`, never read.
+    TooLarge {
+        /// Its size in bytes.
+        size: usize,
+        /// A key naming it in the mailbox (`<uidvalidity>-<uid>`), for its journal record.
+        key: String,
+    },
+}
+
+/// The folder a finished message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folder {
+    /// Handled: an advisory (or a follow-up added to one).
+    Processed,
+    /// Noise.
+    Ignored,
+    /// Could not be handled.
+    Quarantine,
+}
+
+/// What the mailbox must do with the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Journal `state` with `reason`, then move the message to `folder`.
+    File {
+        /// The report.
+        report_id: ReportId,
+        /// Where it goes.
+        folder: Folder,
+        /// Its final state.
+        state: State,
+        /// Why, for ignored and quarantined messages.
+        reason: Option<String>,
+    },
+    /// Move the message to the held folder for a person, journaling it held.
+    Hold {
+        /// The report.
+        report_id: ReportId,
+        /// Why.
+        reason: String,
+    },
+    /// Leave it; try again not before `at`.
+    Retry {
+        /// The earliest next attempt.
+        at: DateTime<Utc>,
+    },
+    /// Leave it: our own configuration is wrong for `scope`; one message probes again
+    /// at `at`.
+    Pause {
+        /// The earliest next attempt.
+        at: DateTime<Utc>,
+        /// What is paused, e.g. `GitHub pallets` or `SMTP`.
+        scope: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The engine's verdict on one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disposition {
+    /// What the mailbox does with the message.
+    pub action: Action,
+    /// Exact bytes of the mail we sent for it, for the sent folder.
+    pub copies: Vec<Vec<u8>>,
+}
+
+impl From<Action> for Disposition {
+    fn from(action: Action) -> Self {
+        Disposition {
+            action,
+            copies: Vec::new(),
+        }
+    }
+}
+
+/// Why the engine cannot go on at all: without its journal or spool it could not keep
+/// its promises.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The journal cannot be written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The spool cannot be written.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+}
+
+/// Which reply a message gets.
+#[derive(Debug, Clone, Copy)]
+enum ReplyKind {
+    /// The acknowledgement of a new report.
+    Acknowledgement,
+    /// The short note answering a follow-up.
+    FollowUp,
+}
+
+/// A failure of an external step for one report.
+enum ReportFailure {
+    GitHub(GitHubError),
+    Smtp(SendError),
+    Template(render::TemplateError),
+}
+
+impl ReportFailure {
+    fn kind(&self) -> FailureKind {
+        match self {
+            ReportFailure::GitHub(e) => e.kind(),
+            ReportFailure::Smtp(e) => e.kind(),
+            ReportFailure::Template(_) => FailureKind::Permanent,
+        }
+    }
+
+    /// What a misconfiguration of this kind pauses.
+    fn scope(&self) -> String {
+        match self {
+            ReportFailure::GitHub(e) => github_scope(&e.repository),
+            ReportFailure::Smtp(_) => SMTP_SCOPE.to_owned(),
+            ReportFailure::Template(_) => "templates".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for ReportFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReportFailure::GitHub(e) => e.fmt(f),
+            ReportFailure::Smtp(e) => e.fmt(f),
+            ReportFailure::Template(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The step that continues, or the disposition that ends this pass.
+type Flow<T> = Result<ControlFlow<Disposition, T>, EngineError>;
+
+/// Capped exponential backoff with jitter: attempt 1 waits about `initial`, each further
+/// attempt doubles it up to `max`; the result is drawn from [d/2, d] so that many
+/// deferred messages do not retry in lockstep. A delay the remote side asked for is
+/// honoured as a floor.
+pub fn backoff(
+    attempts: u32,
+    initial: Duration,
+    max: Duration,
+    asked: Option<Duration>,
+) -> Duration {
+    let exp = attempts.saturating_sub(1).min(20);
+    let d = initial.saturating_mul(1u32 << exp).min(max);
+    let half = d / 2;
+    let jitter = half.mul_f64(rand::random::<f64>());
+    let d = half + jitter;
+    match asked {
+        Some(a) if a > d => a + Duration::from_millis(rand::random_range(0..1000)),
+        _ => d,
+    }
+}
+
+/// Runs blocking file work (fsync of up to 25 MiB) off the async worker where the
+/// runtime allows it.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The state machine with the stores and clients it works through.
+pub struct Engine<A, O> {
+    settings: Arc<Resolved>,
+    journal: Journal,
+    spool: Spool,
+    github: A,
+    outbox: O,
+    templates: Arc<Templates>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
+    /// An engine over these stores and clients.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Arc<Resolved>,
+        journal: Journal,
+        spool: Spool,
+        github: A,
+        outbox: O,
+        templates: Arc<Templates>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Self {
+        Engine {
+            settings,
+            journal,
+            spool,
+            github,
+            outbox,
+            templates,
+            metrics,
+            clock,
+        }
+    }
+
+    /// The journal this engine records into.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Moves one message as far through the pipeline as it can go now.
+    pub async fn handle(&self, incoming: Incoming) -> Result<Disposition, EngineError> {
+        let now = self.clock.now();
+        let (raw, received_at) = match incoming {
+            Incoming::TooLarge { size, key } => {
+                // Never read into memory; the message itself stays intact in quarantine.
+                let id = ReportId(format!("oversize-{key}"));
+                let reason = format!(
+                    "message is {size} bytes, over limits.max_message_bytes = {}",
+                    self.settings.limits.max_message_bytes
+                );
+                self.record_seen(NewEntry {
+                    report_id: id.clone(),
+                    message_id: None,
+                    spool_path: String::new(),
+                    sender: None,
+                    subject: None,
+                })
+                .await?;
+                return Ok(self.quarantine(id, reason));
+            }
+            Incoming::Message { raw, received_at } => (raw, received_at),
+        };
+        self.metrics.messages_seen.inc();
+        let received_at = received_at.unwrap_or(now);
+        let spool_path = blocking(|| self.spool.store_message(&raw))?;
+        let spool_path = spool_path.display().to_string();
+        let report = match pipeline::parse(&self.settings.config, &raw) {
+            Ok(r) => r,
+            Err(e) => {
+                let id = ReportId(hex::encode(Sha256::digest(&raw)));
+                self.record_seen(NewEntry {
+                    report_id: id.clone(),
+                    message_id: None,
+                    spool_path,
+                    sender: None,
+                    subject: None,
+                })
+                .await?;
+                return Ok(self.quarantine(id, e.to_string()));
+            }
+        };
+        drop(raw);
+        let entry = self
+            .record_seen(NewEntry {
+                report_id: report.report_id.clone(),
+                message_id: report.message_id.clone(),
+                spool_path,
+                sender: report.from.as_ref().map(|a| a.email.clone()),
+                subject: Some(report.subject.clone()),
+            })
+            .await?;
+        let span = info_span!("report", report_id = %report.report_id);
+        self.advance(&report, entry, received_at)
+            .instrument(span)
+            .await
+    }
+
+    async fn record_seen(&self, new: NewEntry) -> Result<Entry, JournalError> {
+        let now = self.clock.now();
+        self.journal.call(move |db| db.record_seen(&new, now)).await
+    }
+
+    /// Continues a journaled report from wherever it stands.
+    async fn advance(
+        &self,
+        report: &Report,
+        entry: Entry,
+        received_at: DateTime<Utc>,
+    ) -> Result<Disposition, EngineError> {
+        let id = &report.report_id;
+        let now = self.clock.now();
+        let entry = match entry.state {
+            // Held messages sit in the held folder; one back in the mailbox was moved
+            // there by a person: released, exempt from the per-sender limits.
+            State::Held => {
+                info!("a held report was moved back to the inbox; releasing it");
+                let rid = id.clone();
+                self.journal
+                    .call(move |db| {
+                        db.record_released(&rid, now)?;
+                        db.get(&rid)
+                    })
+                    .await?
+                    .unwrap_or(entry)
+            }
+            // A crash came between the hold's record and its move: finish the move.
+            State::Holding => {
+                return Ok(Action::Hold {
+                    report_id: id.clone(),
+                    reason: entry.outcome.clone().unwrap_or_default(),
+                }
+                .into());
+            }
+            _ => entry,
+        };
+        if entry.state.is_final() {
+            // Either a crash between the journal record and the move, or a second copy
+            // of a report already handled (same Message-ID): finish the move.
+            let folder = folder_for(entry.state);
+            info!(state = entry.state.as_str(), folder = ?folder, "report already handled; filing this copy");
+            return Ok(Action::File {
+                report_id: id.clone(),
+                folder,
+                state: entry.state,
+                reason: None,
+            }
+            .into());
+        }
+        if let Some(t) = entry.next_attempt_at
+            && t > now
+        {
+            return Ok(Action::Retry { at: t }.into());
+        }
+        let config = &self.settings.config;
+        let prepared = pipeline::prepare(config, report, received_at);
+        if let Classification::Noise(reason) = &prepared.classification {
+            let reason = reason.to_string();
+            info!(outcome = "ignored", reason = %reason, "message is not a report");
+            return Ok(Action::File {
+                report_id: id.clone(),
+                folder: Folder::Ignored,
+                state: State::Ignored,
+                reason: Some(reason),
+            }
+            .into());
+        }
+        let thread = match &entry.thread_of {
+            Some(original) => self.journal.get(original).await?,
+            None => match self.find_thread(report).await {
+                Ok(t) => t,
+                Err(ThreadLookup::Journal(e)) => return Err(e.into()),
+                Err(ThreadLookup::GitHub(e)) => {
+                    return self.failed(&entry, ReportFailure::GitHub(e)).await;
+                }
+            },
+        };
+        if let Some(original) = thread {
+            return self
+                .follow_up(report, entry, original, &prepared, received_at)
+                .await;
+        }
+        let route = &prepared.route;
+        if entry.repository.is_none() {
+            let (rid, repo, reason) = (
+                id.clone(),
+                route.repository.clone(),
+                route.reason.to_string(),
+            );
+            self.journal
+                .call(move |db| db.record_route(&rid, &repo, &reason, now))
+                .await?;
+        }
+
+        if entry.state == State::Seen
+            && !entry.released
+            && let Some(reason) = self.over_advisory_limit(report).await?
+        {
+            warn!(outcome = "held", reason, "report held for a person");
+            return Ok(Action::Hold {
+                report_id: id.clone(),
+                reason,
+            }
+            .into());
+        }
+
+        let advisory = match (&entry.ghsa_id, &entry.advisory_url) {
+            (Some(ghsa), Some(url)) if entry.state != State::Seen => AdvisoryRef {
+                ghsa_id: ghsa.clone(),
+                html_url: url.clone(),
+                repository: entry.repository.clone().unwrap_or(route.repository.clone()),
+            },
+            _ => {
+                if let Some(paused) = self.paused(&github_scope(&route.repository)) {
+                    return Ok(paused);
+                }
+                for a in &prepared.draft.stored_attachments {
+                    if let Some(data) = a.data(report) {
+                        blocking(|| self.spool.store_attachment(id, &a.file_name, data))?;
+                    }
+                }
+                match self.ensure_advisory(report, &prepared.draft).await {
+                    Ok(a) => {
+                        let (rid, a2, at) = (id.clone(), a.clone(), self.clock.now());
+                        self.journal
+                            .call(move |db| db.record_advisory(&rid, &a2.ghsa_id, &a2.html_url, at))
+                            .await?;
+                        a
+                    }
+                    Err(e) => return self.failed(&entry, e).await,
+                }
+            }
+        };
+
+        let mut copies = Vec::new();
+        if entry.state != State::Acknowledged {
+            match self
+                .acknowledge(
+                    report,
+                    &entry,
+                    &prepared.reply,
+                    None,
+                    ReplyKind::Acknowledgement,
+                    &advisory,
+                )
+                .await?
+            {
+                ControlFlow::Break(d) => return Ok(d),
+                ControlFlow::Continue(sent) => copies.extend(sent),
+            }
+        }
+        info!(
+            outcome = "filed",
+            repository = %advisory.repository,
+            ghsa = %advisory.ghsa_id,
+            route = %route.reason,
+            "report handled"
+        );
+        Ok(Disposition {
+            action: Action::File {
+                report_id: id.clone(),
+                folder: Folder::Processed,
+                state: State::Filed,
+                reason: None,
+            },
+            copies,
+        })
+    }
+
+    /// The earlier report this message continues, if any: by `In-Reply-To` and
+    /// `References` (a report's own id or one of our messages), then by a GHSA id in the
+    /// subject. Only reports whose advisory exists count. When one of our messages is
+    /// referenced but the journal does not know its report (the journal was lost), the
+    /// report's marker is looked up on GitHub and the journal record rebuilt.
+    async fn find_thread(&self, report: &Report) -> Result<Option<Entry>, ThreadLookup> {
+        let referenced: Vec<String> = thread::referenced_ids(report)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let ghsa_ids = thread::ghsa_ids(&report.subject);
+        let own = report.report_id.clone();
+        let (found, lost) = self
+            .journal
+            .call(move |db| {
+                // A follow-up's record points at the report it belongs to.
+                let with_advisory = |e: Entry| -> Result<Option<Entry>, JournalError> {
+                    let e = match &e.thread_of {
+                        Some(original) => match db.get(original)? {
+                            Some(o) => o,
+                            None => return Ok(None),
+                        },
+                        None => e,
+                    };
+                    Ok(e.ghsa_id.is_some().then_some(e))
+                };
+                let mut lost: Vec<ReportId> = Vec::new();
+                for id in &referenced {
+                    if let Some(original) = thread::report_of_our_reply(id) {
+                        if original == own {
+                            continue;
+                        }
+                        match db.get(&original)? {
+                            Some(e) => {
+                                if let Some(e) = with_advisory(e)? {
+                                    return Ok((Some(e), lost));
+                                }
+                            }
+                            None => lost.push(original),
+                        }
+                    }
+                    if let Some(e) = db.find_by_message_id(id)?
+                        && e.report_id != own
+                        && let Some(e) = with_advisory(e)?
+                    {
+                        return Ok((Some(e), lost));
+                    }
+                }
+                for ghsa in &ghsa_ids {
+                    if let Some(e) = db.find_by_ghsa(ghsa)?
+                        && let Some(e) = with_advisory(e)?
+                    {
+                        return Ok((Some(e), lost));
+                    }
+                }
+                Ok((None, lost))
+            })
+            .await
+            .map_err(ThreadLookup::Journal)?;
+        if found.is_some() {
+            return Ok(found);
+        }
+        for original in lost {
+            let marker = render::marker(&original);
+            for repo in &self.settings.config.repositories {
+                let found = self
+                    .github
+                    .find_by_marker(&repo.name, &marker)
+                    .await
+                    .map_err(ThreadLookup::GitHub)?;
+                if let Some(found) = found {
+                    info!(ghsa = %found.ghsa_id, "rebuilt the journal record of a report from its advisory");
+                    let (name, now) = (repo.name.clone(), self.clock.now());
+                    return self
+                        .journal
+                        .call(move |db| {
+                            db.record_rebuilt(
+                                &original,
+                                &name,
+                                &found.ghsa_id,
+                                &found.html_url,
+                                now,
+                            )
+                        })
+                        .await
+                        .map_err(ThreadLookup::Journal);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Adds a follow-up to its report's advisory (appended to the description: GitHub's
+    /// REST API has no comments for repository advisories), answers it at most once a
+    /// day per thread, and files it.
+    async fn follow_up(
+        &self,
+        report: &Report,
+        entry: Entry,
+        original: Entry,
+        prepared: &Prepared,
+        received_at: DateTime<Utc>,
+    ) -> Result<Disposition, EngineError> {
+        let id = &report.report_id;
+        let (Some(repository), Some(ghsa)) =
+            (original.repository.clone(), original.ghsa_id.clone())
+        else {
+            unreachable!("find_thread only returns reports with an advisory");
+        };
+        let advisory = AdvisoryRef {
+            ghsa_id: ghsa.clone(),
+            html_url: original.advisory_url.clone().unwrap_or_default(),
+            repository: repository.clone(),
+        };
+        if entry.thread_of.is_none() {
+            let (rid, oid, repo, now) = (
+                id.clone(),
+                original.report_id.clone(),
+                repository.clone(),
+                self.clock.now(),
+            );
+            self.journal
+                .call(move |db| db.record_thread(&rid, &oid, &repo, now))
+                .await?;
+        }
+        if entry.state == State::Seen {
+            if let Some(paused) = self.paused(&github_scope(&repository)) {
+                return Ok(paused);
+            }
+            let current = match self.github.description(&repository, &ghsa).await {
+                Ok(d) => d,
+                Err(e) => return self.failed(&entry, ReportFailure::GitHub(e)).await,
+            };
+            if current.contains(&render::followup_marker(id)) {
+                info!(ghsa = %ghsa, "follow-up already in the advisory (added before a restart)");
+            } else {
+                let rendered = render::append_followup(
+                    &current,
+                    report,
+                    &render::FollowupContext {
+                        original_sender: original.sender.as_deref(),
+                        received_at,
+                        settings: &self.settings.config.advisory,
+                    },
+                );
+                for a in &rendered.stored_attachments {
+                    if let Some(data) = a.data(report) {
+                        blocking(|| self.spool.store_attachment(id, &a.file_name, data))?;
+                    }
+                }
+                if let Err(e) = self
+                    .github
+                    .update_description(&repository, &ghsa, &rendered.description)
+                    .await
+                {
+                    return self.failed(&entry, ReportFailure::GitHub(e)).await;
+                }
+                self.metrics.followups_added.inc();
+                info!(ghsa = %ghsa, overflowed = rendered.overflowed, "follow-up added to the advisory");
+            }
+            self.resumed(&github_scope(&repository));
+            let (rid, g, url, now) = (
+                id.clone(),
+                ghsa.clone(),
+                advisory.html_url.clone(),
+                self.clock.now(),
+            );
+            self.journal
+                .call(move |db| db.record_advisory(&rid, &g, &url, now))
+                .await?;
+        }
+        let mut copies = Vec::new();
+        if entry.state != State::Acknowledged {
+            let oid = original.report_id.clone();
+            let last = self
+                .journal
+                .call(move |db| db.last_reply_in_thread(&oid))
+                .await?;
+            let recent = last.is_some_and(|t| self.clock.now() - t < chrono::Duration::hours(24));
+            let withheld = if !self.settings.config.reply.followup_replies {
+                Some("follow-up replies are off".to_owned())
+            } else if recent {
+                Some("this thread got a reply within the last day".to_owned())
+            } else {
+                None
+            };
+            match self
+                .acknowledge(
+                    report,
+                    &entry,
+                    &prepared.reply,
+                    withheld,
+                    ReplyKind::FollowUp,
+                    &advisory,
+                )
+                .await?
+            {
+                ControlFlow::Break(d) => return Ok(d),
+                ControlFlow::Continue(sent) => copies.extend(sent),
+            }
+        }
+        info!(outcome = "follow-up filed", repository = %repository, ghsa = %ghsa, "follow-up handled");
+        Ok(Disposition {
+            action: Action::File {
+                report_id: id.clone(),
+                folder: Folder::Processed,
+                state: State::Filed,
+                reason: None,
+            },
+            copies,
+        })
+    }
+
+    /// The sender's address as the per-sender limits count it.
+    fn sender_key(report: &Report) -> Option<String> {
+        report
+            .from
+            .as_ref()
+            .map(|a| a.email.trim().to_lowercase())
+            .filter(|e| !e.is_empty())
+    }
+
+    /// Why this report must wait for a person instead of going to GitHub, if it must.
+    async fn over_advisory_limit(&self, report: &Report) -> Result<Option<String>, JournalError> {
+        let Some(sender) = Self::sender_key(report) else {
+            return Ok(None);
+        };
+        let limit = self
+            .settings
+            .config
+            .limits
+            .max_advisories_per_sender_per_day;
+        let since = self.clock.now() - chrono::Duration::hours(24);
+        let count = self
+            .journal
+            .call(move |db| db.advisories_from(&sender, since))
+            .await?;
+        Ok((count >= limit).then(|| {
+            format!(
+                "the sender already has {count} advisories in 24 hours \
+                 (limits.max_advisories_per_sender_per_day = {limit})"
+            )
+        }))
+    }
+
+    /// Why no more replies go to this sender today, if so.
+    async fn over_reply_limit(&self, report: &Report) -> Result<Option<String>, JournalError> {
+        let Some(sender) = Self::sender_key(report) else {
+            return Ok(None);
+        };
+        let limit = self.settings.config.limits.max_replies_per_sender_per_day;
+        let since = self.clock.now() - chrono::Duration::hours(24);
+        let count = self
+            .journal
+            .call(move |db| db.replies_to(&sender, since))
+            .await?;
+        Ok((count >= limit).then(|| {
+            format!(
+                "{count} replies to this sender in 24 hours \
+                 (limits.max_replies_per_sender_per_day = {limit})"
+            )
+        }))
+    }
+
+    /// Sends the reply a report or follow-up is due, or records why none goes out
+    /// (`withheld`, the decision, the per-sender limit). Continues with the sent bytes
+    /// (for the sent folder), or breaks with the disposition of a failed send.
+    async fn acknowledge(
+        &self,
+        report: &Report,
+        entry: &Entry,
+        decision: &ReplyDecision,
+        withheld: Option<String>,
+        kind: ReplyKind,
+        advisory: &AdvisoryRef,
+    ) -> Flow<Option<Vec<u8>>> {
+        let id = &report.report_id;
+        let to = match decision {
+            ReplyDecision::Suppress(reason) => Err(reason.to_string()),
+            ReplyDecision::Send(to) => match withheld {
+                Some(reason) => Err(reason),
+                None => match self.over_reply_limit(report).await? {
+                    Some(reason) => Err(reason),
+                    None => Ok(to),
+                },
+            },
+        };
+        let to = match to {
+            Ok(to) => to,
+            Err(reason) => {
+                let (rid, now) = (id.clone(), self.clock.now());
+                let reply = Reply::Suppressed(reason.clone());
+                self.journal
+                    .call(move |db| db.record_reply(&rid, &reply, None, now))
+                    .await?;
+                self.metrics.replies_suppressed.inc();
+                info!(reason = %reason, "no reply sent");
+                return Ok(ControlFlow::Continue(None));
+            }
+        };
+        if let Some(paused) = self.paused(SMTP_SCOPE) {
+            return Ok(ControlFlow::Break(paused));
+        }
+        let render = match kind {
+            ReplyKind::Acknowledgement => render::reply,
+            ReplyKind::FollowUp => render::followup_reply,
+        };
+        let message = match render(
+            report,
+            to,
+            advisory,
+            &self.settings.from,
+            &self.settings.config.reply,
+            &self.templates,
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                let d = self.failed(entry, ReportFailure::Template(e)).await?;
+                return Ok(ControlFlow::Break(d));
+            }
+        };
+        let sent = match self.outbox.send(&message).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let d = self.failed(entry, ReportFailure::Smtp(e)).await?;
+                return Ok(ControlFlow::Break(d));
+            }
+        };
+        self.resumed(SMTP_SCOPE);
+        let (rid, mid, addr, now) = (
+            id.clone(),
+            message.message_id.clone(),
+            to.email.clone(),
+            self.clock.now(),
+        );
+        self.journal
+            .call(move |db| db.record_reply(&rid, &Reply::Sent, Some((&mid, &addr)), now))
+            .await?;
+        self.metrics.replies_sent.inc();
+        Ok(ControlFlow::Continue(Some(sent)))
+    }
+
+    /// Adopts the advisory that carries this report's marker, or creates it.
+    async fn ensure_advisory(
+        &self,
+        report: &Report,
+        draft: &AdvisoryDraft,
+    ) -> Result<AdvisoryRef, ReportFailure> {
+        let marker = render::marker(&report.report_id);
+        if let Some(found) = self
+            .github
+            .find_by_marker(&draft.repository, &marker)
+            .await
+            .map_err(ReportFailure::GitHub)?
+        {
+            self.resumed(&github_scope(&draft.repository));
+            self.metrics.advisories_adopted.inc();
+            info!(ghsa = %found.ghsa_id, "adopted an existing advisory that carries this report's marker");
+            return Ok(found);
+        }
+        let mode = self.settings.config.github.mode;
+        let created = self
+            .github
+            .create(mode, draft)
+            .await
+            .map_err(ReportFailure::GitHub)?;
+        self.resumed(&github_scope(&draft.repository));
+        self.metrics.advisories_created.inc();
+        let what = match mode {
+            GithubMode::Draft => "draft advisory created",
+            GithubMode::Triage => "private vulnerability report filed",
+        };
+        info!(ghsa = %created.ghsa_id, repository = %created.repository, "{what}");
+        Ok(created)
+    }
+
+    /// When `scope` is paused and its probe is not due: the disposition that leaves the
+    /// message waiting until it is.
+    fn paused(&self, scope: &str) -> Option<Disposition> {
+        let (until, reason) = self.metrics.paused_until(scope)?;
+        let wait = until.saturating_duration_since(tokio::time::Instant::now());
+        Some(
+            Action::Pause {
+                at: self.clock.after(wait),
+                scope: scope.to_owned(),
+                reason,
+            }
+            .into(),
+        )
+    }
+
+    /// Ends a pause of `scope` after a call that needed it succeeded.
+    fn resumed(&self, scope: &str) {
+        if self.metrics.resume(scope) {
+            info!(scope, "credentials work again; resuming");
+        }
+    }
+
+    /// Schedules a retry for a transient failure, pauses on our own misconfiguration,
+    /// or quarantines on a permanent failure.
+    async fn failed(
+        &self,
+        entry: &Entry,
+        failure: ReportFailure,
+    ) -> Result<Disposition, EngineError> {
+        let id = entry.report_id.clone();
+        let now = self.clock.now();
+        let retry = &self.settings.config.retry;
+        match failure.kind() {
+            FailureKind::Transient { retry_after } => {
+                // A create (or update) that failed without a clear answer may still be
+                // landing at GitHub: wait at least one request timeout before the retry
+                // looks for its marker, so the retry finds it instead of racing it.
+                let retry_after = match &failure {
+                    ReportFailure::GitHub(e)
+                        if matches!(e.operation, "create advisory" | "update advisory") =>
+                    {
+                        let floor = self.settings.github.timeout;
+                        Some(retry_after.map_or(floor, |r| r.max(floor)))
+                    }
+                    _ => retry_after,
+                };
+                let delay = backoff(
+                    entry.attempts + 1,
+                    Duration::from_secs(retry.initial_delay_secs),
+                    Duration::from_secs(retry.max_delay_secs),
+                    retry_after,
+                );
+                let next = self.clock.after(delay);
+                let message = failure.to_string();
+                let attempts = self
+                    .journal
+                    .call(move |db| db.record_failure(&id, &message, next, now))
+                    .await?;
+                self.metrics.retries.inc();
+                warn!(error = %failure, attempts, retry_in = ?delay, "step failed; will retry");
+                Ok(Action::Retry { at: next }.into())
+            }
+            FailureKind::Misconfigured => {
+                let scope = failure.scope();
+                let reason = failure.to_string();
+                if self.metrics.pause(&scope, &reason, PAUSE_PROBE) {
+                    error!(scope = %scope, error = %failure, "paused until the configuration is fixed; messages wait and nothing is quarantined");
+                }
+                let next = self.clock.after(PAUSE_PROBE);
+                let message = reason.clone();
+                self.journal
+                    .call(move |db| db.record_failure(&id, &message, next, now))
+                    .await?;
+                Ok(Action::Pause {
+                    at: next,
+                    scope,
+                    reason,
+                }
+                .into())
+            }
+            FailureKind::Permanent => {
+                // The entry may predate this pass's own progress (an advisory made just
+                // now): read the journal again for the reason.
+                let current = self
+                    .journal
+                    .get(&id)
+                    .await?
+                    .unwrap_or_else(|| entry.clone());
+                let reason = match &current.ghsa_id {
+                    Some(ghsa) => format!("advisory {ghsa} exists, but: {failure}"),
+                    None => failure.to_string(),
+                };
+                Ok(self.quarantine(id, reason))
+            }
+        }
+    }
+
+    fn quarantine(&self, id: ReportId, reason: String) -> Disposition {
+        error!(outcome = "quarantined", report_id = %id, reason, "message quarantined");
+        Action::File {
+            report_id: id,
+            folder: Folder::Quarantine,
+            state: State::Quarantined,
+            reason: Some(reason),
+        }
+        .into()
+    }
+}
+
+/// Why looking for a follow-up's thread failed.
+enum ThreadLookup {
+    Journal(JournalError),
+    GitHub(GitHubError),
+}
+
+/// The folder a message in a final state belongs in.
+fn folder_for(state: State) -> Folder {
+    match state {
+        State::Ignored => Folder::Ignored,
+        State::Quarantined => Folder::Quarantine,
+        _ => Folder::Processed,
+    }
+}

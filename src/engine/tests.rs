@@ -1,0 +1,827 @@
+//! The engine's rules as scenarios, in-process: an in-memory advisory API and outbox, a
+//! real journal in a temporary directory, and tokio's paused clock, so each test asserts
+//! the exact wait the engine asks for and runs in milliseconds.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::*;
+use crate::config::Config;
+use crate::github::AdvisoryStatus;
+use crate::journal::AdvisoryState;
+use crate::mailbox::{record_after_move, record_before_move};
+use crate::render::ReplyMessage;
+use crate::render::notice::NoticeTemplates;
+use crate::watcher::{Watcher, copies};
+
+/// One advisory the fake holds.
+#[derive(Debug, Clone)]
+struct Stored {
+    repository: String,
+    ghsa_id: String,
+    description: String,
+    state: AdvisoryState,
+    cve_id: Option<String>,
+    updated_at: DateTime<Utc>,
+}
+
+/// What the next call of an operation does instead of succeeding.
+#[derive(Debug, Clone)]
+struct Fault {
+    operation: &'static str,
+    kind: FailureKind,
+    message: &'static str,
+    /// The request still takes effect (a create that GitHub processed, but whose answer
+    /// never arrived).
+    lands: bool,
+}
+
+#[derive(Default)]
+struct GitHubState {
+    advisories: Vec<Stored>,
+    faults: VecDeque<Fault>,
+    calls: Vec<&'static str>,
+}
+
+/// GitHub in memory: advisories, faults queued per operation, and a log of calls.
+#[derive(Clone, Default)]
+struct MemoryGitHub(Arc<Mutex<GitHubState>>);
+
+impl MemoryGitHub {
+    fn fail(&self, operation: &'static str, kind: FailureKind, message: &'static str) {
+        self.push(Fault {
+            operation,
+            kind,
+            message,
+            lands: false,
+        });
+    }
+
+    fn push(&self, fault: Fault) {
+        self.0.lock().unwrap().faults.push_back(fault);
+    }
+
+    fn advisories(&self) -> Vec<Stored> {
+        self.0.lock().unwrap().advisories.clone()
+    }
+
+    fn calls(&self, operation: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| **c == operation)
+            .count()
+    }
+
+    fn set_state(&self, ghsa: &str, state: AdvisoryState, cve: Option<&str>, at: DateTime<Utc>) {
+        let mut s = self.0.lock().unwrap();
+        let a = s.advisories.iter_mut().find(|a| a.ghsa_id == ghsa).unwrap();
+        a.state = state;
+        a.cve_id = cve.map(str::to_owned);
+        a.updated_at = at;
+    }
+
+    /// Records the call; the queued fault for it, if any.
+    fn enter(&self, operation: &'static str, repository: &str) -> Result<(), (GitHubError, bool)> {
+        let mut s = self.0.lock().unwrap();
+        s.calls.push(operation);
+        match s.faults.front() {
+            Some(f) if f.operation == operation => {
+                let f = s.faults.pop_front().unwrap();
+                let operation = match operation {
+                    "find" => "find advisory by marker",
+                    "create" => "create advisory",
+                    "read" => "read advisory",
+                    "update" => "update advisory",
+                    _ => "list advisories",
+                };
+                Err((
+                    GitHubError {
+                        operation,
+                        repository: repository.to_owned(),
+                        message: f.message.to_owned(),
+                        kind: f.kind,
+                    },
+                    f.lands,
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn reference(a: &Stored) -> AdvisoryRef {
+    AdvisoryRef {
+        ghsa_id: a.ghsa_id.clone(),
+        html_url: format!(
+            "https://github.com/{}/security/advisories/{}",
+            a.repository, a.ghsa_id
+        ),
+        repository: a.repository.clone(),
+    }
+}
+
+impl AdvisoryApi for MemoryGitHub {
+    async fn find_by_marker(
+        &self,
+        repository: &str,
+        marker: &str,
+    ) -> Result<Option<AdvisoryRef>, GitHubError> {
+        self.enter("find", repository).map_err(|(e, _)| e)?;
+        let s = self.0.lock().unwrap();
+        Ok(s.advisories
+            .iter()
+            .find(|a| a.repository == repository && a.description.contains(marker))
+            .map(reference))
+    }
+
+    async fn create(
+        &self,
+        mode: GithubMode,
+        draft: &AdvisoryDraft,
+    ) -> Result<AdvisoryRef, GitHubError> {
+        let outcome = self.enter("create", &draft.repository);
+        if let Err((_, false)) = &outcome {
+            return Err(outcome.unwrap_err().0);
+        }
+        let mut s = self.0.lock().unwrap();
+        let n = s.advisories.len();
+        let stored = Stored {
+            repository: draft.repository.clone(),
+            ghsa_id: format!("GHSA-{n:04}-cfgh-2345"),
+            description: draft.description.clone(),
+            state: match mode {
+                GithubMode::Draft => AdvisoryState::Draft,
+                GithubMode::Triage => AdvisoryState::Triage,
+            },
+            cve_id: None,
+            updated_at: start(),
+        };
+        s.advisories.push(stored.clone());
+        match outcome {
+            Err((e, _)) => Err(e),
+            Ok(()) => Ok(reference(&stored)),
+        }
+    }
+
+    async fn description(&self, repository: &str, ghsa_id: &str) -> Result<String, GitHubError> {
+        self.enter("read", repository).map_err(|(e, _)| e)?;
+        let s = self.0.lock().unwrap();
+        Ok(s.advisories
+            .iter()
+            .find(|a| a.ghsa_id == ghsa_id)
+            .map(|a| a.description.clone())
+            .unwrap_or_default())
+    }
+
+    async fn update_description(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+        description: &str,
+    ) -> Result<(), GitHubError> {
+        self.enter("update", repository).map_err(|(e, _)| e)?;
+        let mut s = self.0.lock().unwrap();
+        if let Some(a) = s.advisories.iter_mut().find(|a| a.ghsa_id == ghsa_id) {
+            a.description = description.to_owned();
+        }
+        Ok(())
+    }
+
+    async fn updated_since(
+        &self,
+        repository: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AdvisoryStatus>, GitHubError> {
+        self.enter("list", repository).map_err(|(e, _)| e)?;
+        let s = self.0.lock().unwrap();
+        let mut found: Vec<AdvisoryStatus> = s
+            .advisories
+            .iter()
+            .filter(|a| a.repository == repository && since.is_none_or(|t| a.updated_at >= t))
+            .map(|a| AdvisoryStatus {
+                ghsa_id: a.ghsa_id.clone(),
+                state: a.state.as_str().to_owned(),
+                cve_id: a.cve_id.clone(),
+                html_url: reference(a).html_url,
+                updated_at: Some(a.updated_at),
+            })
+            .collect();
+        found.sort_by_key(|a| std::cmp::Reverse(a.updated_at));
+        Ok(found)
+    }
+}
+
+#[derive(Default)]
+struct OutboxState {
+    sent: Vec<ReplyMessage>,
+    faults: VecDeque<SendError>,
+    attempts: usize,
+}
+
+/// SMTP in memory: what was sent, and faults queued for the next sends.
+#[derive(Clone, Default)]
+struct MemoryOutbox(Arc<Mutex<OutboxState>>);
+
+impl MemoryOutbox {
+    fn sent(&self) -> Vec<ReplyMessage> {
+        self.0.lock().unwrap().sent.clone()
+    }
+
+    fn attempts(&self) -> usize {
+        self.0.lock().unwrap().attempts
+    }
+
+    fn fail(&self, kind: FailureKind, message: &str) {
+        self.0.lock().unwrap().faults.push_back(SendError {
+            recipient: "reporter".into(),
+            message: message.into(),
+            kind,
+        });
+    }
+}
+
+impl Outbox for MemoryOutbox {
+    async fn send(&self, message: &ReplyMessage) -> Result<Vec<u8>, SendError> {
+        let mut s = self.0.lock().unwrap();
+        s.attempts += 1;
+        if let Some(e) = s.faults.pop_front() {
+            return Err(e);
+        }
+        s.sent.push(message.clone());
+        Ok(format!(
+            "Message-ID: <{}>\r\n\r\n{}",
+            message.message_id, message.body
+        )
+        .into_bytes())
+    }
+}
+
+/// An engine over the in-memory GitHub and outbox, with a journal in `dir`.
+struct Harness {
+    engine: Engine<MemoryGitHub, MemoryOutbox>,
+    github: MemoryGitHub,
+    outbox: MemoryOutbox,
+    metrics: Arc<Metrics>,
+    settings: Arc<Resolved>,
+    clock: Clock,
+    _dir: tempfile::TempDir,
+}
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap()
+}
+
+fn config(dir: &Path, extra: &str) -> Config {
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let secret = secret.display();
+    let text = format!(
+        r#"
+state_dir = "{state}"
+default_repository = "pallets/flask"
+[imap]
+host = "127.0.0.1"
+username = "security"
+password_file = "{secret}"
+[smtp]
+host = "127.0.0.1"
+from_address = "security@palletsprojects.com"
+[github]
+token_file = "{secret}"
+timeout_secs = 30
+[retry]
+initial_delay_secs = 5
+max_delay_secs = 900
+{extra}
+[[repository]]
+name = "pallets/flask"
+[[repository]]
+name = "pallets/werkzeug"
+"#,
+        state = dir.join("state").display(),
+    );
+    Config::parse(&text, &dir.join("config.toml")).unwrap()
+}
+
+impl Harness {
+    fn new(extra: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        Harness::in_dir(dir, extra, MemoryGitHub::default())
+    }
+
+    fn in_dir(dir: tempfile::TempDir, extra: &str, github: MemoryGitHub) -> Harness {
+        let config = config(dir.path(), extra);
+        let templates = Arc::new(Templates::load(&config.reply).unwrap());
+        let settings = Arc::new(Resolved::new(config).unwrap());
+        let state_dir = &settings.config.state_dir;
+        let spool = Spool::open(state_dir).unwrap();
+        let journal = Journal::open(state_dir).unwrap();
+        let outbox = MemoryOutbox::default();
+        let metrics = Arc::new(Metrics::new());
+        let clock = Clock::tokio_from(start());
+        let engine = Engine::new(
+            settings.clone(),
+            journal,
+            spool,
+            github.clone(),
+            outbox.clone(),
+            templates,
+            metrics.clone(),
+            clock,
+        );
+        Harness {
+            engine,
+            github,
+            outbox,
+            metrics,
+            settings,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    /// Hands the message over and carries out the journal side of the verdict, as the
+    /// mailbox does around its move.
+    async fn handle(&self, raw: &[u8]) -> Disposition {
+        let d = self
+            .engine
+            .handle(Incoming::Message {
+                raw: raw.to_vec(),
+                received_at: Some(self.clock.now()),
+            })
+            .await
+            .unwrap();
+        let journal = self.engine.journal();
+        record_before_move(journal, &d.action, self.clock.now())
+            .await
+            .unwrap();
+        record_after_move(journal, &d.action, self.clock.now())
+            .await
+            .unwrap();
+        d
+    }
+
+    async fn entry(&self, raw: &[u8]) -> Entry {
+        let report = pipeline::parse(&self.settings.config, raw).unwrap();
+        self.engine
+            .journal()
+            .get(&report.report_id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+fn mail(id: &str, from: &str, subject: &str, extra_headers: &str) -> Vec<u8> {
+    format!(
+        "From: Reporter <{from}>\r\nTo: security@palletsprojects.com\r\nSubject: {subject}\r\n\
+         Message-ID: <{id}>\r\nDate: Tue, 01 Dec 2026 08:00:00 +0000\r\n{extra_headers}\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nThe session cookie of werkzeug can be forged.\r\n"
+    )
+    .into_bytes()
+}
+
+fn report(id: &str) -> Vec<u8> {
+    mail(id, "rita@example.net", "Cookie forgery in werkzeug", "")
+}
+
+fn filed(d: &Disposition) -> bool {
+    matches!(
+        d.action,
+        Action::File {
+            folder: Folder::Processed,
+            state: State::Filed,
+            ..
+        }
+    )
+}
+
+fn retry_at(d: &Disposition) -> DateTime<Utc> {
+    match d.action {
+        Action::Retry { at } => at,
+        ref other => panic!("expected a retry, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_becomes_one_draft_one_reply_and_is_filed() {
+    let h = Harness::new("");
+    let d = h.handle(&report("r1@example.net")).await;
+    assert!(filed(&d), "{d:?}");
+    let advisories = h.github.advisories();
+    assert_eq!(advisories.len(), 1);
+    assert_eq!(advisories[0].repository, "pallets/werkzeug");
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].in_reply_to.as_deref(), Some("r1@example.net"));
+    assert_eq!(d.copies.len(), 1, "the reply's bytes go to the sent folder");
+    let e = h.entry(&report("r1@example.net")).await;
+    assert_eq!(e.state, State::Filed);
+    assert_eq!(e.reply, Reply::Sent);
+    assert_eq!(e.reply_to.as_deref(), Some("rita@example.net"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_retry_after_waits_exactly_as_asked_then_creates_once() {
+    let h = Harness::new("");
+    h.github.fail(
+        "find",
+        FailureKind::Transient {
+            retry_after: Some(Duration::from_secs(40)),
+        },
+        "HTTP 429: slow down",
+    );
+    let d = h.handle(&report("r429@example.net")).await;
+    let at = retry_at(&d);
+    let wait = (at - h.clock.now()).to_std().unwrap();
+    assert!(
+        wait >= Duration::from_secs(40) && wait <= Duration::from_secs(41),
+        "waits what GitHub asked (plus < 1 s jitter): {wait:?}"
+    );
+    assert!(h.github.advisories().is_empty());
+    assert!(h.outbox.sent().is_empty(), "no reply before the advisory");
+
+    // Handed over again too early: still waiting, and GitHub is not asked.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    let early = h.handle(&report("r429@example.net")).await;
+    assert_eq!(retry_at(&early), at);
+    assert_eq!(h.github.calls("find"), 1);
+
+    tokio::time::advance(Duration::from_secs(21)).await;
+    let d = h.handle(&report("r429@example.net")).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(h.github.advisories().len(), 1);
+    assert_eq!(h.outbox.sent().len(), 1);
+    assert_eq!(h.metrics.retries.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_doubles_between_attempts_and_is_capped() {
+    let h = Harness::new("");
+    let raw = report("r5xx@example.net");
+    let mut waits = Vec::new();
+    for _ in 0..10 {
+        h.github
+            .fail("find", FailureKind::TRANSIENT, "HTTP 502: Bad Gateway");
+        let d = h.handle(&raw).await;
+        let at = retry_at(&d);
+        let wait = (at - h.clock.now()).to_std().unwrap();
+        waits.push(wait);
+        tokio::time::advance(wait).await;
+    }
+    for (attempt, wait) in waits.iter().enumerate() {
+        let nominal = Duration::from_secs(5 * (1u64 << attempt)).min(Duration::from_secs(900));
+        assert!(
+            *wait >= nominal / 2 && *wait <= nominal,
+            "attempt {}: {wait:?} (nominal {nominal:?})",
+            attempt + 1
+        );
+    }
+    assert_eq!(h.entry(&raw).await.attempts, 10);
+    let d = h.handle(&raw).await;
+    assert!(filed(&d));
+    assert_eq!(h.entry(&raw).await.attempts, 0, "success resets the count");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_that_times_out_but_landed_is_adopted_by_its_marker() {
+    let h = Harness::new("");
+    h.github.push(Fault {
+        operation: "create",
+        kind: FailureKind::TRANSIENT,
+        message: "no answer within 30 s (github.timeout_secs); will retry",
+        lands: true,
+    });
+    let raw = report("rslow@example.net");
+    let d = h.handle(&raw).await;
+    let wait = (retry_at(&d) - h.clock.now()).to_std().unwrap();
+    assert!(
+        wait >= Duration::from_secs(30),
+        "the retry waits at least one request timeout, so it finds the create instead of racing it: {wait:?}"
+    );
+    assert_eq!(h.github.advisories().len(), 1, "GitHub did create it");
+    assert!(h.outbox.sent().is_empty());
+
+    tokio::time::advance(wait).await;
+    let d = h.handle(&raw).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(h.github.advisories().len(), 1, "adopted, not created twice");
+    assert_eq!(h.github.calls("create"), 1);
+    assert_eq!(h.metrics.advisories_adopted.get(), 1);
+    assert_eq!(h.outbox.sent().len(), 1);
+    let e = h.entry(&raw).await;
+    assert_eq!(
+        e.ghsa_id.as_deref(),
+        Some(h.github.advisories()[0].ghsa_id.as_str())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_validation_422_quarantines_with_githubs_reason_and_no_reply() {
+    let h = Harness::new("");
+    h.github.fail(
+        "create",
+        FailureKind::Permanent,
+        "HTTP 422: Validation Failed (summary is too long)",
+    );
+    let d = h.handle(&report("r422@example.net")).await;
+    match &d.action {
+        Action::File {
+            folder: Folder::Quarantine,
+            state: State::Quarantined,
+            reason: Some(reason),
+            ..
+        } => assert!(reason.contains("422"), "{reason}"),
+        other => panic!("expected quarantine, got {other:?}"),
+    }
+    assert!(h.outbox.sent().is_empty());
+    assert_eq!(
+        h.entry(&report("r422@example.net")).await.state,
+        State::Quarantined
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sender_over_the_limit_is_held_and_a_person_releases_it() {
+    let h = Harness::new("[limits]\nmax_advisories_per_sender_per_day = 1\n");
+    assert!(filed(&h.handle(&report("first@example.net")).await));
+    let second = report("second@example.net");
+    let d = h.handle(&second).await;
+    match &d.action {
+        Action::Hold { reason, .. } => {
+            assert!(
+                reason.contains("max_advisories_per_sender_per_day = 1"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected a hold, got {other:?}"),
+    }
+    assert_eq!(h.entry(&second).await.state, State::Held);
+    assert_eq!(h.github.advisories().len(), 1);
+    assert_eq!(h.outbox.sent().len(), 1, "no reply to the held report");
+
+    // A person moved it back to the inbox: released, exempt from the limit.
+    let d = h.handle(&second).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(h.github.advisories().len(), 2);
+    assert!(h.entry(&second).await.released);
+
+    // A third report the next day is under the limit again.
+    tokio::time::advance(Duration::from_secs(25 * 3600)).await;
+    assert!(filed(&h.handle(&report("third@example.net")).await));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_interrupted_before_its_move_finishes_the_move_instead_of_releasing() {
+    let h = Harness::new("[limits]\nmax_advisories_per_sender_per_day = 1\n");
+    assert!(filed(&h.handle(&report("a@example.net")).await));
+    let raw = report("b@example.net");
+    let d = h
+        .engine
+        .handle(Incoming::Message {
+            raw: raw.clone(),
+            received_at: None,
+        })
+        .await
+        .unwrap();
+    // Only the record before the move: the daemon died during the move.
+    record_before_move(h.engine.journal(), &d.action, h.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(h.entry(&raw).await.state, State::Holding);
+    let again = h.handle(&raw).await;
+    assert!(matches!(again.action, Action::Hold { .. }), "{again:?}");
+    assert_eq!(h.github.advisories().len(), 1, "not released by the crash");
+}
+
+#[tokio::test(start_paused = true)]
+async fn follow_ups_are_answered_at_most_once_a_day_per_thread() {
+    let h = Harness::new("");
+    assert!(filed(&h.handle(&report("orig@example.net")).await));
+    let ghsa = h.github.advisories()[0].ghsa_id.clone();
+    let follow = |id: &str| {
+        mail(
+            id,
+            "rita@example.net",
+            "Re: Cookie forgery in werkzeug",
+            "In-Reply-To: <orig@example.net>\r\nReferences: <orig@example.net>\r\n",
+        )
+    };
+    // The acknowledgement went out just now: the first follow-up is not answered.
+    let d = h.handle(&follow("f1@example.net")).await;
+    assert!(filed(&d), "{d:?}");
+    let f1 = h.entry(&follow("f1@example.net")).await;
+    assert_eq!(
+        f1.reply,
+        Reply::Suppressed("this thread got a reply within the last day".into())
+    );
+    assert_eq!(f1.ghsa_id.as_deref(), Some(ghsa.as_str()));
+    assert_eq!(h.github.advisories().len(), 1, "no second advisory");
+    assert!(
+        h.github.advisories()[0]
+            .description
+            .contains(&render::followup_marker(&f1.report_id))
+    );
+
+    tokio::time::advance(Duration::from_secs(25 * 3600)).await;
+    assert!(filed(&h.handle(&follow("f2@example.net")).await));
+    assert_eq!(h.entry(&follow("f2@example.net")).await.reply, Reply::Sent);
+    assert!(filed(&h.handle(&follow("f3@example.net")).await));
+    assert!(matches!(
+        h.entry(&follow("f3@example.net")).await.reply,
+        Reply::Suppressed(_)
+    ));
+    assert_eq!(h.outbox.sent().len(), 2, "the acknowledgement and one note");
+    assert_eq!(h.metrics.followups_added.get(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_smtp_login_pauses_replies_until_a_probe_succeeds() {
+    let h = Harness::new("");
+    h.outbox.fail(
+        FailureKind::Misconfigured,
+        "535 authentication failed; check smtp.username and the password",
+    );
+    let raw = report("p1@example.net");
+    let d = h.handle(&raw).await;
+    let at = match &d.action {
+        Action::Pause { at, scope, reason } => {
+            assert_eq!(scope, SMTP_SCOPE);
+            assert!(reason.contains("535"), "{reason}");
+            *at
+        }
+        other => panic!("expected a pause, got {other:?}"),
+    };
+    assert_eq!((at - h.clock.now()).to_std().unwrap(), PAUSE_PROBE);
+    assert!(h.metrics.health().unwrap_err().contains("SMTP paused"));
+    // The advisory exists; nothing is quarantined for our own configuration.
+    assert_eq!(h.github.advisories().len(), 1);
+    assert_eq!(h.entry(&raw).await.state, State::AdvisoryCreated);
+
+    // Another report meanwhile gets its advisory, and waits for the same probe
+    // without trying SMTP again.
+    let other = report("p2@example.net");
+    let d2 = h.handle(&other).await;
+    assert!(matches!(d2.action, Action::Pause { .. }), "{d2:?}");
+    assert_eq!(h.outbox.attempts(), 1);
+
+    tokio::time::advance(PAUSE_PROBE).await;
+    assert!(filed(&h.handle(&raw).await));
+    assert!(h.metrics.health().is_ok_or_mailbox_only());
+    assert!(filed(&h.handle(&other).await));
+    assert_eq!(h.outbox.sent().len(), 2);
+    assert_eq!(h.github.advisories().len(), 2, "no advisory twice");
+}
+
+trait HealthExt {
+    fn is_ok_or_mailbox_only(&self) -> bool;
+}
+
+impl HealthExt for Result<String, String> {
+    /// Healthy but for the mailbox, which these tests never connect.
+    fn is_ok_or_mailbox_only(&self) -> bool {
+        match self {
+            Ok(_) => true,
+            Err(text) => text.trim() == "mailbox not connected",
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn noise_is_ignored_without_github_or_a_reply() {
+    let h = Harness::new("");
+    let raw = mail(
+        "ooo@example.net",
+        "rita@example.net",
+        "Out of office",
+        "Auto-Submitted: auto-replied\r\n",
+    );
+    let d = h.handle(&raw).await;
+    assert!(
+        matches!(
+            &d.action,
+            Action::File {
+                folder: Folder::Ignored,
+                state: State::Ignored,
+                reason: Some(_),
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(h.github.calls("find") + h.github.calls("create"), 0);
+    assert!(h.outbox.sent().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handled_report_seen_again_is_only_filed() {
+    let h = Harness::new("");
+    let raw = report("again@example.net");
+    assert!(filed(&h.handle(&raw).await));
+    let calls = h.github.calls("find");
+    let d = h.handle(&raw).await;
+    assert!(filed(&d));
+    assert!(d.copies.is_empty());
+    assert_eq!(h.github.calls("find"), calls);
+    assert_eq!(h.outbox.sent().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_journal_adopts_the_advisory_instead_of_creating_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let github = MemoryGitHub::default();
+    let raw = report("lost@example.net");
+    let state = dir.path().join("state");
+    {
+        let h = Harness::in_dir(tempfile::tempdir().unwrap(), "", github.clone());
+        assert!(filed(&h.handle(&raw).await));
+    }
+    // A fresh state directory: the journal knows nothing.
+    let h = Harness::in_dir(dir, "", github.clone());
+    assert!(state.exists());
+    assert!(filed(&h.handle(&raw).await));
+    assert_eq!(github.advisories().len(), 1);
+    assert_eq!(h.metrics.advisories_adopted.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oversized_message_is_quarantined_unread() {
+    let h = Harness::new("");
+    let d = h
+        .engine
+        .handle(Incoming::TooLarge {
+            size: 99_000_000,
+            key: "7-42".into(),
+        })
+        .await
+        .unwrap();
+    match d.action {
+        Action::File {
+            folder: Folder::Quarantine,
+            reason: Some(reason),
+            report_id,
+            ..
+        } => {
+            assert!(reason.contains("max_message_bytes"), "{reason}");
+            assert_eq!(report_id.0, "oversize-7-42");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watcher_tells_the_reporter_once_per_change() {
+    let h = Harness::new("");
+    assert!(filed(&h.handle(&report("w@example.net")).await));
+    let ghsa = h.github.advisories()[0].ghsa_id.clone();
+    let (tx, mut rx) = copies();
+    let watcher = Watcher::new(
+        h.settings.clone(),
+        h.engine.journal().clone(),
+        h.github.clone(),
+        h.outbox.clone(),
+        NoticeTemplates::load(None).unwrap(),
+        h.metrics.clone(),
+        h.clock,
+        tx,
+    );
+    watcher.look().await.unwrap();
+    assert_eq!(h.outbox.sent().len(), 1, "nothing changed yet");
+
+    tokio::time::advance(Duration::from_secs(60)).await;
+    h.github.set_state(
+        &ghsa,
+        AdvisoryState::Published,
+        Some("CVE-2026-0001"),
+        h.clock.now(),
+    );
+    watcher.look().await.unwrap();
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 2);
+    let notice = &sent[1];
+    assert!(notice.body.contains("CVE-2026-0001"));
+    assert!(notice.message_id.contains(".published@"));
+    assert_eq!(
+        crate::thread::report_of_our_reply(&notice.message_id),
+        Some(h.entry(&report("w@example.net")).await.report_id),
+        "a reply to a notice leads back to its report"
+    );
+    assert_eq!(
+        rx.drain().len(),
+        1,
+        "its copy is handed to the mailbox side"
+    );
+
+    watcher.look().await.unwrap();
+    assert_eq!(h.outbox.sent().len(), 2, "not told twice");
+    let e = h.entry(&report("w@example.net")).await;
+    assert_eq!(e.github_state, Some(AdvisoryState::Published));
+    assert_eq!(h.metrics.notices_sent.get(), 1);
+}

@@ -1,0 +1,1035 @@
+//! The advisory GitHub receives for a report: summary, the neutralised description with
+//! its metadata table and attachments, and the hidden marker that names the report.
+//! Pure: attachments to keep are returned, the engine stores them.
+
+use crate::config::{AdvisoryConfig, RepositoryConfig};
+use crate::mail::clean::single_line;
+use crate::mail::{Address, Report, ReportId};
+use crate::route::{Route, RouteReason};
+
+use super::markdown::{escape_pre, github_len, inline_code, pre_block};
+
+/// GitHub's limit on an advisory summary, in characters.
+pub const SUMMARY_LIMIT: usize = 1024;
+/// GitHub's limit on an advisory description, in characters.
+pub const DESCRIPTION_LIMIT: usize = 65535;
+
+/// The hidden marker that names a report in its advisory's description. The report's
+/// own text can never produce it (the renderer escapes `<` in report text).
+pub fn marker(id: &ReportId) -> String {
+    format!("<!-- advisory-bridge report-id={id} -->")
+}
+
+/// A package the advisory is about, prefilled from the repository's config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    /// GitHub's ecosystem name, e.g. `pip`.
+    pub ecosystem: String,
+    /// Package name in that ecosystem.
+    pub name: String,
+}
+
+/// An attachment kept in the state directory rather than (or as well as) shown inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAttachment {
+    /// Safe generated file name (`<number>-<sha256 prefix>.<safe ext>`, the number as
+    /// shown in the description's attachment table), never the sender's.
+    pub file_name: String,
+    /// Index into `Report::attachments`; for generated content (see `generated`) it is
+    /// `Report::attachments.len()`, past the end. Use [`StoredAttachment::data`].
+    pub index: usize,
+    /// Content made by the renderer rather than taken from the message: the full report
+    /// text when the description had to be cut to fit GitHub's limit.
+    pub generated: Option<Vec<u8>>,
+}
+
+impl StoredAttachment {
+    /// The bytes to store: the generated content, or the report's attachment.
+    pub fn data<'a>(&'a self, report: &'a Report) -> Option<&'a [u8]> {
+        match &self.generated {
+            Some(data) => Some(data),
+            None => report
+                .attachments
+                .get(self.index)
+                .map(|a| a.data.as_slice()),
+        }
+    }
+}
+
+/// The draft advisory to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvisoryDraft {
+    /// The repository, `owner/name`.
+    pub repository: String,
+    /// Summary (title), within [`SUMMARY_LIMIT`].
+    pub summary: String,
+    /// Markdown description within [`DESCRIPTION_LIMIT`], containing [`marker`] once.
+    pub description: String,
+    /// Affected packages.
+    pub vulnerabilities: Vec<Package>,
+    /// Attachments the daemon must store under `state_dir/attachments/<report id>/`.
+    pub stored_attachments: Vec<StoredAttachment>,
+}
+
+/// Everything the advisory renderer needs besides the report.
+#[derive(Debug, Clone)]
+pub struct AdvisoryContext<'a> {
+    /// The chosen repository and why.
+    pub route: &'a Route,
+    /// That repository's config.
+    pub repository: &'a RepositoryConfig,
+    /// `[advisory]` settings.
+    pub settings: &'a AdvisoryConfig,
+    /// When the message was received (shown when the report has no valid `Date`).
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Room kept free below [`DESCRIPTION_LIMIT`], in case GitHub counts a little differently
+/// (line endings, normalisation) than [`markdown::github_len`].
+pub(super) const DESCRIPTION_MARGIN: usize = 1024;
+
+/// The visible note that opens every description: it becomes public on publication.
+const PUBLIC_NOTE: &str = "> **This draft was created automatically from an email report** sent to the security \
+address. When the advisory is published, this description becomes **public**: edit it \
+before publishing, and remove the reporter's details and anything else that must \
+stay private.\n";
+
+/// Renders the draft advisory for a report.
+///
+/// The description has, in order: the note that it becomes public, a metadata table
+/// (reporter, date, reference, how it was received, sender authentication, why this
+/// repository), the report text in a neutralised block, the attachments (small textual
+/// ones shown, all listed with size and SHA-256), and the hidden [`marker`] once at the
+/// very end. See [`markdown`] for why the neutralisation is safe. When everything would
+/// not fit GitHub's limit, the report text is cut with a note and kept in full as a
+/// stored attachment, and attachments that no longer fit are listed but not shown.
+pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
+    let limit = DESCRIPTION_LIMIT - DESCRIPTION_MARGIN;
+    let mut stored: Vec<StoredAttachment> = report
+        .attachments
+        .iter()
+        .enumerate()
+        .map(|(i, a)| StoredAttachment {
+            file_name: stored_name(i + 1, &a.sha256, a.filename.as_deref(), &a.content_type),
+            index: i,
+            generated: None,
+        })
+        .collect();
+
+    let head = format!("{PUBLIC_NOTE}\n{}\n", metadata_table(report, ctx));
+    let marker_line = format!("\n{}\n", marker(&report.report_id));
+    let listing = attachment_listing(report, &stored, "## Attachments");
+
+    // What must be there whatever the report holds; the text gets what is left.
+    let full_text_name = stored_name(
+        report.attachments.len() + 1,
+        &crate::mail::sha256_hex(report.text.as_bytes()),
+        Some("report.txt"),
+        "text/plain",
+    );
+    let cut_note = format!(
+        "> **The report text was cut here** to fit GitHub's limit on descriptions. \
+         The full text is kept with the attachments as {}.\n\n",
+        inline_code(&full_text_name)
+    );
+    let fixed = github_len(&head)
+        + github_len(&listing)
+        + github_len(&marker_line)
+        + github_len(&cut_note)
+        + 64;
+    let text_budget = limit.saturating_sub(fixed);
+
+    let mut description = head;
+    description.push_str("## Report\n");
+    if report.text_from_html {
+        description.push_str(
+            "\nThe message was HTML only; this is its text, with link targets in parentheses.\n",
+        );
+    }
+    if report.text.trim().is_empty() {
+        description.push_str("\nThe message had no text.\n\n");
+    } else {
+        let (escaped, complete) = escape_pre(&report.text, text_budget);
+        description.push_str(&pre_block(&escaped));
+        if !complete {
+            description.push_str(&cut_note);
+            stored.push(StoredAttachment {
+                file_name: full_text_name,
+                index: report.attachments.len(),
+                generated: Some(report.text.as_bytes().to_vec()),
+            });
+        }
+    }
+
+    if !report.attachments.is_empty() {
+        description.push_str(&listing);
+        let used = github_len(&description) + github_len(&marker_line);
+        description.push_str(&inline_attachments(
+            report,
+            ctx.settings,
+            "### Attachment",
+            limit.saturating_sub(used),
+        ));
+    }
+    description.push_str(&marker_line);
+
+    AdvisoryDraft {
+        repository: ctx.route.repository.clone(),
+        summary: summary(report, ctx.received_at),
+        description,
+        vulnerabilities: vec![Package {
+            ecosystem: ctx.repository.ecosystem.clone(),
+            name: ctx.repository.package_name().to_owned(),
+        }],
+        stored_attachments: stored,
+    }
+}
+
+/// The sender as shown in a description: display name, and the address only when
+/// `include_reporter_email` is set (the description becomes public).
+pub(super) fn sender_cell(from: Option<&Address>, settings: &AdvisoryConfig) -> String {
+    match (from, settings.include_reporter_email) {
+        (Some(a), true) => match &a.name {
+            Some(name) => inline_code(&format!("{name} <{}>", a.email)),
+            None => inline_code(&a.email),
+        },
+        (
+            Some(Address {
+                name: Some(name), ..
+            }),
+            false,
+        ) => inline_code(name),
+        (Some(_), false) => "(no name given; address not shown)".to_owned(),
+        (None, _) => "(no sender)".to_owned(),
+    }
+}
+
+fn metadata_table(report: &Report, ctx: &AdvisoryContext<'_>) -> String {
+    let reporter = sender_cell(report.from.as_ref(), ctx.settings);
+    let date = match report.date {
+        Some(d) => d.format("%Y-%m-%d %H:%M UTC").to_string(),
+        None => format!(
+            "{} (received; the message had no valid date)",
+            ctx.received_at.format("%Y-%m-%d %H:%M UTC")
+        ),
+    };
+    let short_id: String = report.report_id.0.chars().take(12).collect();
+    let mut received = format!("email, {}", human_size(report.raw_size));
+    if !report.attachments.is_empty() {
+        received.push_str(&format!(", {} attachment(s)", report.attachments.len()));
+    }
+    if report.text_from_html {
+        received.push_str(", HTML only");
+    }
+    let mut rows = vec![
+        ("Reporter", reporter),
+        ("Date", date),
+        ("Subject", inline_code(&report.subject)),
+        ("Report reference", inline_code(&short_id)),
+        ("Received", received),
+        ("Sender authentication", authentication(report)),
+        ("Routed here because", route_reason(&ctx.route.reason)),
+    ];
+    if report.subject.is_empty() {
+        rows.retain(|(k, _)| *k != "Subject");
+    }
+    let mut table = String::from("| | |\n| --- | --- |\n");
+    for (key, value) in rows {
+        table.push_str(&format!("| {key} | {value} |\n"));
+    }
+    table
+}
+
+/// The verdicts of the topmost `Authentication-Results` (the one our receiving server
+/// added), as stated there; not verified here.
+fn authentication(report: &Report) -> String {
+    let Some(first) = report.signals.authentication_results.first() else {
+        return "not recorded".to_owned();
+    };
+    let server = first.split(';').next().unwrap_or("").trim();
+    let verdicts: Vec<&str> = first
+        .split([';', ' '])
+        .map(str::trim)
+        .filter(|t| {
+            let t = t.to_ascii_lowercase();
+            t.starts_with("dmarc=") || t.starts_with("dkim=") || t.starts_with("spf=")
+        })
+        .collect();
+    if verdicts.is_empty() {
+        return "not recorded".to_owned();
+    }
+    // The daemon keeps only headers from trusted authserv-ids (see `auth`), so the
+    // topmost one here speaks for the receiving server.
+    let id = server.split_whitespace().next().unwrap_or("").to_owned();
+    let warning = match crate::auth::verdict(&report.signals.authentication_results, &[id]) {
+        crate::auth::Verdict::Failed { .. } => {
+            " **(unauthenticated sender: the From address may be forged; no reply was sent)**"
+        }
+        _ => "",
+    };
+    format!(
+        "{} (according to {}){warning}",
+        inline_code(&verdicts.join(" ")),
+        inline_code(server)
+    )
+}
+
+fn route_reason(reason: &RouteReason) -> String {
+    match reason {
+        RouteReason::PlusAddress(tag) => {
+            format!("sent to the {} address", inline_code(&format!("+{tag}")))
+        }
+        RouteReason::GitHubUrl(url) => format!("the report links to {}", inline_code(url)),
+        RouteReason::SubjectAlias(a) => format!("the subject names {}", inline_code(a)),
+        RouteReason::BodyAlias(a) => format!("the report text names {}", inline_code(a)),
+        RouteReason::Default => {
+            "no configured project was named; this is the default repository".to_owned()
+        }
+    }
+}
+
+/// The sections showing a report's small text attachments, each under `heading`
+/// followed by its number and name, whole or not at all (the listing already names
+/// every attachment), in at most `room` characters (counted as by [`github_len`]).
+pub(super) fn inline_attachments(
+    report: &Report,
+    settings: &AdvisoryConfig,
+    heading: &str,
+    room: usize,
+) -> String {
+    let mut out = String::new();
+    let mut used = 0;
+    for (i, a) in report.attachments.iter().enumerate() {
+        if !a.is_text || a.data.len() > settings.inline_attachment_max_bytes {
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(&a.data) else {
+            continue;
+        };
+        let (escaped, complete) = escape_pre(text, room.saturating_sub(used));
+        let section = format!(
+            "{heading} {}: {}\n{}",
+            i + 1,
+            inline_code(a.filename.as_deref().unwrap_or("(no name)")),
+            pre_block(&escaped)
+        );
+        if complete && used + github_len(&section) <= room {
+            used += github_len(&section);
+            out.push_str(&section);
+        }
+    }
+    out
+}
+
+/// Room the attachment table may take at most; the rest is left for the report text.
+const LISTING_MAX_CHARS: usize = 24_000;
+
+/// The table of a report's attachments under the Markdown `heading` line (e.g.
+/// `## Attachments`), naming each by its stored name in `stored`.
+pub(super) fn attachment_listing(
+    report: &Report,
+    stored: &[StoredAttachment],
+    heading: &str,
+) -> String {
+    if report.attachments.is_empty() {
+        return String::new();
+    }
+    let mut s = format!(
+        "\n{heading}\n\nAll attachments are kept by advisory-bridge under the names \
+         below; small text attachments are also shown.\n\n\
+         | # | Name | Type | Size | SHA-256 | Stored as |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (i, a) in report.attachments.iter().enumerate() {
+        let stored_as = stored
+            .iter()
+            .find(|s| s.index == i && s.generated.is_none())
+            .map_or_else(String::new, |s| inline_code(&s.file_name));
+        let row = format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            i + 1,
+            a.filename
+                .as_deref()
+                .map_or_else(|| "(no name)".to_owned(), inline_code),
+            inline_code(&a.content_type),
+            human_size(a.data.len()),
+            inline_code(&a.sha256),
+            stored_as
+        );
+        if github_len(&s) + github_len(&row) > LISTING_MAX_CHARS {
+            s.push_str(&format!(
+                "\n{} more attachment(s) are not listed here for lack of room; all are stored.\n",
+                report.attachments.len() - i
+            ));
+            break;
+        }
+        s.push_str(&row);
+    }
+    s.push('\n');
+    s
+}
+
+fn human_size(bytes: usize) -> String {
+    match bytes {
+        0..=1023 => format!("{bytes} bytes"),
+        1024..=1_048_575 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+    }
+}
+
+/// File extensions a stored attachment may keep; anything else is stored as `.bin`.
+const SAFE_EXTENSIONS: &[&str] = &[
+    "txt", "patch", "diff", "log", "md", "rst", "py", "js", "ts", "json", "yaml", "yml", "toml",
+    "cfg", "ini", "sh", "html", "htm", "xml", "csv", "rs", "c", "h", "go", "rb", "php", "java",
+    "sql", "har", "eml", "png", "jpg", "jpeg", "gif", "webp", "pdf", "zip", "gz", "tgz", "tar",
+    "pcap", "mp4", "webm",
+];
+
+/// `<number>-<first 12 hex of sha256>.<ext>`: never derived from the sender's name beyond
+/// a whitelisted extension, so it cannot traverse paths or collide.
+pub fn stored_name(
+    number: usize,
+    sha256: &str,
+    filename: Option<&str>,
+    content_type: &str,
+) -> String {
+    let from_name = filename
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .filter(|ext| SAFE_EXTENSIONS.contains(&ext.as_str()));
+    let from_type = match content_type {
+        "message/rfc822" => Some("eml"),
+        "text/plain" => Some("txt"),
+        "text/html" => Some("html"),
+        "text/x-patch" | "text/x-diff" | "application/x-patch" | "application/x-diff" => {
+            Some("patch")
+        }
+        "application/json" => Some("json"),
+        "application/pdf" => Some("pdf"),
+        "application/zip" => Some("zip"),
+        "image/png" => Some("png"),
+        "image/jpeg" => Some("jpg"),
+        "image/gif" => Some("gif"),
+        _ => None,
+    };
+    let ext = from_name.as_deref().or(from_type).unwrap_or("bin");
+    let prefix: String = sha256
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect();
+    format!("{number}-{prefix}.{ext}")
+}
+
+/// The subject without reply and forward prefixes or leading `[tags]`, white space
+/// collapsed.
+pub fn strip_subject(subject: &str) -> String {
+    let mut s = single_line(subject);
+    loop {
+        let trimmed = s.trim_start();
+        let lower = trimmed.to_lowercase();
+        let prefix_len = [
+            "re:", "fwd:", "fw:", "aw:", "wg:", "sv:", "vs:", "tr:", "antw:",
+        ]
+        .iter()
+        .find(|p| lower.starts_with(*p))
+        .map(|p| p.len())
+        .or_else(|| {
+            // `[list-tag]` or `Re[2]:`-style counters.
+            if trimmed.starts_with('[') {
+                trimmed.find(']').map(|i| i + 1)
+            } else {
+                None
+            }
+        });
+        match prefix_len {
+            Some(n) if trimmed.is_char_boundary(n) => s = trimmed[n..].to_owned(),
+            _ => break,
+        }
+    }
+    single_line(&s)
+}
+
+/// The advisory summary: the stripped subject, or a description of who sent it when.
+fn summary(report: &Report, received_at: chrono::DateTime<chrono::Utc>) -> String {
+    let subject = strip_subject(&report.subject);
+    let summary = if subject.is_empty() {
+        let who = report
+            .from
+            .as_ref()
+            .and_then(|a| a.name.clone())
+            .unwrap_or_else(|| "an email reporter".to_owned());
+        let date = report.date.unwrap_or(received_at).format("%Y-%m-%d");
+        format!("Security report from {who} ({date})")
+    } else {
+        subject
+    };
+    truncate_utf16(&summary, SUMMARY_LIMIT).to_owned()
+}
+
+/// Cuts `s` on a character boundary to at most `max` UTF-16 code units, the way
+/// [`github_len`] counts, so astral characters (emoji) cannot take a summary past the
+/// limit.
+fn truncate_utf16(s: &str, max: usize) -> &str {
+    let mut used = 0;
+    for (i, c) in s.char_indices() {
+        used += c.len_utf16();
+        if used > max {
+            return &s[..i];
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::test_support::fixture;
+    use chrono::TimeZone;
+
+    fn repo(name: &str) -> RepositoryConfig {
+        RepositoryConfig {
+            name: name.into(),
+            aliases: vec![],
+            ecosystem: "pip".into(),
+            package: None,
+        }
+    }
+
+    fn received() -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap()
+    }
+
+    fn render_with(report: &Report, settings: &AdvisoryConfig) -> AdvisoryDraft {
+        let route = Route {
+            repository: "pallets/werkzeug".into(),
+            reason: RouteReason::SubjectAlias("werkzeug".into()),
+        };
+        let repository = repo("pallets/werkzeug");
+        advisory(
+            report,
+            &AdvisoryContext {
+                route: &route,
+                repository: &repository,
+                settings,
+                received_at: received(),
+            },
+        )
+    }
+
+    fn render(report: &Report) -> AdvisoryDraft {
+        render_with(report, &AdvisoryConfig::default())
+    }
+
+    /// The `<pre>` blocks of a description, checking each opens and closes on its own line.
+    fn pre_blocks(description: &str) -> Vec<String> {
+        let mut blocks = Vec::new();
+        let mut current: Option<Vec<&str>> = None;
+        for line in description.lines() {
+            match (&mut current, line) {
+                (None, "<pre>") => current = Some(Vec::new()),
+                (Some(lines), "</pre>") => {
+                    blocks.push(lines.join("\n"));
+                    current = None;
+                }
+                (Some(lines), l) => {
+                    assert!(
+                        !l.to_ascii_lowercase().contains("</pre"),
+                        "block broken by {l:?}"
+                    );
+                    lines.push(l);
+                }
+                (None, _) => {}
+            }
+        }
+        assert!(current.is_none(), "unclosed <pre>");
+        blocks
+    }
+
+    /// The description with `<pre>` blocks and `<code>` spans removed: what GitHub would
+    /// treat as Markdown.
+    fn markdown_outside_code(description: &str) -> String {
+        let mut out = String::new();
+        let mut in_pre = false;
+        for line in description.lines() {
+            match line {
+                "<pre>" => in_pre = true,
+                "</pre>" => in_pre = false,
+                l if !in_pre => {
+                    let mut rest = l;
+                    while let Some(start) = rest.find("<code>") {
+                        out.push_str(&rest[..start]);
+                        let end = rest[start..].find("</code>").expect("code closes") + start;
+                        rest = &rest[end + 7..];
+                    }
+                    out.push_str(rest);
+                    out.push('\n');
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_werkzeug_report_becomes_a_draft_that_warns_it_will_be_public() {
+        let r = fixture("plain-werkzeug.eml");
+        let d = render(&r);
+        assert_eq!(d.repository, "pallets/werkzeug");
+        assert_eq!(d.summary, "Path traversal in Werkzeug safe_join on Windows");
+        assert!(
+            d.description
+                .starts_with("> **This draft was created automatically from an email report**")
+        );
+        assert!(d.description.contains("becomes **public**"));
+        assert!(
+            d.description
+                .contains("| Reporter | <code>Alice Reporter</code> |")
+        );
+        assert!(d.description.contains("| Date | 2026-11-24 08:15 UTC |"));
+        assert!(d.description.contains(&format!(
+            "| Report reference | <code>{}</code> |",
+            &r.report_id.0[..12]
+        )));
+        assert!(
+            d.description
+                .contains("| Routed here because | the subject names <code>werkzeug</code> |")
+        );
+        assert!(
+            d.description
+                .contains("<code>dkim&#61;pass spf&#61;pass dmarc&#61;pass</code>"),
+            "{}",
+            d.description
+        );
+        assert!(
+            !d.description.contains("alice@example.net"),
+            "address hidden by default"
+        );
+        let blocks = pre_blocks(&d.description);
+        assert_eq!(blocks.len(), 1);
+        assert!(
+            blocks[0].contains("safe_join(\"C:/app/static\", \"..\\\\secret.txt\")"),
+            "{}",
+            blocks[0]
+        );
+        assert!(blocks[0].contains("&gt;&gt;&gt; from werkzeug.security import safe_join"));
+        assert_eq!(
+            d.vulnerabilities,
+            vec![Package {
+                ecosystem: "pip".into(),
+                name: "werkzeug".into()
+            }]
+        );
+        assert!(d.stored_attachments.is_empty());
+        assert!(
+            d.description
+                .ends_with(&format!("\n{}\n", marker(&r.report_id)))
+        );
+        assert_eq!(d.description.matches(&marker(&r.report_id)).count(), 1);
+    }
+
+    #[test]
+    fn the_reporter_address_is_shown_only_when_configured() {
+        let r = fixture("plain-werkzeug.eml");
+        let settings = AdvisoryConfig {
+            include_reporter_email: true,
+            ..AdvisoryConfig::default()
+        };
+        let d = render_with(&r, &settings);
+        assert!(
+            d.description.contains(
+                "| Reporter | <code>Alice Reporter &lt;alice&#64;example&#46;net&gt;</code> |"
+            ),
+            "{}",
+            d.description
+        );
+    }
+
+    #[test]
+    fn a_hostile_report_cannot_ping_embed_inject_or_forge_the_marker() {
+        let r = fixture("hostile.eml");
+        let d = render(&r);
+        let desc = &d.description;
+        // Exactly one marker, ours, at the very end.
+        assert_eq!(desc.matches("<!-- advisory-bridge").count(), 1, "{desc}");
+        assert!(desc.ends_with(&format!("{}\n", marker(&r.report_id))));
+        assert!(desc.contains("&lt;!-- advisory-bridge report-id=0000"));
+        // No raw HTML from the report.
+        for raw in ["<img", "<script", "</details>", "<b>"] {
+            assert!(!desc.contains(raw), "{raw} in {desc}");
+        }
+        // Mentions, images and fences only inside <pre> or <code>, where they are inert.
+        let md = markdown_outside_code(desc);
+        for inert in [
+            "@pallets",
+            "@davidism",
+            "@everyone",
+            "![",
+            "```",
+            "~~~",
+            "evil.example",
+        ] {
+            assert!(!md.contains(inert), "{inert} outside code:\n{md}");
+        }
+        let blocks = pre_blocks(desc);
+        assert_eq!(blocks.len(), 2, "report text and the small text attachment");
+        assert!(blocks[0].contains("Hi @pallets/maintainers and @davidism"));
+        assert!(
+            blocks[0].contains("abc\\u{202E}dcba"),
+            "bidi override made visible"
+        );
+        assert!(blocks[0].contains("zero\\u{0000}nul"));
+        assert!(!desc.contains('\u{202E}') && !desc.contains('\u{2066}'));
+        // The subject cell stays on one line and one cell.
+        let subject_row = desc.lines().find(|l| l.starts_with("| Subject |")).unwrap();
+        assert_eq!(subject_row.matches('|').count(), 3, "{subject_row}");
+        // The attachment's hostile name is escaped in the listing, not used for storage.
+        let row = desc.lines().find(|l| l.starts_with("| 1 |")).unwrap();
+        assert_eq!(row.matches('|').count(), 7, "{row}");
+        assert!(
+            row.contains("&#46;&#46;&#47;&#46;&#46;&#47;etc&#47;evil&#124;&#96;name&#96;&#46;txt"),
+            "{row}"
+        );
+        let sha = &r.attachments[0].sha256;
+        assert_eq!(
+            d.stored_attachments[0].file_name,
+            format!("1-{}.txt", &sha[..12])
+        );
+        // The summary loses line breaks and bidi controls.
+        assert!(
+            !d.summary.contains(['\r', '\n', '\u{202E}']),
+            "{:?}",
+            d.summary
+        );
+    }
+
+    #[test]
+    fn every_table_row_keeps_its_column_count() {
+        for name in [
+            "hostile.eml",
+            "patch-and-binary.eml",
+            "html-latin1.eml",
+            "shift-jis.eml",
+            "bounce.eml",
+        ] {
+            let d = render(&fixture(name));
+            for line in d.description.lines().filter(|l| l.starts_with("| ")) {
+                let pipes = line.matches('|').count();
+                assert!(pipes == 3 || pipes == 7, "{name}: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_small_patch_is_shown_and_a_picture_only_listed_but_both_are_stored() {
+        let r = fixture("patch-and-binary.eml");
+        let d = render(&r);
+        let blocks = pre_blocks(&d.description);
+        assert_eq!(blocks.len(), 2);
+        assert!(blocks[1].starts_with("diff --git a/src/markupsafe/__init__.py"));
+        assert!(
+            d.description
+                .contains("### Attachment 1: <code>fix&#45;escape&#46;patch</code>")
+        );
+        assert!(!d.description.contains("### Attachment 2"));
+        assert!(
+            d.description.contains(
+                "| 2 | <code>alert&#46;png</code> | <code>image&#47;png</code> | 70 bytes |"
+            ),
+            "{}",
+            d.description
+        );
+        let names: Vec<_> = d
+            .stored_attachments
+            .iter()
+            .map(|s| (s.index, s.file_name.clone()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                (0, format!("1-{}.patch", &r.attachments[0].sha256[..12])),
+                (1, format!("2-{}.png", &r.attachments[1].sha256[..12])),
+            ]
+        );
+        assert_eq!(
+            d.stored_attachments[1].data(&r),
+            Some(r.attachments[1].data.as_slice())
+        );
+    }
+
+    #[test]
+    fn text_attachments_over_the_inline_limit_are_only_listed() {
+        let r = fixture("patch-and-binary.eml");
+        let settings = AdvisoryConfig {
+            inline_attachment_max_bytes: 10,
+            ..AdvisoryConfig::default()
+        };
+        let d = render_with(&r, &settings);
+        assert_eq!(pre_blocks(&d.description).len(), 1);
+        assert_eq!(d.stored_attachments.len(), 2);
+    }
+
+    #[test]
+    fn a_forwarded_message_is_stored_as_eml() {
+        let r = fixture("forwarded-attachment.eml");
+        let d = render(&r);
+        assert!(d.stored_attachments[0].file_name.ends_with(".eml"));
+        assert!(d.summary == "Werkzeug debugger PIN bypass", "{}", d.summary);
+    }
+
+    #[test]
+    fn an_oversized_report_is_cut_with_a_note_and_kept_in_full() {
+        let mut r = fixture("plain-werkzeug.eml");
+        r.text = "A line of the report with <angle> & 😀 emoji.\n".repeat(4000);
+        let d = render(&r);
+        assert!(
+            github_len(&d.description) <= DESCRIPTION_LIMIT,
+            "{}",
+            github_len(&d.description)
+        );
+        assert!(d.description.contains("**The report text was cut here**"));
+        assert_eq!(d.description.matches(&marker(&r.report_id)).count(), 1);
+        assert!(
+            d.description
+                .ends_with(&format!("{}\n", marker(&r.report_id)))
+        );
+        let full = d.stored_attachments.last().expect("full text stored");
+        assert_eq!(full.index, r.attachments.len());
+        assert_eq!(full.data(&r), Some(r.text.as_bytes()));
+        assert!(full.file_name.ends_with(".txt"));
+        assert!(d.description.contains(&inline_code(&full.file_name)));
+        pre_blocks(&d.description);
+    }
+
+    #[test]
+    fn attachments_that_no_longer_fit_are_listed_but_not_shown() {
+        let mut r = fixture("patch-and-binary.eml");
+        r.text = "x".repeat(DESCRIPTION_LIMIT);
+        let d = render(&r);
+        assert!(github_len(&d.description) <= DESCRIPTION_LIMIT);
+        assert!(!d.description.contains("### Attachment 1"));
+        assert!(
+            d.description
+                .contains("| 1 | <code>fix&#45;escape&#46;patch</code>")
+        );
+        assert_eq!(d.stored_attachments.len(), 3);
+    }
+
+    #[test]
+    fn many_attachments_with_huge_names_and_a_huge_subject_still_fit() {
+        let mut r = fixture("patch-and-binary.eml");
+        r.subject = "|<@x>".repeat(20_000);
+        let template = r.attachments[0].clone();
+        r.attachments = (0..300)
+            .map(|i| crate::mail::Attachment {
+                filename: Some(format!("{i}{}", "|`<".repeat(100))),
+                ..template.clone()
+            })
+            .collect();
+        r.text = "report ".repeat(20_000);
+        let d = render(&r);
+        assert!(
+            github_len(&d.description) <= DESCRIPTION_LIMIT,
+            "{}",
+            github_len(&d.description)
+        );
+        assert!(
+            d.description
+                .contains("more attachment(s) are not listed here")
+        );
+        assert_eq!(
+            d.stored_attachments.len(),
+            301,
+            "all attachments and the full text are kept"
+        );
+        assert!(
+            d.description
+                .ends_with(&format!("{}\n", marker(&r.report_id)))
+        );
+        assert_eq!(d.summary.chars().count(), SUMMARY_LIMIT);
+    }
+
+    #[test]
+    fn no_mix_of_dangerous_tokens_breaks_out_of_its_place() {
+        const TOKENS: &[&str] = &[
+            "<",
+            ">",
+            "&",
+            "</pre>",
+            "</PRE >",
+            "<pre>",
+            "```",
+            "~~~",
+            "@team",
+            "@org/team",
+            "|",
+            "\n",
+            "\r",
+            "\t",
+            "<!--",
+            "-->",
+            "advisory-bridge report-id=",
+            "\u{202E}",
+            "\u{2066}",
+            "![x](http://e/x.png)",
+            "<img src=x>",
+            "`",
+            "\\",
+            "*",
+            "_",
+            "[l](u)",
+            "    ",
+            "#",
+            "&lt;",
+            "</code>",
+            "<code>",
+            "é",
+            "😀",
+            "\u{0}",
+            "\u{85}",
+        ];
+        let base = fixture("patch-and-binary.eml");
+        let mut seed: u64 = 0x5eed;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..300 {
+            let mut piece = || {
+                (0..40)
+                    .map(|_| TOKENS[next() % TOKENS.len()])
+                    .collect::<String>()
+            };
+            let mut r = base.clone();
+            r.text = piece();
+            r.subject = crate::mail::clean::single_line(&piece());
+            r.attachments[0].filename = Some(piece());
+            r.attachments[0].data = piece().into_bytes();
+            r.attachments[0].content_type = piece();
+            r.from = Some(Address {
+                name: Some(piece()),
+                email: piece(),
+            });
+            let d = render_with(
+                &r,
+                &AdvisoryConfig {
+                    include_reporter_email: true,
+                    ..AdvisoryConfig::default()
+                },
+            );
+            let desc = &d.description;
+            assert_eq!(desc.matches("<!--").count(), 1, "{desc}");
+            assert!(desc.ends_with(&format!("{}\n", marker(&r.report_id))));
+            pre_blocks(desc);
+            let ours = desc
+                .replace("<pre>", "")
+                .replace("</pre>", "")
+                .replace("<code>", "")
+                .replace("</code>", "")
+                .replace(&marker(&r.report_id), "");
+            assert!(
+                !ours.contains('<'),
+                "a `<` from the report survived:\n{desc}"
+            );
+            assert!(
+                !desc.contains(['\r', '\u{202E}', '\u{2066}', '\u{0}']),
+                "{desc:?}"
+            );
+            for line in desc.lines().filter(|l| l.starts_with("| ")) {
+                let pipes = line.matches('|').count();
+                assert!(pipes == 3 || pipes == 7, "{line}");
+            }
+            assert!(!d.summary.contains(['\r', '\n']));
+        }
+    }
+
+    #[test]
+    fn the_summary_drops_reply_prefixes_and_list_tags() {
+        let mut r = fixture("no-project.eml");
+        r.subject = "Re: AW: [security] Fwd:  WG: [pallets]   XSS  in   templates".into();
+        assert_eq!(render(&r).summary, "XSS in templates");
+        r.subject = "Bug in dict[str] handling".into();
+        assert_eq!(render(&r).summary, "Bug in dict[str] handling");
+    }
+
+    #[test]
+    fn without_a_subject_the_summary_names_the_reporter_and_date() {
+        let mut r = fixture("no-project.eml");
+        r.subject = "Re: ".into();
+        assert_eq!(
+            render(&r).summary,
+            "Security report from Frank (2026-11-30)"
+        );
+        r.from = None;
+        r.date = None;
+        assert_eq!(
+            render(&r).summary,
+            "Security report from an email reporter (2026-11-24)"
+        );
+    }
+
+    #[test]
+    fn a_long_subject_is_cut_to_the_summary_limit_on_a_character_boundary() {
+        let mut r = fixture("no-project.eml");
+        r.subject = "é".repeat(2000);
+        let s = render(&r).summary;
+        assert_eq!(s.chars().count(), SUMMARY_LIMIT);
+    }
+
+    #[test]
+    fn an_emoji_subject_is_cut_to_the_summary_limit_as_github_counts() {
+        let mut r = fixture("no-project.eml");
+        r.subject = "😀".repeat(2000);
+        let s = render(&r).summary;
+        assert_eq!(github_len(&s), SUMMARY_LIMIT);
+        assert_eq!(s.chars().count(), SUMMARY_LIMIT / 2);
+    }
+
+    #[test]
+    fn without_a_date_the_received_time_is_shown() {
+        let mut r = fixture("no-project.eml");
+        r.date = None;
+        let d = render(&r);
+        assert!(
+            d.description.contains(
+                "| Date | 2026-11-24 09:00 UTC (received; the message had no valid date) |"
+            )
+        );
+    }
+
+    #[test]
+    fn an_html_report_says_it_was_converted() {
+        let d = render(&fixture("html-latin1.eml"));
+        assert!(d.description.contains("The message was HTML only"));
+        assert!(
+            d.description
+                .contains("preuve de concept (https://example.org/poc/flask-session)")
+        );
+    }
+
+    #[test]
+    fn stored_names_keep_only_whitelisted_extensions() {
+        let sha = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            stored_name(1, &sha, Some("poc.py"), "text/x-python"),
+            "1-0123456789ab.py"
+        );
+        assert_eq!(
+            stored_name(2, &sha, Some("../../x.sh;rm -rf"), "text/plain"),
+            "2-0123456789ab.txt"
+        );
+        assert_eq!(
+            stored_name(3, &sha, Some("evil.exe"), "application/x-msdownload"),
+            "3-0123456789ab.bin"
+        );
+        assert_eq!(
+            stored_name(4, &sha, None, "message/rfc822"),
+            "4-0123456789ab.eml"
+        );
+        assert_eq!(
+            stored_name(5, &sha, Some("A.PNG"), "image/png"),
+            "5-0123456789ab.png"
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! The notice watcher: its own task, on its own interval, that lists each repository's
+//! advisories changed since the last look and tells the reporter, in the report's
+//! thread, once per change (published, CVE assigned, closed, withdrawn).
+//!
+//! It never touches IMAP: copies of the notices it sends go to the mailbox side through
+//! a channel. A notice is journaled after the SMTP server accepted it; a failed one
+//! leaves the state and the watermark untouched so the next look tries again. GitHub
+//! trouble is logged and waits for the next look. Shutdown is observed between any two
+//! requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::config::{GithubMode, Resolved};
+use crate::engine::{AdvisoryApi, Clock, Outbox};
+use crate::github::AdvisoryStatus;
+use crate::journal::{AdvisoryState, Entry, Journal, JournalError};
+use crate::mail::Address;
+use crate::metrics::Metrics;
+use crate::render::notice::{self, Event, NoticeContext, NoticeTemplates};
+
+/// Copies of mail the watcher sent, on their way to the sent folder, and the signal that
+/// wakes the mailbox side to append them.
+#[derive(Clone)]
+pub struct Copies {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    notify: Arc<Notify>,
+}
+
+/// The receiving end of [`Copies`].
+pub struct CopiesRx {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    notify: Arc<Notify>,
+}
+
+/// A channel for copies of sent mail.
+pub fn copies() -> (Copies, CopiesRx) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let notify = Arc::new(Notify::new());
+    (
+        Copies {
+            tx,
+            notify: notify.clone(),
+        },
+        CopiesRx { rx, notify },
+    )
+}
+
+impl Copies {
+    /// Hands one copy over and wakes the mailbox side.
+    pub fn send(&self, raw: Vec<u8>) {
+        if self.tx.send(raw).is_ok() {
+            self.notify.notify_one();
+        }
+    }
+}
+
+impl CopiesRx {
+    /// Completes when a copy may be waiting.
+    pub async fn ready(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Every copy waiting now.
+    pub fn drain(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Ok(copy) = self.rx.try_recv() {
+            out.push(copy);
+        }
+        out
+    }
+}
+
+/// The watcher with what it reads and sends through.
+pub struct Watcher<A, O> {
+    settings: Arc<Resolved>,
+    journal: Journal,
+    github: A,
+    outbox: O,
+    templates: NoticeTemplates,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    copies: Copies,
+}
+
+impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
+    /// A watcher over these stores and clients.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: Arc<Resolved>,
+        journal: Journal,
+        github: A,
+        outbox: O,
+        templates: NoticeTemplates,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+        copies: Copies,
+    ) -> Self {
+        Watcher {
+            settings,
+            journal,
+            github,
+            outbox,
+            templates,
+            metrics,
+            clock,
+            copies,
+        }
+    }
+
+    /// Looks at once, then every `notify.interval_secs`, until shutdown. Only a journal
+    /// failure ends it early (the daemon then stops).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), JournalError> {
+        let interval = Duration::from_secs(self.settings.config.notify.interval_secs.max(1));
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            tokio::select! {
+                r = self.look() => r?,
+                _ = shutdown.changed() => return Ok(()),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// One look at every configured repository.
+    pub async fn look(&self) -> Result<(), JournalError> {
+        for repo in &self.settings.config.repositories {
+            self.look_at(&repo.name).await?;
+        }
+        Ok(())
+    }
+
+    async fn look_at(&self, repo: &str) -> Result<(), JournalError> {
+        let (r, key) = (repo.to_owned(), format!("watermark:{repo}"));
+        let k = key.clone();
+        let (ours, since) = self
+            .journal
+            .call(move |db| Ok((db.reports_with_advisory(&r)?, db.meta_time(&k)?)))
+            .await?;
+        if ours.is_empty() {
+            return Ok(());
+        }
+        let changed = match self.github.updated_since(repo, since).await {
+            Ok(list) => list,
+            Err(e) => {
+                warn!(error = %e, repository = %repo, "cannot look at advisories; next look later");
+                return Ok(());
+            }
+        };
+        let mut complete = true;
+        for advisory in &changed {
+            let Some(entry) = ours.iter().find(|e| {
+                e.ghsa_id
+                    .as_deref()
+                    .is_some_and(|g| g.eq_ignore_ascii_case(&advisory.ghsa_id))
+            }) else {
+                continue;
+            };
+            let Some(new_state) = AdvisoryState::parse(&advisory.state) else {
+                warn!(ghsa = %advisory.ghsa_id, state = %advisory.state, "GitHub reports an advisory state this release does not know; ignoring the change");
+                continue;
+            };
+            if !self.advisory_changed(entry, advisory, new_state).await? {
+                complete = false;
+            }
+        }
+        if complete && let Some(newest) = changed.iter().filter_map(|a| a.updated_at).max() {
+            let value = newest.to_rfc3339();
+            self.journal
+                .call(move |db| db.set_meta(&key, &value))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the notices one change of `entry`'s advisory means; false when one could
+    /// not go out now (the next look tries again).
+    async fn advisory_changed(
+        &self,
+        entry: &Entry,
+        advisory: &AdvisoryStatus,
+        new_state: AdvisoryState,
+    ) -> Result<bool, JournalError> {
+        let created_as = match self.settings.config.github.mode {
+            GithubMode::Draft => AdvisoryState::Draft,
+            GithubMode::Triage => AdvisoryState::Triage,
+        };
+        let old_state = entry.github_state.unwrap_or(created_as);
+        let events = notice::transitions(
+            old_state,
+            entry.cve_id.as_deref(),
+            new_state,
+            advisory.cve_id.as_deref(),
+        );
+        for event in events {
+            let (id, name) = (entry.report_id.clone(), event.as_str());
+            let sent_before = self
+                .journal
+                .call(move |db| db.notice_sent(&id, name))
+                .await?;
+            if !self.wanted(event) || sent_before {
+                continue;
+            }
+            if !self.send_notice(entry, advisory, event).await? {
+                return Ok(false);
+            }
+        }
+        let (id, cve, now) = (
+            entry.report_id.clone(),
+            advisory.cve_id.clone(),
+            self.clock.now(),
+        );
+        self.journal
+            .call(move |db| db.record_github_state(&id, new_state, cve.as_deref(), now))
+            .await?;
+        Ok(true)
+    }
+
+    fn wanted(&self, event: Event) -> bool {
+        let n = &self.settings.config.notify;
+        match event {
+            Event::Published => n.published,
+            Event::CveAssigned => n.cve_assigned,
+            Event::Closed => n.closed,
+            Event::Withdrawn => n.withdrawn,
+        }
+    }
+
+    /// Sends one notice; false when it could not go out now.
+    async fn send_notice(
+        &self,
+        entry: &Entry,
+        advisory: &AdvisoryStatus,
+        event: Event,
+    ) -> Result<bool, JournalError> {
+        let Some(to) = entry.reply_to.clone() else {
+            // The report got no reply (noise rules, forged sender, limits): no notices.
+            return Ok(true);
+        };
+        let mut thread: Vec<String> = Vec::new();
+        thread.extend(entry.message_id.clone());
+        thread.extend(entry.reply_message_id.clone());
+        let config = &self.settings.config;
+        let ctx = NoticeContext {
+            report_id: &entry.report_id,
+            subject: entry.subject.as_deref().unwrap_or(""),
+            thread,
+            ghsa_id: &advisory.ghsa_id,
+            advisory_url: &advisory.html_url,
+            repository: entry.repository.as_deref().unwrap_or(""),
+            cve_id: advisory.cve_id.as_deref(),
+            policy_url: &config.reply.policy_url,
+            project_name: &config.reply.project_name,
+        };
+        let to = Address {
+            name: None,
+            email: to,
+        };
+        let message = match self.templates.render(event, &ctx, &to, &self.settings.from) {
+            Ok(m) => m,
+            Err(e) => {
+                error!(error = %e, "cannot render a notice; fix the template");
+                return Ok(false);
+            }
+        };
+        let sent = match self.outbox.send(&message).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                warn!(error = %e, event = event.as_str(), "notice not sent; next look tries again");
+                return Ok(false);
+            }
+        };
+        let (id, mid, now) = (
+            entry.report_id.clone(),
+            message.message_id.clone(),
+            self.clock.now(),
+        );
+        self.journal
+            .call(move |db| db.record_notice(&id, event.as_str(), &mid, now))
+            .await?;
+        self.metrics.notices_sent.inc();
+        info!(event = event.as_str(), ghsa = %advisory.ghsa_id, "reporter notified");
+        self.copies.send(sent);
+        Ok(true)
+    }
+}
