@@ -38,6 +38,23 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_fake/git/{owner}/{repo}/file", get(git_file))
 }
 
+/// A JSON body, whatever `content-type` says (curl without `-H` sends a form type).
+struct Lenient<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Lenient<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|_| problem(StatusCode::BAD_REQUEST, "cannot read the body"))?;
+        let text: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        serde_json::from_slice(text)
+            .map(Lenient)
+            .map_err(|e| problem(StatusCode::BAD_REQUEST, &format!("bad JSON body: {e}")))
+    }
+}
+
 fn done() -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
@@ -62,7 +79,7 @@ struct NewToken {
 
 async fn add_token(
     State(shared): State<Arc<Shared>>,
-    axum::Json(body): axum::Json<NewToken>,
+    Lenient(body): Lenient<NewToken>,
 ) -> Response {
     let access = match body.access.as_deref().map(Access::parse) {
         None => Access::Write,
@@ -104,7 +121,7 @@ struct TokenName {
 
 async fn revoke_token(
     State(shared): State<Arc<Shared>>,
-    axum::Json(body): axum::Json<TokenName>,
+    Lenient(body): Lenient<TokenName>,
 ) -> Response {
     shared.lock().revoked.insert(body.token);
     done()
@@ -112,7 +129,7 @@ async fn revoke_token(
 
 async fn restore_token(
     State(shared): State<Arc<Shared>>,
-    axum::Json(body): axum::Json<TokenName>,
+    Lenient(body): Lenient<TokenName>,
 ) -> Response {
     shared.lock().revoked.remove(&body.token);
     done()
@@ -127,7 +144,7 @@ struct Expiry {
 
 async fn token_expiry(
     State(shared): State<Arc<Shared>>,
-    axum::Json(body): axum::Json<Expiry>,
+    Lenient(body): Lenient<Expiry>,
 ) -> Response {
     match shared.lock().credentials.get_mut(&body.token) {
         Some(c) => {
@@ -162,10 +179,7 @@ struct Ttl {
     seconds: u64,
 }
 
-async fn token_ttl(
-    State(shared): State<Arc<Shared>>,
-    axum::Json(body): axum::Json<Ttl>,
-) -> Response {
+async fn token_ttl(State(shared): State<Arc<Shared>>, Lenient(body): Lenient<Ttl>) -> Response {
     shared.lock().token_ttl = Duration::from_secs(body.seconds);
     done()
 }
@@ -178,7 +192,7 @@ struct LinkBase {
 
 async fn link_base(
     State(shared): State<Arc<Shared>>,
-    axum::Json(body): axum::Json<LinkBase>,
+    Lenient(body): Lenient<LinkBase>,
 ) -> Response {
     shared.lock().link_base = body.base.map(|b| b.trim_end_matches('/').to_owned());
     done()
@@ -190,10 +204,7 @@ struct NewUser {
     login: String,
 }
 
-async fn add_user(
-    State(shared): State<Arc<Shared>>,
-    axum::Json(body): axum::Json<NewUser>,
-) -> Response {
+async fn add_user(State(shared): State<Arc<Shared>>, Lenient(body): Lenient<NewUser>) -> Response {
     shared.lock().add_user(&body.login);
     done()
 }

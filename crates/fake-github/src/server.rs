@@ -1093,7 +1093,22 @@ fn app_operation(
                     .installations
                     .values()
                     .filter(mine)
-                    .map(|i| installation_json(base, i, app))
+                    .map(|i| {
+                        // This operation's description gives `account` as `allOf` Simple
+                        // User *and* Enterprise (the others say `anyOf`), so the fake adds
+                        // the enterprise fields to stay inside it.
+                        let mut json = installation_json(base, i, app);
+                        let login = i.spec.account.clone();
+                        let at = advisory::timestamp(i.created_at);
+                        let account = &mut json["account"];
+                        account["name"] = json!(login);
+                        account["slug"] = json!(login);
+                        account["description"] = Value::Null;
+                        account["website_url"] = Value::Null;
+                        account["created_at"] = json!(at);
+                        account["updated_at"] = json!(at);
+                        json
+                    })
                     .collect(),
             ),
         ),
