@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use fake_github::{FakeHandle, spec};
+use fake_github::{FakeHandle, Operation, spec};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -88,6 +88,16 @@ pub fn assert_every_response_follows_the_description(fake: &FakeHandle) {
         else {
             continue;
         };
+        // GitHub's description gives this 422 as `oneOf` a validation error and a
+        // rule violation whose schema requires nothing, so no body can match exactly
+        // one; the fake's body must at least have the validation error's shape.
+        if (operation, status) == (Operation::CreateBlob, 422) {
+            assert!(
+                body["message"].is_string() && body["documentation_url"].is_string(),
+                "{body}"
+            );
+            continue;
+        }
         match spec.validate_response(operation, status, body) {
             Ok(violations) => assert!(
                 violations.is_empty(),
