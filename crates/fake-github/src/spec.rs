@@ -326,12 +326,22 @@ struct CompiledOperation {
     documentation_url: String,
     request: Option<Validator>,
     query: BTreeMap<String, Validator>,
-    responses: BTreeMap<u16, Validator>,
+    /// Response validators, compiled on first use: the fake itself never checks its
+    /// answers (tests do), and compiling every response schema up front costs some
+    /// 200 MB of validators for schemas most runs never look at.
+    responses: BTreeMap<u16, OnceLock<Option<Validator>>>,
+    /// Where the operation sits in the document, for compiling responses later.
+    method: &'static str,
+    template: String,
 }
 
 /// The compiled OpenAPI subset.
 pub struct Spec {
     operations: BTreeMap<Operation, CompiledOperation>,
+    /// The document, kept as text and parsed again only when a response schema is first
+    /// needed.
+    source: String,
+    document: OnceLock<Value>,
 }
 
 impl std::fmt::Debug for Spec {
@@ -433,9 +443,8 @@ impl Spec {
                     let Ok(code) = status.parse::<u16>() else {
                         continue;
                     };
-                    if let Ok(schema) = json_schema_of(response, &at) {
-                        responses
-                            .insert(code, compile(schema, &format!("{at}.responses.{status}"))?);
+                    if json_schema_of(response, &at).is_ok() {
+                        responses.insert(code, OnceLock::new());
                     }
                 }
             }
@@ -446,10 +455,59 @@ impl Spec {
                     request,
                     query,
                     responses,
+                    method,
+                    template,
                 },
             );
         }
-        Ok(Spec { operations })
+        Ok(Spec {
+            operations,
+            source: text.to_owned(),
+            document: OnceLock::new(),
+        })
+    }
+
+    /// The response validator of an operation and status, compiled on first use.
+    fn response_validator(
+        &self,
+        operation: Operation,
+        status: u16,
+    ) -> Result<&Validator, SpecError> {
+        let op = self.op(operation);
+        let slot = op
+            .responses
+            .get(&status)
+            .ok_or(SpecError::UndocumentedStatus { operation, status })?;
+        let at = format!("paths.{}.{}.responses.{status}", op.template, op.method);
+        slot.get_or_init(|| {
+            let doc = self
+                .document
+                .get_or_init(|| serde_json::from_str(&self.source).unwrap_or(Value::Null));
+            let response = doc
+                .get("paths")?
+                .get(&op.template)?
+                .get(op.method)?
+                .get("responses")?
+                .get(status.to_string())?;
+            compile(json_schema_of(response, &at).ok()?, &at).ok()
+        })
+        .as_ref()
+        .ok_or(SpecError::Fixture {
+            at,
+            reason: "response schema does not compile".into(),
+        })
+    }
+
+    /// Compiles every response schema now (the crate's tests check the fixture so).
+    pub fn compile_all_responses(&self) -> Result<usize, SpecError> {
+        let mut count = 0;
+        for (operation, op) in &self.operations {
+            for status in op.responses.keys() {
+                self.response_validator(*operation, *status)?;
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 
     fn op(&self, operation: Operation) -> &CompiledOperation {
@@ -512,11 +570,7 @@ impl Spec {
         status: u16,
         body: &Value,
     ) -> Result<Vec<Violation>, SpecError> {
-        let validator = self
-            .op(operation)
-            .responses
-            .get(&status)
-            .ok_or(SpecError::UndocumentedStatus { operation, status })?;
+        let validator = self.response_validator(operation, status)?;
         Ok(violations(validator, body))
     }
 
@@ -610,6 +664,7 @@ mod tests {
     fn every_schema_in_the_fixture_compiles() {
         let spec = Spec::parse(FIXTURE).unwrap();
         assert_eq!(spec.operations.len(), Operation::ALL.len());
+        assert!(spec.compile_all_responses().unwrap() > 50);
         assert!(spec.documented_statuses(Operation::Create).contains(&201));
         assert!(spec.documented_statuses(Operation::Create).contains(&422));
     }
