@@ -12,11 +12,17 @@
 //! | `PATCH /repos/{o}/{r}/security-advisories/{ghsa}` | 200 updated advisory (state changes too) |
 //! | `POST /repos/{o}/{r}/security-advisories/reports` | 201 private report, state `triage` |
 //! | `POST /repos/{o}/{r}/security-advisories/{ghsa}/cve` | 202 `{}` |
+//! | `GET /app`, `/app/installations`, `/{orgs,users}/{x}/installation`, `/repos/{o}/{r}/installation` | the App and its installations (App JWT) |
+//! | `POST /app/installations/{id}/access_tokens` | 201 installation token (App JWT) |
+//! | `GET /users/{username}` | 200 known user or 404 |
+//! | `POST/GET /repos/{o}/{r}/git/{blobs,trees,commits,refs}`, `git/ref/{ref}`, `git/matching-refs/{ref}`, `contents/{path}` | the Git Data API with git's object SHAs |
 //! | `GET /_fake/advisories` | every stored advisory, `{"owner/name": [..]}`: for humans, not GitHub |
+//! | `/_fake/tokens`, `/_fake/installations/{id}/..`, `/_fake/link-base`, `/_fake/users`, `/_fake/git/..` | control endpoints (see the README) |
 //!
 //! Bodies that fail the request schema get 422 `{"message":"Validation Failed","errors":[..]}`;
-//! unparseable JSON gets 400; an unknown repository or advisory 404; a missing or wrong
-//! token 401 `Bad credentials`. Every API response carries GitHub's rate-limit headers
+//! unparseable JSON gets 400; an unknown repository or advisory 404 (also a repository of
+//! an owner the token does not cover); a missing, wrong, revoked or expired token 401
+//! `Bad credentials`; a token without the permission 403. Every API response carries GitHub's rate-limit headers
 //! (`x-ratelimit-limit`, `-remaining`, `-used`, `-reset`, `-resource: core`) and an
 //! `x-github-request-id`. When the budget is used up, requests get 403 until the reset.
 //!
