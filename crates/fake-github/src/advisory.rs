@@ -39,8 +39,11 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
 
 /// A `simple-user` object for `login`.
 pub fn simple_user(api_url: &str, login: &str, id: u64) -> Value {
-    let user_url = format!("{api_url}/users/{login}");
-    json!({
+    // An App's bot user (`slug[bot]`): GitHub escapes the brackets in its URLs.
+    let bot = login.strip_suffix("[bot]");
+    let escaped = login.replace('[', "%5B").replace(']', "%5D");
+    let user_url = format!("{api_url}/users/{escaped}");
+    let mut user = json!({
         "name": null,
         "email": null,
         "login": login,
@@ -62,7 +65,12 @@ pub fn simple_user(api_url: &str, login: &str, id: u64) -> Value {
         "type": "User",
         "site_admin": false,
         "user_view_type": "public",
-    })
+    });
+    if let Some(slug) = bot {
+        user["type"] = json!("Bot");
+        user["html_url"] = json!(format!("https://github.com/apps/{slug}"));
+    }
+    user
 }
 
 /// A stable made-up user id for a login the fake only knows by name (credits).

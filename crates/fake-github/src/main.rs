@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
             repos: args.repos,
             login: args.login,
             rate_limit: args.rate_limit,
-            seed: None,
+            ..FakeOptions::default()
         },
         args.listen,
     )

@@ -1,10 +1,11 @@
-//! GitHub's official OpenAPI description of the repository security-advisory operations,
-//! compiled into JSON Schema validators for request bodies, query parameters and responses.
+//! GitHub's official OpenAPI description of the operations the fake serves, compiled
+//! into JSON Schema validators for request bodies, query parameters and responses.
 //!
-//! The fixture `openapi/security-advisories.json` is the subset of
-//! `@octokit/openapi` (pinned in `scripts/update-openapi-fixture`) under
-//! `/repos/{owner}/{repo}/security-advisories`, with OpenAPI 3.0 `nullable` already
-//! rewritten into JSON Schema by that script.
+//! The fixture `openapi/security-advisories.json` is the subset of `@octokit/openapi`
+//! (pinned in `scripts/update-openapi-fixture`) under
+//! `/repos/{owner}/{repo}/security-advisories`, plus the App, installation, user and Git
+//! Data paths the script lists, with OpenAPI 3.0 `nullable` already rewritten into JSON
+//! Schema by that script.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -18,7 +19,8 @@ pub const FIXTURE: &str = include_str!("../openapi/security-advisories.json");
 /// The path prefix every operation in the fixture lives under.
 const PREFIX: &str = "/repos/{owner}/{repo}/security-advisories";
 
-/// One operation of the repository security-advisory API.
+/// One operation the fake serves: the repository security-advisory API, GitHub App
+/// authentication, users, and the Git Data API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Operation {
     /// `GET /repos/{owner}/{repo}/security-advisories`
@@ -35,11 +37,49 @@ pub enum Operation {
     RequestCve,
     /// `POST /repos/{owner}/{repo}/security-advisories/{ghsa_id}/forks`
     CreateFork,
+    /// `GET /app` (App JWT)
+    GetApp,
+    /// `GET /app/installations` (App JWT)
+    ListInstallations,
+    /// `POST /app/installations/{installation_id}/access_tokens` (App JWT)
+    CreateInstallationToken,
+    /// `GET /orgs/{org}/installation` (App JWT)
+    GetOrgInstallation,
+    /// `GET /repos/{owner}/{repo}/installation` (App JWT)
+    GetRepoInstallation,
+    /// `GET /users/{username}/installation` (App JWT)
+    GetUserInstallation,
+    /// `GET /users/{username}`
+    GetUser,
+    /// `POST /repos/{owner}/{repo}/git/blobs`
+    CreateBlob,
+    /// `GET /repos/{owner}/{repo}/git/blobs/{file_sha}`
+    GetBlob,
+    /// `POST /repos/{owner}/{repo}/git/trees`
+    CreateTree,
+    /// `GET /repos/{owner}/{repo}/git/trees/{tree_sha}`
+    GetTree,
+    /// `POST /repos/{owner}/{repo}/git/commits`
+    CreateCommit,
+    /// `GET /repos/{owner}/{repo}/git/commits/{commit_sha}`
+    GetCommit,
+    /// `POST /repos/{owner}/{repo}/git/refs`
+    CreateRef,
+    /// `PATCH /repos/{owner}/{repo}/git/refs/{ref}`
+    UpdateRef,
+    /// `DELETE /repos/{owner}/{repo}/git/refs/{ref}`
+    DeleteRef,
+    /// `GET /repos/{owner}/{repo}/git/ref/{ref}`
+    GetRef,
+    /// `GET /repos/{owner}/{repo}/git/matching-refs/{ref}`
+    ListMatchingRefs,
+    /// `GET /repos/{owner}/{repo}/contents/{path}`
+    GetContent,
 }
 
 impl Operation {
-    /// Every operation, in a fixed order.
-    pub const ALL: [Operation; 7] = [
+    /// Every operation, in a fixed order (literal paths before templated ones).
+    pub const ALL: [Operation; 26] = [
         Operation::List,
         Operation::Create,
         Operation::Report,
@@ -47,11 +87,31 @@ impl Operation {
         Operation::Update,
         Operation::RequestCve,
         Operation::CreateFork,
+        Operation::GetApp,
+        Operation::ListInstallations,
+        Operation::CreateInstallationToken,
+        Operation::GetOrgInstallation,
+        Operation::GetRepoInstallation,
+        Operation::GetUserInstallation,
+        Operation::GetUser,
+        Operation::CreateBlob,
+        Operation::GetBlob,
+        Operation::CreateTree,
+        Operation::GetTree,
+        Operation::CreateCommit,
+        Operation::GetCommit,
+        Operation::CreateRef,
+        Operation::UpdateRef,
+        Operation::DeleteRef,
+        Operation::GetRef,
+        Operation::ListMatchingRefs,
+        Operation::GetContent,
     ];
 
     /// The HTTP method and path template, as the OpenAPI description spells them.
     pub fn method_and_template(self) -> (&'static str, String) {
-        match self {
+        let git = "/repos/{owner}/{repo}/git";
+        let (method, template): (&str, String) = match self {
             Operation::List => ("get", PREFIX.to_owned()),
             Operation::Create => ("post", PREFIX.to_owned()),
             Operation::Report => ("post", format!("{PREFIX}/reports")),
@@ -59,7 +119,50 @@ impl Operation {
             Operation::Update => ("patch", format!("{PREFIX}/{{ghsa_id}}")),
             Operation::RequestCve => ("post", format!("{PREFIX}/{{ghsa_id}}/cve")),
             Operation::CreateFork => ("post", format!("{PREFIX}/{{ghsa_id}}/forks")),
-        }
+            Operation::GetApp => ("get", "/app".into()),
+            Operation::ListInstallations => ("get", "/app/installations".into()),
+            Operation::CreateInstallationToken => (
+                "post",
+                "/app/installations/{installation_id}/access_tokens".into(),
+            ),
+            Operation::GetOrgInstallation => ("get", "/orgs/{org}/installation".into()),
+            Operation::GetRepoInstallation => ("get", "/repos/{owner}/{repo}/installation".into()),
+            Operation::GetUserInstallation => ("get", "/users/{username}/installation".into()),
+            Operation::GetUser => ("get", "/users/{username}".into()),
+            Operation::CreateBlob => ("post", format!("{git}/blobs")),
+            Operation::GetBlob => ("get", format!("{git}/blobs/{{file_sha}}")),
+            Operation::CreateTree => ("post", format!("{git}/trees")),
+            Operation::GetTree => ("get", format!("{git}/trees/{{tree_sha}}")),
+            Operation::CreateCommit => ("post", format!("{git}/commits")),
+            Operation::GetCommit => ("get", format!("{git}/commits/{{commit_sha}}")),
+            Operation::CreateRef => ("post", format!("{git}/refs")),
+            Operation::UpdateRef => ("patch", format!("{git}/refs/{{ref}}")),
+            Operation::DeleteRef => ("delete", format!("{git}/refs/{{ref}}")),
+            Operation::GetRef => ("get", format!("{git}/ref/{{ref}}")),
+            Operation::ListMatchingRefs => ("get", format!("{git}/matching-refs/{{ref}}")),
+            Operation::GetContent => ("get", "/repos/{owner}/{repo}/contents/{path}".into()),
+        };
+        (method, template)
+    }
+
+    /// True for the operations on one repository (`/repos/{owner}/{repo}/...`).
+    pub fn is_repository_operation(self) -> bool {
+        self.method_and_template()
+            .1
+            .starts_with("/repos/{owner}/{repo}/")
+    }
+
+    /// True for the operations GitHub only accepts with an App's JWT.
+    pub fn needs_app_jwt(self) -> bool {
+        matches!(
+            self,
+            Operation::GetApp
+                | Operation::ListInstallations
+                | Operation::CreateInstallationToken
+                | Operation::GetOrgInstallation
+                | Operation::GetRepoInstallation
+                | Operation::GetUserInstallation
+        )
     }
 }
 
@@ -68,43 +171,105 @@ impl Operation {
 pub struct Matched {
     /// The operation.
     pub operation: Operation,
-    /// `{owner}`.
+    /// `{owner}` (empty for operations outside `/repos/`).
     pub owner: String,
-    /// `{repo}`.
+    /// `{repo}` (empty for operations outside `/repos/`).
     pub repo: String,
     /// `{ghsa_id}`, for the operations on one advisory.
     pub ghsa_id: Option<String>,
+    /// Every path parameter by its template name, percent-decoded (`ref` and `path`
+    /// may contain `/`).
+    pub params: BTreeMap<String, String>,
+}
+
+impl Matched {
+    /// A path parameter, or `""` when the template has none of that name.
+    pub fn param(&self, name: &str) -> &str {
+        self.params.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Decodes `%XX` escapes; malformed escapes stay as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Matches path segments against a template; the parameters `ref` and `path` in last
+/// position take every remaining segment.
+fn match_template(template: &str, segments: &[&str]) -> Option<BTreeMap<String, String>> {
+    let parts: Vec<&str> = template.trim_start_matches('/').split('/').collect();
+    let mut params = BTreeMap::new();
+    for (i, part) in parts.iter().enumerate() {
+        let name = part.strip_prefix('{').and_then(|p| p.strip_suffix('}'));
+        let last = i == parts.len() - 1;
+        match name {
+            Some(name) if last && (name == "ref" || name == "path") => {
+                let rest = segments.get(i..).filter(|r| !r.is_empty())?;
+                if rest.iter().any(|s| s.is_empty()) {
+                    return None;
+                }
+                let joined: Vec<String> = rest.iter().map(|s| percent_decode(s)).collect();
+                params.insert(name.to_owned(), joined.join("/"));
+                return Some(params);
+            }
+            Some(name) => {
+                let value = segments.get(i).filter(|s| !s.is_empty())?;
+                params.insert(name.to_owned(), percent_decode(value));
+            }
+            None => {
+                if segments.get(i) != Some(part) {
+                    return None;
+                }
+            }
+        }
+    }
+    (segments.len() == parts.len()).then_some(params)
 }
 
 /// Finds the operation for a method and a concrete path such as
-/// `/repos/pallets/flask/security-advisories/GHSA-...`. Paths under other prefixes, and
-/// methods the description does not define for a path, give `None`.
+/// `/repos/pallets/flask/security-advisories/GHSA-...`. Paths the fake does not serve,
+/// and methods the description does not define for a path, give `None`.
 pub fn match_operation(method: &str, path: &str) -> Option<Matched> {
-    let rest = path.strip_prefix("/repos/")?;
-    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    if segments.len() < 3 || segments[2] != "security-advisories" {
-        return None;
-    }
-    if segments[0].is_empty() || segments[1].is_empty() {
-        return None;
-    }
+    let trimmed = path.strip_prefix('/')?.trim_end_matches('/');
+    let segments: Vec<&str> = trimmed.split('/').collect();
     let method = method.to_ascii_lowercase();
-    let (operation, ghsa_id) = match (method.as_str(), &segments[3..]) {
-        ("get", []) => (Operation::List, None),
-        ("post", []) => (Operation::Create, None),
-        ("post", ["reports"]) => (Operation::Report, None),
-        ("get", [id]) if *id != "reports" => (Operation::Get, Some(*id)),
-        ("patch", [id]) if *id != "reports" => (Operation::Update, Some(*id)),
-        ("post", [id, "cve"]) => (Operation::RequestCve, Some(*id)),
-        ("post", [id, "forks"]) => (Operation::CreateFork, Some(*id)),
-        _ => return None,
-    };
-    Some(Matched {
-        operation,
-        owner: segments[0].to_owned(),
-        repo: segments[1].to_owned(),
-        ghsa_id: ghsa_id.map(str::to_owned),
-    })
+    for operation in Operation::ALL {
+        let (op_method, template) = operation.method_and_template();
+        if op_method != method {
+            continue;
+        }
+        let Some(params) = match_template(&template, &segments) else {
+            continue;
+        };
+        let ghsa_id = params.get("ghsa_id").cloned();
+        if ghsa_id.as_deref() == Some("reports") {
+            continue;
+        }
+        return Some(Matched {
+            operation,
+            owner: params.get("owner").cloned().unwrap_or_default(),
+            repo: params.get("repo").cloned().unwrap_or_default(),
+            ghsa_id,
+            params,
+        });
+    }
+    None
 }
 
 /// One schema violation, as the fake reports it in a 422 `errors[]` entry.
@@ -161,12 +326,22 @@ struct CompiledOperation {
     documentation_url: String,
     request: Option<Validator>,
     query: BTreeMap<String, Validator>,
-    responses: BTreeMap<u16, Validator>,
+    /// Response validators, compiled on first use: the fake itself never checks its
+    /// answers (tests do), and compiling every response schema up front costs some
+    /// 200 MB of validators for schemas most runs never look at.
+    responses: BTreeMap<u16, OnceLock<Option<Validator>>>,
+    /// Where the operation sits in the document, for compiling responses later.
+    method: &'static str,
+    template: String,
 }
 
 /// The compiled OpenAPI subset.
 pub struct Spec {
     operations: BTreeMap<Operation, CompiledOperation>,
+    /// The document, kept as text and parsed again only when a response schema is first
+    /// needed.
+    source: String,
+    document: OnceLock<Value>,
 }
 
 impl std::fmt::Debug for Spec {
@@ -268,9 +443,8 @@ impl Spec {
                     let Ok(code) = status.parse::<u16>() else {
                         continue;
                     };
-                    if let Ok(schema) = json_schema_of(response, &at) {
-                        responses
-                            .insert(code, compile(schema, &format!("{at}.responses.{status}"))?);
+                    if json_schema_of(response, &at).is_ok() {
+                        responses.insert(code, OnceLock::new());
                     }
                 }
             }
@@ -281,10 +455,59 @@ impl Spec {
                     request,
                     query,
                     responses,
+                    method,
+                    template,
                 },
             );
         }
-        Ok(Spec { operations })
+        Ok(Spec {
+            operations,
+            source: text.to_owned(),
+            document: OnceLock::new(),
+        })
+    }
+
+    /// The response validator of an operation and status, compiled on first use.
+    fn response_validator(
+        &self,
+        operation: Operation,
+        status: u16,
+    ) -> Result<&Validator, SpecError> {
+        let op = self.op(operation);
+        let slot = op
+            .responses
+            .get(&status)
+            .ok_or(SpecError::UndocumentedStatus { operation, status })?;
+        let at = format!("paths.{}.{}.responses.{status}", op.template, op.method);
+        slot.get_or_init(|| {
+            let doc = self
+                .document
+                .get_or_init(|| serde_json::from_str(&self.source).unwrap_or(Value::Null));
+            let response = doc
+                .get("paths")?
+                .get(&op.template)?
+                .get(op.method)?
+                .get("responses")?
+                .get(status.to_string())?;
+            compile(json_schema_of(response, &at).ok()?, &at).ok()
+        })
+        .as_ref()
+        .ok_or(SpecError::Fixture {
+            at,
+            reason: "response schema does not compile".into(),
+        })
+    }
+
+    /// Compiles every response schema now (the crate's tests check the fixture so).
+    pub fn compile_all_responses(&self) -> Result<usize, SpecError> {
+        let mut count = 0;
+        for (operation, op) in &self.operations {
+            for status in op.responses.keys() {
+                self.response_validator(*operation, *status)?;
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 
     fn op(&self, operation: Operation) -> &CompiledOperation {
@@ -296,6 +519,11 @@ impl Spec {
     /// The documentation link GitHub puts in error bodies for this operation.
     pub fn documentation_url(&self, operation: Operation) -> &str {
         &self.op(operation).documentation_url
+    }
+
+    /// True when the description gives the operation a JSON request body.
+    pub fn has_request_body(&self, operation: Operation) -> bool {
+        self.op(operation).request.is_some()
     }
 
     /// Validates a request body; an operation without a request body accepts anything.
@@ -342,11 +570,7 @@ impl Spec {
         status: u16,
         body: &Value,
     ) -> Result<Vec<Violation>, SpecError> {
-        let validator = self
-            .op(operation)
-            .responses
-            .get(&status)
-            .ok_or(SpecError::UndocumentedStatus { operation, status })?;
+        let validator = self.response_validator(operation, status)?;
         Ok(violations(validator, body))
     }
 
@@ -440,6 +664,7 @@ mod tests {
     fn every_schema_in_the_fixture_compiles() {
         let spec = Spec::parse(FIXTURE).unwrap();
         assert_eq!(spec.operations.len(), Operation::ALL.len());
+        assert!(spec.compile_all_responses().unwrap() > 50);
         assert!(spec.documented_statuses(Operation::Create).contains(&201));
         assert!(spec.documented_statuses(Operation::Create).contains(&422));
     }
