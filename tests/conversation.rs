@@ -2,7 +2,7 @@
 //! hears, once per change, when a maintainer publishes, closes or withdraws the
 //! advisory or a CVE is assigned, also across a restart.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

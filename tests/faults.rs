@@ -2,7 +2,7 @@
 //! server refusing or down, the IMAP connection cut or Dovecot restarted. The daemon
 //! waits as told, never drops the message, never busy-loops, and catches up alone.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

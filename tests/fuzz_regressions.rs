@@ -3,7 +3,7 @@
 //! and rendering without a panic and keep every invariant of `tests/invariants/mod.rs`.
 //! See `tests/fixtures/fuzz/README.md` for what each one found.
 
-mod invariants;
+use crate::invariants;
 
 #[test]
 fn every_input_the_fuzzer_found_now_keeps_the_invariants() {

@@ -3,7 +3,7 @@
 //! README says (quarantined with a reason, filed as noise, answered or not, neutralised),
 //! and keeps every invariant of `tests/invariants/mod.rs` on the way.
 
-mod invariants;
+use crate::invariants;
 
 use advisory_bridge::classify::{Classification, NoiseReason, ReplyDecision, SuppressReason};
 use advisory_bridge::config::LimitsConfig;
@@ -205,7 +205,17 @@ fn trojan_source_bidi_controls_are_shown_not_applied() {
 #[test]
 fn a_forged_authentication_result_below_ours_is_not_shown() {
     let o = run("forged-authentication-results.eml");
-    sent_to(&o);
+    // The trusted receiving server says DMARC failed: an advisory, but no reply (the
+    // same gate the daemon applies: both run `pipeline::prepare`).
+    assert_eq!(o.classification, Classification::Report);
+    assert!(
+        matches!(
+            &o.reply_decision,
+            ReplyDecision::Suppress(SuppressReason::Unauthenticated(_))
+        ),
+        "{:?}",
+        o.reply_decision
+    );
     let d = &o.draft.description;
     assert!(
         d.contains(

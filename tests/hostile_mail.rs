@@ -2,7 +2,7 @@
 //! the real daemon ends in the folder its README names, gets a reply only where one is
 //! due, and nothing is lost.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

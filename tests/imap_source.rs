@@ -1,7 +1,7 @@
 //! `source::ImapSource` against a real Dovecot on loopback: every TLS mode, login
 //! failures, folders, listing and fetching, filing away, IDLE and polling.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! cannot be trusted. Each test has its own directory, servers and ports, so they run in
 //! parallel.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! fake GitHub: a report mailed to security@ becomes a draft advisory in the right
 //! repository and the reporter gets one threaded reply.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

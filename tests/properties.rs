@@ -5,7 +5,7 @@
 //! and no reply header carries a line break or control character. The same holds after
 //! the message is appended to an advisory as a follow-up.
 
-mod invariants;
+use crate::invariants;
 
 use std::sync::OnceLock;
 

@@ -2,7 +2,7 @@
 //! exactly one advisory, every reporter is answered (a rare duplicate only with the same
 //! Message-ID), and every message ends in exactly one folder.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

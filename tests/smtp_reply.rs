@@ -1,7 +1,7 @@
 //! `reply::Mailer` against a real SMTP server on loopback (aiosmtpd, `scripts/smtp-sink`):
 //! what the reporter receives, over each TLS mode, and how refusals are classified.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

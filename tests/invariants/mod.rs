@@ -8,15 +8,16 @@
 #![allow(dead_code)]
 
 use advisory_bridge::classify::{self, Classification, ReplyDecision};
-use advisory_bridge::config::{AdvisoryConfig, ReplyConfig, RepositoryConfig};
+use advisory_bridge::config::Config;
 use advisory_bridge::mail::clean::is_bidi_control;
 use advisory_bridge::mail::{self, Address, Limits, ParseError, Report};
+use advisory_bridge::pipeline::{self, Prepared};
 use advisory_bridge::render::markdown::github_len;
 use advisory_bridge::render::{
-    self, AdvisoryContext, AdvisoryDraft, AdvisoryRef, DESCRIPTION_LIMIT, FollowupContext,
-    FollowupRender, ReplyMessage, SUMMARY_LIMIT, Templates,
+    self, AdvisoryDraft, AdvisoryRef, DESCRIPTION_LIMIT, FollowupContext, FollowupRender,
+    ReplyMessage, SUMMARY_LIMIT, Templates,
 };
-use advisory_bridge::route::{self, Route};
+use advisory_bridge::route::Route;
 use chrono::{DateTime, TimeZone, Utc};
 
 /// Limits as small as a real config might set them, so nesting and count limits are hit.
@@ -52,22 +53,58 @@ pub struct Outcome {
     pub followup_near_limit: FollowupRender,
 }
 
-/// The configuration the checks run the pipeline with (the one the fixtures assume).
+/// The configuration the checks run the pipeline with (the one the fixtures assume),
+/// in the two shapes of the sender cell.
 pub struct Pipeline {
     limits: Limits,
-    repositories: Vec<RepositoryConfig>,
-    reply_settings: ReplyConfig,
+    /// Reporter addresses hidden (the default) and shown.
+    configs: [Config; 2],
     templates: Templates,
-    classify: classify::Context,
 }
 
-fn repo(name: &str, aliases: &[&str]) -> RepositoryConfig {
-    RepositoryConfig {
-        name: name.into(),
-        aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
-        ecosystem: "pip".into(),
-        package: None,
-    }
+/// The fixtures' repositories and mailbox as a config file, with `limits`.
+fn config_text(limits: &Limits, include_reporter_email: bool) -> String {
+    format!(
+        r#"
+default_repository = "pallets/flask"
+[imap]
+host = "127.0.0.1"
+username = "security"
+password_env = "UNUSED"
+[smtp]
+host = "127.0.0.1"
+from_address = "{MAILBOX}"
+from_name = "Pallets Security"
+[github]
+token_env = "UNUSED"
+[reply]
+project_name = "Pallets"
+[authentication]
+trusted_authserv_ids = ["mx.palletsprojects.com"]
+[advisory]
+include_reporter_email = {include_reporter_email}
+inline_attachment_max_bytes = 32768
+[limits]
+max_message_bytes = {}
+max_parts = {}
+max_depth = {}
+max_attachments = {}
+[[repository]]
+name = "pallets/flask"
+[[repository]]
+name = "pallets/werkzeug"
+[[repository]]
+name = "pallets/jinja"
+aliases = ["jinja2"]
+[[repository]]
+name = "pallets/click"
+[[repository]]
+name = "pallets/markupsafe"
+[[repository]]
+name = "pallets-eco/flask-sqlalchemy"
+"#,
+        limits.max_message_bytes, limits.max_parts, limits.max_depth, limits.max_attachments,
+    )
 }
 
 impl Default for Pipeline {
@@ -85,36 +122,37 @@ impl Pipeline {
 
     /// The same with other limits (e.g. the config's defaults).
     pub fn with_limits(limits: Limits) -> Pipeline {
-        let reply_settings = ReplyConfig {
-            project_name: "Pallets".into(),
-            ..ReplyConfig::default()
+        let config = |shown: bool| {
+            Config::parse(
+                &config_text(&limits, shown),
+                std::path::Path::new("invariants.toml"),
+            )
+            .expect("the invariants' config is valid")
         };
-        let templates = Templates::load(&reply_settings).expect("the built-in template loads");
+        let configs = [config(false), config(true)];
+        let templates = Templates::load(&configs[0].reply).expect("the built-in template loads");
         Pipeline {
             limits,
-            repositories: vec![
-                repo("pallets/flask", &[]),
-                repo("pallets/werkzeug", &[]),
-                repo("pallets/jinja", &["jinja2"]),
-                repo("pallets/click", &[]),
-                repo("pallets/markupsafe", &[]),
-                repo("pallets-eco/flask-sqlalchemy", &[]),
-            ],
-            reply_settings,
+            configs,
             templates,
-            classify: classify::Context {
-                own_addresses: vec![MAILBOX.to_owned()],
-            },
         }
     }
 
-    /// Runs `raw` through the pure pipeline and checks every invariant, panicking on the
-    /// first broken one. A parse error is a valid outcome (the daemon quarantines).
+    /// Runs `raw` through the pure pipeline (`pipeline::parse` and `pipeline::prepare`,
+    /// exactly as the engine and `preview` do) and checks every invariant, panicking on
+    /// the first broken one. A parse error is a valid outcome (the daemon quarantines).
     pub fn check(&self, raw: &[u8]) -> Result<Outcome, ParseError> {
-        let report = mail::parse(raw, &self.limits)?;
+        // Alternate the privacy setting so both shapes of the sender cell are checked.
+        let config = &self.configs[usize::from(raw.len().is_multiple_of(2))];
+        let settings = &config.advisory;
+        let report = pipeline::parse(config, raw)?;
         check_report(&report, &self.limits);
-        let classification = classify::classify(&report, &self.classify);
-        let reply_decision = classify::reply_decision(&report, &self.classify);
+        let Prepared {
+            classification,
+            route,
+            draft,
+            reply: reply_decision,
+        } = pipeline::prepare(config, &report, received_at());
         if let ReplyDecision::Send(to) = &reply_decision {
             assert!(
                 classification == Classification::Report,
@@ -126,32 +164,12 @@ impl Pipeline {
                 to.email
             );
         }
-        let route = route::route(&report, &self.repositories, "pallets/flask", MAILBOX);
         assert!(
-            self.repositories.iter().any(|r| r.name == route.repository),
+            config.repository(&route.repository).is_some(),
             "routed to an unconfigured repository {:?}",
             route.repository
         );
-        let repository = self
-            .repositories
-            .iter()
-            .find(|r| r.name == route.repository)
-            .expect("checked just above");
-
-        // Alternate the privacy setting so both shapes of the sender cell are checked.
-        let settings = AdvisoryConfig {
-            include_reporter_email: raw.len().is_multiple_of(2),
-            inline_attachment_max_bytes: 32 * 1024,
-        };
-        let draft = render::advisory(
-            &report,
-            &AdvisoryContext {
-                route: &route,
-                repository,
-                settings: &settings,
-                received_at: received_at(),
-            },
-        );
+        assert_eq!(draft.repository, route.repository);
         check_draft(&report, &draft);
 
         let to = match &reply_decision {
@@ -179,7 +197,7 @@ impl Pipeline {
                 name: Some("Pallets Security".into()),
                 email: MAILBOX.into(),
             },
-            &self.reply_settings,
+            &config.reply,
             &self.templates,
         )
         .expect("the built-in template renders for every report");
@@ -189,7 +207,7 @@ impl Pipeline {
         let ctx = FollowupContext {
             original_sender: original_sender.as_deref(),
             received_at: received_at(),
-            settings: &settings,
+            settings,
         };
         let followup = render::append_followup(&draft.description, &report, &ctx);
         check_followup(&report, &draft.description, &followup);

@@ -6,7 +6,8 @@
 //! tests run in parallel. The servers come from `scripts/dovecot-instance` and
 //! `scripts/smtp-sink`; `scripts/install-deps` installs what they need.
 //!
-//! A test file uses it with `mod support;`; not every file uses every helper.
+//! `tests/tests.rs` declares it once for every scenario module; not every module uses
+//! every helper.
 #![allow(dead_code)]
 
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //! expiry, `Link` rewriting and users, over real HTTP; every answer is checked against
 //! the OpenAPI description.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The Git Data API of a private intake repository: object SHAs are git's own, blobs are
 //! idempotent, refs refuse to be created twice, and files can be read back by path.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! The request log is bounded: it keeps the newest requests, and bodies only for the
 //! newest of those, while the count of every request goes on.
 
-mod support;
+use crate::support;
 
 use fake_github::{FakeGitHub, FakeOptions};
 use serde_json::json;
