@@ -4,7 +4,7 @@
 //!
 //! Alone in its own test binary, so the resident set measured is this test's only.
 
-use crate::support;
+mod support;
 
 use std::time::Instant;
 

@@ -1,4 +1,5 @@
-//! The fake GitHub's own tests, in one test binary so they link once.
+//! The fake GitHub's own tests, in one test binary so they link once. The memory test is
+//! its own binary (`tests/memory.rs`): it measures the resident set of its process.
 
 mod support;
 
@@ -7,4 +8,3 @@ mod auth;
 mod cli;
 mod git;
 mod log;
-mod memory;
