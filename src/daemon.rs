@@ -20,7 +20,8 @@ use crate::journal::{Journal, JournalError};
 use crate::mailbox::{self, Fetched, Mailbox, MailboxError, Memory};
 use crate::metrics::Metrics;
 use crate::render::notice::NoticeTemplates;
-use crate::render::{self, Templates};
+use crate::render::marker::MarkerKeyError;
+use crate::render::{self, MarkerKey, Templates};
 use crate::reply::{Mailer, SendError};
 use crate::source::{ImapError, Wake};
 use crate::spool::{Spool, SpoolError};
@@ -57,6 +58,9 @@ pub enum FatalError {
     /// In `once` mode the mailbox could not be reached.
     #[error(transparent)]
     Imap(#[from] ImapError),
+    /// The key of the advisory markers cannot be read or made.
+    #[error(transparent)]
+    MarkerKey(#[from] MarkerKeyError),
 }
 
 impl From<EngineError> for FatalError {
@@ -152,9 +156,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Reads secrets, loads the templates, opens the journal and spool, and builds the
-    /// clients. Contacts nothing.
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Daemon, FatalError> {
+    /// Reads secrets, loads the templates, opens the journal and spool, loads (or makes)
+    /// the marker key, and builds the clients. Contacts nothing.
+    pub async fn new(config: Config, metrics: Arc<Metrics>) -> Result<Daemon, FatalError> {
         let templates = Arc::new(Templates::load(&config.reply)?);
         let notices = NoticeTemplates::load(config.notify.template_dir.as_deref())?;
         let settings = Arc::new(Resolved::new(config)?);
@@ -162,6 +166,15 @@ impl Daemon {
         let github = GitHub::new(&settings.github)?;
         let spool = Spool::open(&settings.config.state_dir)?;
         let journal = Journal::open(&settings.config.state_dir)?;
+        let config = &settings.config;
+        // Markers without a tag were written by releases before keys existed: they count
+        // on advisories older than this journal's first start with such a release.
+        let legacy_before = journal.call(|db| db.started_at()).await?;
+        let marker = MarkerKey::load(
+            &config.marker_key_path(),
+            config.advisory.marker_key_file.is_none(),
+        )?
+        .with_legacy_before(legacy_before);
         let (copies_tx, copies) = watcher::copies();
         let watcher = Watcher::new(
             settings.clone(),
@@ -180,6 +193,7 @@ impl Daemon {
             github,
             mailer,
             templates,
+            marker,
             metrics.clone(),
             Clock::System,
         );

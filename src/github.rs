@@ -26,7 +26,8 @@ use octocrab::models::security_advisories::{
 
 use crate::config::Secret;
 use crate::failure::{Classify, FailureKind};
-use crate::render::{AdvisoryDraft, AdvisoryRef};
+use crate::mail::ReportId;
+use crate::render::{AdvisoryDraft, AdvisoryRef, MarkerQuery};
 
 /// Advisories per list page: GitHub's maximum, so a scan costs as few requests as possible.
 const PAGE_SIZE: u8 = 100;
@@ -137,13 +138,14 @@ impl GitHub {
         })
     }
 
-    /// Looks through all of the repository's advisories (every state, every page) for one
-    /// whose description contains `marker`.
+    /// Looks through all of the repository's advisories (every state, every page, newest
+    /// first) for the first one whose description carries one of the `wanted` markers,
+    /// and says whose.
     pub async fn find_by_marker(
         &self,
         repository: &str,
-        marker: &str,
-    ) -> Result<Option<AdvisoryRef>, GitHubError> {
+        wanted: &[MarkerQuery],
+    ) -> Result<Option<(ReportId, AdvisoryRef)>, GitHubError> {
         const OPERATION: &str = "find advisory by marker";
         let (owner, name) = split_repository(OPERATION, repository)?;
         let repos = self.octocrab.repos(owner, name);
@@ -163,12 +165,13 @@ impl GitHub {
             )
             .await?;
         loop {
-            if let Some(found) = page
-                .items
-                .iter()
-                .find(|a| a.description.as_deref().is_some_and(|d| d.contains(marker)))
-            {
-                return Ok(Some(advisory_ref(repository, found)));
+            for a in &page.items {
+                let Some(description) = a.description.as_deref() else {
+                    continue;
+                };
+                if let Some(q) = wanted.iter().find(|q| q.matches(description, a.created_at)) {
+                    return Ok(Some((q.id.clone(), advisory_ref(repository, a))));
+                }
             }
             let next = self
                 .call(

@@ -14,7 +14,7 @@ use advisory_bridge::config::{Config, Resolved, from_address};
 use advisory_bridge::daemon::{Daemon, Mode};
 use advisory_bridge::journal::{Entry, Journal, Reply, State};
 use advisory_bridge::metrics::{self, Metrics};
-use advisory_bridge::render::{self, AdvisoryRef, Templates};
+use advisory_bridge::render::{self, AdvisoryRef, MarkerKey, Templates};
 use advisory_bridge::{github, pipeline, reply, source};
 
 /// Exit code when `once` left messages waiting for a retry (EX_TEMPFAIL).
@@ -125,7 +125,7 @@ async fn run(config: Config, mode: Mode) -> Result<ExitCode> {
             .await
             .with_context(|| format!("cannot serve metrics on {listen} (metrics.listen)"))?;
     }
-    let mut daemon = Daemon::new(config, metrics.clone())?;
+    let mut daemon = Daemon::new(config, metrics.clone()).await?;
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -257,7 +257,11 @@ fn preview(config: &Config, file: &Path) -> Result<ExitCode> {
         }
     };
     let received = report.date.unwrap_or_else(chrono::Utc::now);
-    let prepared = pipeline::prepare(config, &report, received);
+    // The real key when the daemon has made one (preview writes nothing), else a
+    // throwaway one: the marker shown then differs from the one `run` would write.
+    let marker = MarkerKey::load(&config.marker_key_path(), false)
+        .unwrap_or_else(|_| MarkerKey::new(rand::random()));
+    let prepared = pipeline::prepare(config, &marker, &report, received);
     let templates = Templates::load(&config.reply)?;
     let classification = match &prepared.classification {
         Classification::Report => serde_json::json!("report"),

@@ -8,7 +8,7 @@ use crate::auth;
 use crate::classify::{self, Classification, ReplyDecision, SuppressReason};
 use crate::config::{Config, own_addresses};
 use crate::mail::{self, Limits, ParseError, Report};
-use crate::render::{self, AdvisoryContext, AdvisoryDraft};
+use crate::render::{self, AdvisoryContext, AdvisoryDraft, MarkerKey};
 use crate::route::{self, Route};
 
 /// Everything one message's trip through the pure stages produces: what `preview`
@@ -46,8 +46,14 @@ pub fn classify_context(config: &Config) -> classify::Context {
 }
 
 /// Runs parse's output through classify (with the spam-score threshold), route, render
-/// and the reply decision (with the reply switch and the DMARC gate).
-pub fn prepare(config: &Config, report: &Report, received_at: DateTime<Utc>) -> Prepared {
+/// (the marker authenticated with `marker`) and the reply decision (with the reply
+/// switch and the DMARC gate).
+pub fn prepare(
+    config: &Config,
+    marker: &MarkerKey,
+    report: &Report,
+    received_at: DateTime<Utc>,
+) -> Prepared {
     let ctx = classify_context(config);
     let mut classification = classify::classify(report, &ctx);
     if classification == Classification::Report
@@ -75,6 +81,7 @@ pub fn prepare(config: &Config, report: &Report, received_at: DateTime<Utc>) -> 
             repository,
             settings: &config.advisory,
             received_at,
+            marker,
         },
     );
     let verdict = auth::verdict(

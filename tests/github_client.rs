@@ -7,7 +7,19 @@ use advisory_bridge::config::Secret;
 use advisory_bridge::failure::FailureKind;
 use advisory_bridge::github::{GitHub, GitHubError, GitHubSettings};
 use advisory_bridge::mail::ReportId;
-use advisory_bridge::render::{AdvisoryDraft, Package, marker};
+use advisory_bridge::render::{AdvisoryDraft, MarkerKey, MarkerQuery, Package};
+
+/// The marker key these tests write and search with.
+const KEY: MarkerKey = MarkerKey::new([3; 32]);
+
+fn marker(id: &ReportId) -> String {
+    KEY.report(id)
+}
+
+/// A search for the report named `id`.
+fn wanted(id: &str) -> [MarkerQuery; 1] {
+    [KEY.query(&ReportId(id.into()))]
+}
 use fake_github::{
     AdvisoryState, FakeGitHub, FakeHandle, FakeOptions, Fault, FaultMatch, Operation,
 };
@@ -130,11 +142,11 @@ async fn the_create_request_body_follows_githubs_openapi_description() {
 #[tokio::test]
 async fn the_marker_is_found_on_page_three_of_three_in_any_state() {
     let fake = fake().await;
-    let wanted = marker(&ReportId("old@example.org".into()));
+    let old = marker(&ReportId("old@example.org".into()));
     let target = fake
         .insert_advisory(
             "pallets/flask",
-            &json!({"summary": "old report", "description": format!("text\n{wanted}"), "vulnerabilities": []}),
+            &json!({"summary": "old report", "description": format!("text\n{old}"), "vulnerabilities": []}),
         )
         .unwrap();
     fake.set_advisory_state("pallets/flask", &target, AdvisoryState::Closed)
@@ -149,10 +161,11 @@ async fn the_marker_is_found_on_page_three_of_three_in_any_state() {
     let github = client(&fake);
 
     let found = github
-        .find_by_marker("pallets/flask", &wanted)
+        .find_by_marker("pallets/flask", &wanted("old@example.org"))
         .await
         .unwrap();
-    let found = found.expect("the advisory with the marker");
+    let (id, found) = found.expect("the advisory with the marker");
+    assert_eq!(id.0, "old@example.org");
     assert_eq!(found.ghsa_id, target);
     assert_eq!(found.repository, "pallets/flask");
     let lists: Vec<_> = fake
@@ -172,17 +185,16 @@ async fn the_marker_is_found_on_page_three_of_three_in_any_state() {
         "every state"
     );
 
-    let absent = marker(&ReportId("never@example.org".into()));
     assert_eq!(
         github
-            .find_by_marker("pallets/flask", &absent)
+            .find_by_marker("pallets/flask", &wanted("never@example.org"))
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         github
-            .find_by_marker("pallets/werkzeug", &wanted)
+            .find_by_marker("pallets/werkzeug", &wanted("old@example.org"))
             .await
             .unwrap(),
         None,
@@ -206,7 +218,7 @@ async fn a_failure_on_a_later_page_fails_the_search_as_transient() {
     );
     fake.push_fault_when(FaultMatch::operation(Operation::List), Fault::status(502));
     let error = client(&fake)
-        .find_by_marker("pallets/flask", "<!-- absent -->")
+        .find_by_marker("pallets/flask", &wanted("absent"))
         .await
         .unwrap_err();
     expect_transient(&error);
@@ -376,9 +388,8 @@ async fn a_create_that_timed_out_can_still_land_and_the_marker_finds_it() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let wanted = marker(&ReportId("late@example.org".into()));
-    let found = client(&fake)
-        .find_by_marker("pallets/flask", &wanted)
+    let (_, found) = client(&fake)
+        .find_by_marker("pallets/flask", &wanted("late@example.org"))
         .await
         .unwrap()
         .expect("the create that timed out is found by its marker");

@@ -261,6 +261,10 @@ pub struct AdvisoryConfig {
     /// Text attachments up to this many bytes are shown inline; default 32768.
     #[serde(default = "default_inline_max")]
     pub inline_attachment_max_bytes: usize,
+    /// The key (64 hex digits) that authenticates the hidden markers tying advisories
+    /// to reports; default `<state_dir>/marker.key`, created on first start. Keep it
+    /// with the state directory: without it, advisories made with it are not adopted.
+    pub marker_key_file: Option<PathBuf>,
 }
 
 impl Default for AdvisoryConfig {
@@ -268,6 +272,7 @@ impl Default for AdvisoryConfig {
         AdvisoryConfig {
             include_reporter_email: false,
             inline_attachment_max_bytes: default_inline_max(),
+            marker_key_file: None,
         }
     }
 }
@@ -959,6 +964,14 @@ impl Config {
             return Ok(Secret::new(value));
         }
         Err(self.invalid(key, "no secret configured"))
+    }
+
+    /// The file of the key that authenticates advisory markers.
+    pub fn marker_key_path(&self) -> PathBuf {
+        self.advisory
+            .marker_key_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("marker.key"))
     }
 
     /// The address part of `smtp.from_address`, lower-cased: our own address.

@@ -6,17 +6,19 @@ use chrono::{DateTime, Utc};
 
 use crate::config::GithubMode;
 use crate::github::{AdvisoryStatus, GitHub, GitHubError};
-use crate::render::{AdvisoryDraft, AdvisoryRef, ReplyMessage};
+use crate::mail::ReportId;
+use crate::render::{AdvisoryDraft, AdvisoryRef, MarkerQuery, ReplyMessage};
 use crate::reply::{Mailer, SendError};
 
 /// What the engine and the watcher need from GitHub.
 pub trait AdvisoryApi: Send + Sync {
-    /// The advisory of `repository` whose description contains `marker`, if any.
+    /// The first advisory of `repository` (newest first) that carries one of the
+    /// reports' markers, with the report it names.
     fn find_by_marker(
         &self,
         repository: &str,
-        marker: &str,
-    ) -> impl Future<Output = Result<Option<AdvisoryRef>, GitHubError>> + Send;
+        wanted: &[MarkerQuery],
+    ) -> impl Future<Output = Result<Option<(ReportId, AdvisoryRef)>, GitHubError>> + Send;
     /// Creates the advisory: a draft, or a private vulnerability report in triage mode.
     fn create(
         &self,
@@ -57,9 +59,9 @@ impl AdvisoryApi for GitHub {
     async fn find_by_marker(
         &self,
         repository: &str,
-        marker: &str,
-    ) -> Result<Option<AdvisoryRef>, GitHubError> {
-        GitHub::find_by_marker(self, repository, marker).await
+        wanted: &[MarkerQuery],
+    ) -> Result<Option<(ReportId, AdvisoryRef)>, GitHubError> {
+        GitHub::find_by_marker(self, repository, wanted).await
     }
 
     async fn create(
@@ -105,9 +107,9 @@ impl<T: AdvisoryApi> AdvisoryApi for std::sync::Arc<T> {
     fn find_by_marker(
         &self,
         repository: &str,
-        marker: &str,
-    ) -> impl Future<Output = Result<Option<AdvisoryRef>, GitHubError>> + Send {
-        (**self).find_by_marker(repository, marker)
+        wanted: &[MarkerQuery],
+    ) -> impl Future<Output = Result<Option<(ReportId, AdvisoryRef)>, GitHubError>> + Send {
+        (**self).find_by_marker(repository, wanted)
     }
     fn create(
         &self,

@@ -36,7 +36,7 @@ use crate::journal::{Entry, Journal, JournalError, NewEntry, Reply, State};
 use crate::mail::{Report, ReportId};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Prepared};
-use crate::render::{self, AdvisoryDraft, AdvisoryRef, Templates};
+use crate::render::{self, AdvisoryDraft, AdvisoryRef, MarkerKey, Templates};
 use crate::reply::SendError;
 use crate::spool::{Spool, SpoolError};
 use crate::thread;
@@ -241,6 +241,7 @@ pub struct Engine<A, O> {
     github: A,
     outbox: O,
     templates: Arc<Templates>,
+    marker: MarkerKey,
     metrics: Arc<Metrics>,
     clock: Clock,
 }
@@ -255,6 +256,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         github: A,
         outbox: O,
         templates: Arc<Templates>,
+        marker: MarkerKey,
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> Self {
@@ -265,6 +267,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             github,
             outbox,
             templates,
+            marker,
             metrics,
             clock,
         }
@@ -390,7 +393,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             return Ok(Action::Retry { at: t }.into());
         }
         let config = &self.settings.config;
-        let prepared = pipeline::prepare(config, report, received_at);
+        let prepared = pipeline::prepare(config, &self.marker, report, received_at);
         if let Classification::Noise(reason) = &prepared.classification {
             let reason = reason.to_string();
             info!(outcome = "ignored", reason = %reason, "message is not a report");
@@ -566,15 +569,15 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         if found.is_some() {
             return Ok(found);
         }
-        for original in lost {
-            let marker = render::marker(&original);
+        let wanted: Vec<_> = lost.iter().map(|id| self.marker.query(id)).collect();
+        if !wanted.is_empty() {
             for repo in &self.settings.config.repositories {
                 let found = self
                     .github
-                    .find_by_marker(&repo.name, &marker)
+                    .find_by_marker(&repo.name, &wanted)
                     .await
                     .map_err(ThreadLookup::GitHub)?;
-                if let Some(found) = found {
+                if let Some((original, found)) = found {
                     info!(ghsa = %found.ghsa_id, "rebuilt the journal record of a report from its advisory");
                     let (name, now) = (repo.name.clone(), self.clock.now());
                     return self
@@ -637,7 +640,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 Ok(d) => d,
                 Err(e) => return self.failed(&entry, ReportFailure::GitHub(e)).await,
             };
-            if current.contains(&render::followup_marker(id)) {
+            if self.marker.has_followup(&current, id) {
                 info!(ghsa = %ghsa, "follow-up already in the advisory (added before a restart)");
             } else {
                 let rendered = render::append_followup(
@@ -647,6 +650,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                         original_sender: original.sender.as_deref(),
                         received_at,
                         settings: &self.settings.config.advisory,
+                        marker: &self.marker,
                     },
                 );
                 for a in &rendered.stored_attachments {
@@ -852,10 +856,10 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         report: &Report,
         draft: &AdvisoryDraft,
     ) -> Result<AdvisoryRef, ReportFailure> {
-        let marker = render::marker(&report.report_id);
-        if let Some(found) = self
+        let wanted = [self.marker.query(&report.report_id)];
+        if let Some((_, found)) = self
             .github
-            .find_by_marker(&draft.repository, &marker)
+            .find_by_marker(&draft.repository, &wanted)
             .await
             .map_err(ReportFailure::GitHub)?
         {

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::github::AdvisoryStatus;
 use crate::journal::AdvisoryState;
 use crate::mailbox::{record_after_move, record_before_move};
-use crate::render::ReplyMessage;
+use crate::render::{MarkerQuery, ReplyMessage};
 use crate::render::notice::NoticeTemplates;
 use crate::watcher::{Watcher, copies};
 
@@ -26,6 +26,7 @@ struct Stored {
     description: String,
     state: AdvisoryState,
     cve_id: Option<String>,
+    created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
@@ -131,14 +132,20 @@ impl AdvisoryApi for MemoryGitHub {
     async fn find_by_marker(
         &self,
         repository: &str,
-        marker: &str,
-    ) -> Result<Option<AdvisoryRef>, GitHubError> {
+        wanted: &[MarkerQuery],
+    ) -> Result<Option<(ReportId, AdvisoryRef)>, GitHubError> {
         self.enter("find", repository).map_err(|(e, _)| e)?;
         let s = self.0.lock().unwrap();
         Ok(s.advisories
             .iter()
-            .find(|a| a.repository == repository && a.description.contains(marker))
-            .map(reference))
+            .rev()
+            .filter(|a| a.repository == repository)
+            .find_map(|a| {
+                wanted
+                    .iter()
+                    .find(|q| q.matches(&a.description, Some(a.created_at)))
+                    .map(|q| (q.id.clone(), reference(a)))
+            }))
     }
 
     async fn create(
@@ -161,6 +168,7 @@ impl AdvisoryApi for MemoryGitHub {
                 GithubMode::Triage => AdvisoryState::Triage,
             },
             cve_id: None,
+            created_at: start(),
             updated_at: start(),
         };
         s.advisories.push(stored.clone());
@@ -333,6 +341,7 @@ impl Harness {
             github.clone(),
             outbox.clone(),
             templates,
+            MarkerKey::new([4; 32]),
             metrics.clone(),
             clock,
         );
@@ -627,7 +636,7 @@ async fn follow_ups_are_answered_at_most_once_a_day_per_thread() {
     assert!(
         h.github.advisories()[0]
             .description
-            .contains(&render::followup_marker(&f1.report_id))
+            .contains(&MarkerKey::new([4; 32]).followup(&f1.report_id))
     );
 
     tokio::time::advance(Duration::from_secs(25 * 3600)).await;

@@ -4,7 +4,7 @@
 
 use crate::config::{AdvisoryConfig, RepositoryConfig};
 use crate::mail::clean::single_line;
-use crate::mail::{Address, Report, ReportId};
+use crate::mail::{Address, Report};
 use crate::route::{Route, RouteReason};
 
 use super::markdown::{escape_pre, github_len, inline_code, pre_block};
@@ -13,12 +13,6 @@ use super::markdown::{escape_pre, github_len, inline_code, pre_block};
 pub const SUMMARY_LIMIT: usize = 1024;
 /// GitHub's limit on an advisory description, in characters.
 pub const DESCRIPTION_LIMIT: usize = 65535;
-
-/// The hidden marker that names a report in its advisory's description. The report's
-/// own text can never produce it (the renderer escapes `<` in report text).
-pub fn marker(id: &ReportId) -> String {
-    format!("<!-- advisory-bridge report-id={id} -->")
-}
 
 /// A package the advisory is about, prefilled from the repository's config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +76,8 @@ pub struct AdvisoryContext<'a> {
     pub settings: &'a AdvisoryConfig,
     /// When the message was received (shown when the report has no valid `Date`).
     pub received_at: chrono::DateTime<chrono::Utc>,
+    /// The key of the hidden marker.
+    pub marker: &'a super::MarkerKey,
 }
 
 /// Room kept free below [`DESCRIPTION_LIMIT`], in case GitHub counts a little differently
@@ -99,7 +95,7 @@ stay private.\n";
 /// The description has, in order: the note that it becomes public, a metadata table
 /// (reporter, date, reference, how it was received, sender authentication, why this
 /// repository), the report text in a neutralised block, the attachments (small textual
-/// ones shown, all listed with size and SHA-256), and the hidden [`marker`] once at the
+/// ones shown, all listed with size and SHA-256), and the hidden marker once at the
 /// very end. See [`markdown`] for why the neutralisation is safe. When everything would
 /// not fit GitHub's limit, the report text is cut with a note and kept in full as a
 /// stored attachment, and attachments that no longer fit are listed but not shown.
@@ -117,7 +113,7 @@ pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
         .collect();
 
     let head = format!("{PUBLIC_NOTE}\n{}\n", metadata_table(report, ctx));
-    let marker_line = format!("\n{}\n", marker(&report.report_id));
+    let marker_line = format!("\n{}\n", ctx.marker.report(&report.report_id));
     let listing = attachment_listing(report, &stored, "## Attachments");
 
     // What must be there whatever the report holds; the text gets what is left.
@@ -483,7 +479,7 @@ fn truncate_utf16(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::test_support::fixture;
+    use crate::render::test_support::{TEST_KEY, fixture};
     use chrono::TimeZone;
 
     fn repo(name: &str) -> RepositoryConfig {
@@ -512,6 +508,7 @@ mod tests {
                 repository: &repository,
                 settings,
                 received_at: received(),
+                marker: &TEST_KEY,
             },
         )
     }
@@ -622,9 +619,9 @@ mod tests {
         assert!(d.stored_attachments.is_empty());
         assert!(
             d.description
-                .ends_with(&format!("\n{}\n", marker(&r.report_id)))
+                .ends_with(&format!("\n{}\n", TEST_KEY.report(&r.report_id)))
         );
-        assert_eq!(d.description.matches(&marker(&r.report_id)).count(), 1);
+        assert_eq!(d.description.matches(&TEST_KEY.report(&r.report_id)).count(), 1);
     }
 
     #[test]
@@ -651,7 +648,7 @@ mod tests {
         let desc = &d.description;
         // Exactly one marker, ours, at the very end.
         assert_eq!(desc.matches("<!-- advisory-bridge").count(), 1, "{desc}");
-        assert!(desc.ends_with(&format!("{}\n", marker(&r.report_id))));
+        assert!(desc.ends_with(&format!("{}\n", TEST_KEY.report(&r.report_id))));
         assert!(desc.contains("&lt;!-- advisory-bridge report-id=0000"));
         // No raw HTML from the report.
         for raw in ["<img", "<script", "</details>", "<b>"] {
@@ -787,10 +784,10 @@ mod tests {
             github_len(&d.description)
         );
         assert!(d.description.contains("**The report text was cut here**"));
-        assert_eq!(d.description.matches(&marker(&r.report_id)).count(), 1);
+        assert_eq!(d.description.matches(&TEST_KEY.report(&r.report_id)).count(), 1);
         assert!(
             d.description
-                .ends_with(&format!("{}\n", marker(&r.report_id)))
+                .ends_with(&format!("{}\n", TEST_KEY.report(&r.report_id)))
         );
         let full = d.stored_attachments.last().expect("full text stored");
         assert_eq!(full.index, r.attachments.len());
@@ -843,7 +840,7 @@ mod tests {
         );
         assert!(
             d.description
-                .ends_with(&format!("{}\n", marker(&r.report_id)))
+                .ends_with(&format!("{}\n", TEST_KEY.report(&r.report_id)))
         );
         assert_eq!(d.summary.chars().count(), SUMMARY_LIMIT);
     }
@@ -920,14 +917,14 @@ mod tests {
             );
             let desc = &d.description;
             assert_eq!(desc.matches("<!--").count(), 1, "{desc}");
-            assert!(desc.ends_with(&format!("{}\n", marker(&r.report_id))));
+            assert!(desc.ends_with(&format!("{}\n", TEST_KEY.report(&r.report_id))));
             pre_blocks(desc);
             let ours = desc
                 .replace("<pre>", "")
                 .replace("</pre>", "")
                 .replace("<code>", "")
                 .replace("</code>", "")
-                .replace(&marker(&r.report_id), "");
+                .replace(&TEST_KEY.report(&r.report_id), "");
             assert!(
                 !ours.contains('<'),
                 "a `<` from the report survived:\n{desc}"

@@ -3,7 +3,8 @@
 //! GitHub's REST API has no comments on repository security advisories, so a follow-up
 //! becomes a dated section at the end of the description, neutralised exactly like the
 //! report itself (see [`super::markdown`]) and ending in its own hidden
-//! [`followup_marker`], which report content can never produce.
+//! authenticated follow-up marker (see [`super::marker`]), which report content can never
+//! produce.
 
 use chrono::{DateTime, Utc};
 
@@ -16,14 +17,6 @@ use super::advisory::{
 };
 use super::markdown::{escape_pre, github_len, inline_code, pre_block};
 
-/// The hidden marker that ends the section a follow-up added to a description. Distinct
-/// from [`super::marker`], so a description holds one report marker and one marker per
-/// follow-up. Report text can never produce it: the renderer escapes every `<` in
-/// content taken from a message.
-pub fn followup_marker(id: &ReportId) -> String {
-    format!("<!-- advisory-bridge followup-id={id} -->")
-}
-
 /// Everything the follow-up renderer needs besides the follow-up and the description.
 #[derive(Debug, Clone)]
 pub struct FollowupContext<'a> {
@@ -34,6 +27,8 @@ pub struct FollowupContext<'a> {
     pub received_at: DateTime<Utc>,
     /// `[advisory]` settings.
     pub settings: &'a AdvisoryConfig,
+    /// The key of the hidden markers.
+    pub marker: &'a super::MarkerKey,
 }
 
 /// The description with the follow-up added, and what the daemon must store.
@@ -60,7 +55,7 @@ pub struct FollowupRender {
 /// name, the address only with `include_reporter_email`; whether the sender is the
 /// original reporter's address or a different one; subject; reference), the text in a
 /// neutralised block, its attachments listed and small text ones shown, and
-/// [`followup_marker`] as the very last line. Nothing already in the description is
+/// follow-up marker as the very last line. Nothing already in the description is
 /// changed, so the original report's marker stays exactly once.
 ///
 /// When the section would pass GitHub's limit (counted as for
@@ -102,9 +97,9 @@ pub fn append_followup(
         index: report.attachments.len(),
         generated: Some(report.text.as_bytes().to_vec()),
     };
-    let marker_line = format!("\n{}\n", followup_marker(&report.report_id));
+    let marker_line = format!("\n{}\n", ctx.marker.followup(&report.report_id));
 
-    if current_description.contains(&followup_marker(&report.report_id)) {
+    if ctx.marker.has_followup(current_description, &report.report_id) {
         // A retry after the description was already updated: same names, nothing new.
         let overflowed = current_description.contains(&inline_code(&full_text.file_name));
         if overflowed {
@@ -232,8 +227,8 @@ fn followup_table(report: &Report, ctx: &FollowupContext<'_>) -> String {
 mod tests {
     use super::*;
     use crate::config::RepositoryConfig;
-    use crate::render::test_support::fixture;
-    use crate::render::{AdvisoryContext, advisory, marker};
+    use crate::render::test_support::{TEST_KEY, fixture};
+    use crate::render::{AdvisoryContext, advisory};
     use crate::route::{Route, RouteReason};
     use chrono::TimeZone;
 
@@ -260,6 +255,7 @@ mod tests {
                 repository: &repository,
                 settings: &AdvisoryConfig::default(),
                 received_at: received(),
+                marker: &TEST_KEY,
             },
         )
         .description
@@ -287,6 +283,7 @@ mod tests {
                 original_sender,
                 received_at: received(),
                 settings,
+                marker: &TEST_KEY,
             },
         )
     }
@@ -318,16 +315,16 @@ mod tests {
             added.starts_with("\n## Follow-up, 2026-11-25 10:30 UTC\n"),
             "{added}"
         );
-        assert!(d.ends_with(&format!("\n{}\n", followup_marker(&followup.report_id))));
-        assert_eq!(d.matches(&marker(&report.report_id)).count(), 1);
-        assert_eq!(d.matches(&followup_marker(&followup.report_id)).count(), 1);
+        assert!(d.ends_with(&format!("\n{}\n", TEST_KEY.followup(&followup.report_id))));
+        assert_eq!(d.matches(&TEST_KEY.report(&report.report_id)).count(), 1);
+        assert_eq!(d.matches(&TEST_KEY.followup(&followup.report_id)).count(), 1);
         assert_eq!(d.matches("<!--").count(), 2, "the forged marker is inert");
         assert!(added.contains("&lt;!-- advisory-bridge report-id=0000"));
         let rest = outside_our_tags(
             d,
             &[
-                marker(&report.report_id),
-                followup_marker(&followup.report_id),
+                TEST_KEY.report(&report.report_id),
+                TEST_KEY.followup(&followup.report_id),
             ],
         );
         assert!(!rest.contains('<'), "a `<` from the follow-up survived");
@@ -449,8 +446,8 @@ mod tests {
             inline_code(&full.file_name)
         )));
         assert!(!added.contains("a long follow-up line"));
-        assert_eq!(d.matches(&marker(&report.report_id)).count(), 1);
-        assert!(d.ends_with(&format!("\n{}\n", followup_marker(&followup.report_id))));
+        assert_eq!(d.matches(&TEST_KEY.report(&report.report_id)).count(), 1);
+        assert!(d.ends_with(&format!("\n{}\n", TEST_KEY.followup(&followup.report_id))));
     }
 
     #[test]
@@ -458,7 +455,7 @@ mod tests {
         let current = format!(
             "{}\n{}\n",
             "x".repeat(DESCRIPTION_LIMIT - DESCRIPTION_MARGIN - 50),
-            marker(&ReportId("ab".repeat(32)))
+            TEST_KEY.report(&ReportId("ab".repeat(32)))
         );
         let followup = fixture("patch-and-binary.eml");
         let r = append(&current, &followup, None);

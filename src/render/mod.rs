@@ -5,15 +5,17 @@
 mod advisory;
 mod followup;
 pub mod markdown;
+pub mod marker;
 pub mod message_id;
 pub mod notice;
 pub mod outgoing;
 
 pub use self::advisory::{
     AdvisoryContext, AdvisoryDraft, DESCRIPTION_LIMIT, Package, SUMMARY_LIMIT, StoredAttachment,
-    advisory, marker, stored_name, strip_subject,
+    advisory, stored_name, strip_subject,
 };
-pub use self::followup::{FollowupContext, FollowupRender, append_followup, followup_marker};
+pub use self::marker::{MarkerKey, MarkerQuery};
+pub use self::followup::{FollowupContext, FollowupRender, append_followup};
 pub use self::outgoing::{
     AdvisoryRef, ReplyMessage, TemplateError, Templates, followup_reply, header_safe_id, reply,
 };
@@ -22,6 +24,10 @@ pub use self::outgoing::{
 pub(crate) mod test_support {
     //! Fixtures for the renderers' unit tests.
     use crate::mail::{Limits, Report, parse};
+    use crate::render::MarkerKey;
+
+    /// The marker key of the renderers' unit tests.
+    pub const TEST_KEY: MarkerKey = MarkerKey::new([7; 32]);
 
     const LIMITS: Limits = Limits {
         max_message_bytes: 1 << 22,

@@ -15,7 +15,7 @@ use advisory_bridge::pipeline::{self, Prepared};
 use advisory_bridge::render::markdown::github_len;
 use advisory_bridge::render::{
     self, AdvisoryDraft, AdvisoryRef, DESCRIPTION_LIMIT, FollowupContext, FollowupRender,
-    ReplyMessage, SUMMARY_LIMIT, Templates,
+    MarkerKey, ReplyMessage, SUMMARY_LIMIT, Templates,
 };
 use advisory_bridge::route::Route;
 use chrono::{DateTime, TimeZone, Utc};
@@ -27,6 +27,9 @@ pub const LIMITS: Limits = Limits {
     max_depth: 6,
     max_attachments: 24,
 };
+
+/// The marker key of these checks.
+pub const KEY: MarkerKey = MarkerKey::new([5; 32]);
 
 /// Our mailbox in these checks.
 pub const MAILBOX: &str = "security@palletsprojects.com";
@@ -152,7 +155,7 @@ impl Pipeline {
             route,
             draft,
             reply: reply_decision,
-        } = pipeline::prepare(config, &report, received_at());
+        } = pipeline::prepare(config, &KEY, &report, received_at());
         if let ReplyDecision::Send(to) = &reply_decision {
             assert!(
                 classification == Classification::Report,
@@ -208,6 +211,7 @@ impl Pipeline {
             original_sender: original_sender.as_deref(),
             received_at: received_at(),
             settings,
+            marker: &KEY,
         };
         let followup = render::append_followup(&draft.description, &report, &ctx);
         check_followup(&report, &draft.description, &followup);
@@ -224,7 +228,7 @@ impl Pipeline {
         let near_limit = format!(
             "{}\n{}\n",
             "x".repeat(room),
-            render::marker(&mail::ReportId("0".repeat(64)))
+            KEY.report(&mail::ReportId("0".repeat(64)))
         );
         let followup_near_limit = render::append_followup(&near_limit, &report, &ctx);
         check_followup(&report, &near_limit, &followup_near_limit);
@@ -296,7 +300,7 @@ fn check_draft(report: &Report, draft: &AdvisoryDraft) {
         "summary keeps a control: {:?}",
         draft.summary
     );
-    let marker = render::marker(&report.report_id);
+    let marker = KEY.report(&report.report_id);
     assert!(
         d.ends_with(&format!("\n{marker}\n")),
         "the marker does not end the description"
@@ -327,7 +331,7 @@ fn check_followup(report: &Report, before: &str, f: &FollowupRender) {
         github_len(d)
     );
     assert!(d.starts_with(before), "a follow-up changed what was there");
-    let marker = render::followup_marker(&report.report_id);
+    let marker = KEY.followup(&report.report_id);
     let comments_before = before.matches("<!--").count();
     if d == before {
         assert!(f.overflowed, "nothing added without overflow");

@@ -75,6 +75,10 @@ impl Stack {
         .expect("the fake GitHub starts");
         let token_file = dir.join("github-token");
         fs::write(&token_file, token).expect("write the token file");
+        // Kept outside the state directory, as README advises for instances that share
+        // a mailbox or must survive losing their state: recovery tests wipe state_dir.
+        fs::write(dir.join("marker.key"), format!("{}\n", "5e".repeat(32)))
+            .expect("write the marker key");
         let stack = Stack {
             config_path: dir.join("config.toml"),
             state_dir: dir.join("state"),
@@ -126,6 +130,9 @@ min_mutation_interval_ms = 100
 [reply]
 project_name = "the Pallets maintainers"
 
+[advisory]
+marker_key_file = "{marker_key}"
+
 [limits]
 # Tests send many reports from one address; the flood limits have their own test.
 max_advisories_per_sender_per_day = 1000
@@ -168,6 +175,7 @@ name = "pallets-eco/flask-sqlalchemy"
             from = SECURITY_ADDRESS,
             github = self.github.url(),
             token = self.token_file.display(),
+            marker_key = self.dir.join("marker.key").display(),
         );
         fs::write(&self.config_path, edit(text)).expect("write the daemon config");
     }

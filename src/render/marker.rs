@@ -1,0 +1,225 @@
+//! The hidden markers that tie an advisory (and each follow-up section) to its report:
+//! `<!-- advisory-bridge report-id=<id> mac=<tag> -->`. The tag is an HMAC-SHA256 of the
+//! id under a key kept in the state directory, so no report text can produce a marker
+//! that counts, whatever the renderer lets through.
+//!
+//! Markers written before keys existed (`<!-- advisory-bridge report-id=<id> -->`) still
+//! count, but only on advisories created before this installation started writing
+//! authenticated ones ([`MarkerKey::with_legacy_before`]).
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::mail::ReportId;
+
+/// Hex digits of the tag kept in a marker: 128 bits.
+const TAG_HEX: usize = 32;
+
+/// The key that authenticates our markers.
+#[derive(Clone)]
+pub struct MarkerKey {
+    key: [u8; 32],
+    legacy_before: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for MarkerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MarkerKey")
+            .field("key", &"[redacted]")
+            .field("legacy_before", &self.legacy_before)
+            .finish()
+    }
+}
+
+/// Why the key file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("marker key {path}: {message}")]
+pub struct MarkerKeyError {
+    /// The key file.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// One report's markers as a search for its advisory sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkerQuery {
+    /// The report.
+    pub id: ReportId,
+    current: String,
+    legacy: String,
+    legacy_before: Option<DateTime<Utc>>,
+}
+
+impl MarkerQuery {
+    /// True when `description` carries this report's marker: the authenticated one, or
+    /// a legacy one on an advisory created before authenticated markers were written.
+    pub fn matches(&self, description: &str, created_at: Option<DateTime<Utc>>) -> bool {
+        if description.contains(&self.current) {
+            return true;
+        }
+        let old_enough = match (self.legacy_before, created_at) {
+            (Some(cutoff), Some(created)) => created < cutoff,
+            _ => false,
+        };
+        old_enough && description.contains(&self.legacy)
+    }
+}
+
+impl MarkerKey {
+    /// A key from its bytes; legacy markers do not count.
+    pub const fn new(key: [u8; 32]) -> MarkerKey {
+        MarkerKey {
+            key,
+            legacy_before: None,
+        }
+    }
+
+    /// Lets legacy markers count on advisories created before `cutoff`.
+    pub fn with_legacy_before(mut self, cutoff: Option<DateTime<Utc>>) -> MarkerKey {
+        self.legacy_before = cutoff;
+        self
+    }
+
+    /// Reads the key from `path` (64 hex digits), creating it with a fresh random key
+    /// (mode 0600) when `create` is true and the file does not exist.
+    pub fn load(path: &Path, create: bool) -> Result<MarkerKey, MarkerKeyError> {
+        let fail = |message: String| MarkerKeyError {
+            path: path.display().to_string(),
+            message,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let bytes = hex::decode(text.trim())
+                    .map_err(|e| fail(format!("is not hex ({e}); it holds 64 hex digits")))?;
+                let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+                    fail(format!("holds {} bytes; it must hold 32 (64 hex digits)", b.len()))
+                })?;
+                Ok(MarkerKey::new(key))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                let key: [u8; 32] = rand::random();
+                crate::spool::write_durably(path, format!("{}\n", hex::encode(key)).as_bytes())
+                    .map_err(|e| fail(e.to_string()))?;
+                tracing::info!(path = %path.display(), "created the key that authenticates advisory markers; keep it with the state directory");
+                Ok(MarkerKey::new(key))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(fail(
+                "does not exist; create it with `openssl rand -hex 32 > FILE` (the same file on every instance that shares the mailbox), or leave advisory.marker_key_file unset to keep one in the state directory".into(),
+            )),
+            Err(e) => Err(fail(format!("cannot read it: {e}"))),
+        }
+    }
+
+    fn tag(&self, kind: &str, id: &ReportId) -> String {
+        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.key)
+            .expect("HMAC takes a key of any length");
+        mac.update(kind.as_bytes());
+        mac.update(b":");
+        mac.update(id.0.as_bytes());
+        let tag = hex::encode(mac.finalize().into_bytes());
+        tag[..TAG_HEX].to_owned()
+    }
+
+    /// The marker that names `id`'s report in its advisory.
+    pub fn report(&self, id: &ReportId) -> String {
+        format!(
+            "<!-- advisory-bridge report-id={id} mac={} -->",
+            self.tag("report", id)
+        )
+    }
+
+    /// The marker that ends the section a follow-up `id` added to a description.
+    pub fn followup(&self, id: &ReportId) -> String {
+        format!(
+            "<!-- advisory-bridge followup-id={id} mac={} -->",
+            self.tag("followup", id)
+        )
+    }
+
+    /// What finds `id`'s advisory.
+    pub fn query(&self, id: &ReportId) -> MarkerQuery {
+        MarkerQuery {
+            id: id.clone(),
+            current: self.report(id),
+            legacy: format!("<!-- advisory-bridge report-id={id} -->"),
+            legacy_before: self.legacy_before,
+        }
+    }
+
+    /// True when `description` already holds follow-up `id`'s section (authenticated,
+    /// or in the legacy form written before keys existed).
+    pub fn has_followup(&self, description: &str, id: &ReportId) -> bool {
+        description.contains(&self.followup(id))
+            || description.contains(&format!("<!-- advisory-bridge followup-id={id} -->"))
+    }
+
+    /// Every report whose authenticated marker `description` carries (the watcher's
+    /// adoption of advisories the journal does not know).
+    pub fn reports_in(&self, description: &str) -> Vec<ReportId> {
+        const OPEN: &str = "<!-- advisory-bridge report-id=";
+        let mut found = Vec::new();
+        let mut rest = description;
+        while let Some(at) = rest.find(OPEN) {
+            rest = &rest[at + OPEN.len()..];
+            let Some(end) = rest.find(' ') else { break };
+            let id = ReportId(rest[..end].to_owned());
+            if rest[end..].starts_with(&format!(" mac={} -->", self.tag("report", &id)))
+                && !found.contains(&id)
+            {
+                found.push(id);
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: MarkerKey = MarkerKey::new([9; 32]);
+
+    fn id() -> ReportId {
+        ReportId("ab".repeat(32))
+    }
+
+    #[test]
+    fn only_the_key_makes_a_marker_that_counts() {
+        let real = KEY.report(&id());
+        let forged_with_other_key = MarkerKey::new([1; 32]).report(&id());
+        let q = KEY.query(&id());
+        assert!(q.matches(&format!("text\n{real}\n"), None));
+        assert!(!q.matches(&forged_with_other_key, None));
+        assert!(!q.matches("<!-- advisory-bridge report-id=abab -->", None));
+        assert_eq!(KEY.reports_in(&format!("x {forged_with_other_key} {real}")), vec![id()]);
+    }
+
+    #[test]
+    fn legacy_markers_count_only_on_advisories_older_than_the_cutoff() {
+        let cutoff = Utc::now();
+        let q = KEY.clone().with_legacy_before(Some(cutoff)).query(&id());
+        let legacy = format!("<!-- advisory-bridge report-id={} -->", id());
+        let before = cutoff - chrono::Duration::days(3);
+        let after = cutoff + chrono::Duration::seconds(1);
+        assert!(q.matches(&legacy, Some(before)));
+        assert!(!q.matches(&legacy, Some(after)));
+        assert!(!q.matches(&legacy, None));
+    }
+
+    #[test]
+    fn a_key_file_is_created_once_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("marker.key");
+        assert!(MarkerKey::load(&path, false).is_err());
+        let a = MarkerKey::load(&path, true).unwrap();
+        let b = MarkerKey::load(&path, true).unwrap();
+        assert_eq!(a.report(&id()), b.report(&id()));
+        std::fs::write(&path, "zz").unwrap();
+        let e = MarkerKey::load(&path, true).unwrap_err().to_string();
+        assert!(e.contains("not hex"), "{e}");
+    }
+}
