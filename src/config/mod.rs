@@ -325,6 +325,14 @@ pub struct RetryConfig {
     /// Longest delay between two attempts, in seconds; default 900 (15 minutes).
     #[serde(default = "default_retry_max")]
     pub max_delay_secs: u64,
+    /// Longest delay a server may ask for (`Retry-After`, a rate-limit reset) before we
+    /// try again anyway, in seconds; default 3600 (one hour).
+    #[serde(default = "default_max_server_delay")]
+    pub max_server_delay_secs: u64,
+}
+
+fn default_max_server_delay() -> u64 {
+    3600
 }
 
 impl Default for RetryConfig {
@@ -332,6 +340,7 @@ impl Default for RetryConfig {
         RetryConfig {
             initial_delay_secs: default_retry_initial(),
             max_delay_secs: default_retry_max(),
+            max_server_delay_secs: default_max_server_delay(),
         }
     }
 }

@@ -219,7 +219,7 @@ pub fn backoff(
     let jitter = half.mul_f64(rand::random::<f64>());
     let d = half + jitter;
     match asked {
-        Some(a) if a > d => a + Duration::from_millis(rand::random_range(0..1000)),
+        Some(a) if a > d => a.saturating_add(Duration::from_millis(rand::random_range(0..1000))),
         _ => d,
     }
 }
@@ -918,6 +918,10 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         let retry = &self.settings.config.retry;
         match failure.kind() {
             FailureKind::Transient { retry_after } => {
+                // Whatever a server asks for, it does not park a report for days (nor
+                // overflow a timestamp): at most `retry.max_server_delay_secs`.
+                let cap = Duration::from_secs(retry.max_server_delay_secs);
+                let retry_after = retry_after.map(|r| r.min(cap));
                 // A create (or update) that failed without a clear answer may still be
                 // landing at GitHub: wait at least one request timeout before the retry
                 // looks for its marker, so the retry finds it instead of racing it.

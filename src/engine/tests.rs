@@ -834,3 +834,33 @@ async fn the_watcher_tells_the_reporter_once_per_change() {
     assert_eq!(e.github_state, Some(AdvisoryState::Published));
     assert_eq!(h.metrics.notices_sent.get(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_absurd_delay_asked_by_a_server_is_capped_at_an_hour() {
+    let h = Harness::new("");
+    // Retry-After: 1000000000000, then a rate-limit reset in the year 9999.
+    let reset_9999 = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap();
+    let asked = [
+        Duration::from_secs(1_000_000_000_000),
+        (reset_9999 - h.clock.now()).to_std().unwrap(),
+        Duration::MAX,
+    ];
+    let raw = report("absurd@example.net");
+    for delay in asked {
+        h.github.fail(
+            "find",
+            FailureKind::Transient {
+                retry_after: Some(delay),
+            },
+            "HTTP 429: come back much later",
+        );
+        let d = h.handle(&raw).await;
+        let wait = (retry_at(&d) - h.clock.now()).to_std().unwrap();
+        assert!(
+            wait >= Duration::from_secs(3600) && wait <= Duration::from_secs(3601),
+            "asked {delay:?}, waits {wait:?}"
+        );
+        tokio::time::advance(wait).await;
+    }
+    assert!(filed(&h.handle(&raw).await));
+}
