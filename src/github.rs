@@ -187,12 +187,12 @@ impl GitHub {
         }
     }
 
-    /// The current description of an advisory (empty when it has none).
+    /// An advisory's current description (empty when it has none) and state.
     pub async fn description(
         &self,
         repository: &str,
         ghsa_id: &str,
-    ) -> Result<String, GitHubError> {
+    ) -> Result<AdvisoryText, GitHubError> {
         const OPERATION: &str = "read advisory";
         let (owner, name) = split_repository(OPERATION, repository)?;
         let repos = self.octocrab.repos(owner, name);
@@ -203,7 +203,10 @@ impl GitHub {
                 repos.security_advisories().get(ghsa_id),
             )
             .await?;
-        Ok(advisory.description.unwrap_or_default())
+        Ok(AdvisoryText {
+            description: advisory.description.unwrap_or_default(),
+            state: advisory.state,
+        })
     }
 
     /// Replaces an advisory's description (how follow-ups are added: GitHub's REST API
@@ -367,6 +370,15 @@ impl GitHub {
             }),
         }
     }
+}
+
+/// What a follow-up needs to know about its advisory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvisoryText {
+    /// The description as it stands.
+    pub description: String,
+    /// `triage`, `draft`, `published`, `closed` or `withdrawn`.
+    pub state: String,
 }
 
 /// What the watcher needs to know about one advisory.

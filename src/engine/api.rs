@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::config::GithubMode;
-use crate::github::{AdvisoryStatus, GitHub, GitHubError};
+use crate::github::{AdvisoryStatus, AdvisoryText, GitHub, GitHubError};
 use crate::mail::ReportId;
 use crate::render::{AdvisoryDraft, AdvisoryRef, MarkerQuery, ReplyMessage};
 use crate::reply::{Mailer, SendError};
@@ -25,12 +25,12 @@ pub trait AdvisoryApi: Send + Sync {
         mode: GithubMode,
         draft: &AdvisoryDraft,
     ) -> impl Future<Output = Result<AdvisoryRef, GitHubError>> + Send;
-    /// An advisory's current description.
+    /// An advisory's current description and state.
     fn description(
         &self,
         repository: &str,
         ghsa_id: &str,
-    ) -> impl Future<Output = Result<String, GitHubError>> + Send;
+    ) -> impl Future<Output = Result<AdvisoryText, GitHubError>> + Send;
     /// Replaces an advisory's description.
     fn update_description(
         &self,
@@ -75,7 +75,11 @@ impl AdvisoryApi for GitHub {
         }
     }
 
-    async fn description(&self, repository: &str, ghsa_id: &str) -> Result<String, GitHubError> {
+    async fn description(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+    ) -> Result<AdvisoryText, GitHubError> {
         GitHub::description(self, repository, ghsa_id).await
     }
 
@@ -122,7 +126,7 @@ impl<T: AdvisoryApi> AdvisoryApi for std::sync::Arc<T> {
         &self,
         repository: &str,
         ghsa_id: &str,
-    ) -> impl Future<Output = Result<String, GitHubError>> + Send {
+    ) -> impl Future<Output = Result<AdvisoryText, GitHubError>> + Send {
         (**self).description(repository, ghsa_id)
     }
     fn update_description(

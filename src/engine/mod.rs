@@ -416,6 +416,9 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             },
         };
         if let Some(original) = thread {
+            if original.ghsa_id.is_none() {
+                return self.wait_for_original(&entry, original).await;
+            }
             return self
                 .follow_up(report, entry, original, &prepared, received_at)
                 .await;
@@ -522,7 +525,10 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         let (found, lost) = self
             .journal
             .call(move |db| {
-                // A follow-up's record points at the report it belongs to.
+                // A follow-up's record points at the report it belongs to. A report
+                // counts once it has its advisory, or while it is still on its way to
+                // one (the follow-up then waits for it); one that ended without an
+                // advisory (noise, quarantine) starts no thread.
                 let with_advisory = |e: Entry| -> Result<Option<Entry>, JournalError> {
                     let e = match &e.thread_of {
                         Some(original) => match db.get(original)? {
@@ -531,7 +537,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                         },
                         None => e,
                     };
-                    Ok(e.ghsa_id.is_some().then_some(e))
+                    Ok((e.ghsa_id.is_some() || !e.state.is_final()).then_some(e))
                 };
                 let mut lost: Vec<ReportId> = Vec::new();
                 for id in &referenced {
@@ -599,9 +605,74 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         Ok(None)
     }
 
+    /// A follow-up to a report that has no advisory yet (GitHub was down, the report
+    /// waits for a retry): it joins that report and waits with it, so the conversation
+    /// gets one advisory and one acknowledgement. One to a held report is held too.
+    async fn wait_for_original(
+        &self,
+        entry: &Entry,
+        original: Entry,
+    ) -> Result<Disposition, EngineError> {
+        if entry.thread_of.is_none() {
+            let (rid, oid, repo, now) = (
+                entry.report_id.clone(),
+                original.report_id.clone(),
+                original.repository.clone(),
+                self.clock.now(),
+            );
+            self.journal
+                .call(move |db| db.record_thread(&rid, &oid, repo.as_deref(), now))
+                .await?;
+        }
+        if matches!(original.state, State::Held | State::Holding) {
+            let reason = format!(
+                "the report it continues ({}) is held for a person",
+                original.report_id
+            );
+            warn!(outcome = "held", reason, "follow-up held with its report");
+            return Ok(Action::Hold {
+                report_id: entry.report_id.clone(),
+                reason,
+            }
+            .into());
+        }
+        let now = self.clock.now();
+        let soonest = self.clock.after(Duration::from_secs(
+            self.settings.config.retry.initial_delay_secs,
+        ));
+        let at = original
+            .next_attempt_at
+            .filter(|t| *t > now)
+            .unwrap_or(soonest);
+        info!(original = %original.report_id, "follow-up waits for its report's advisory");
+        Ok(Action::Retry { at }.into())
+    }
+
+    /// Why a follow-up must wait for a person rather than change the advisory: its
+    /// sender is neither the reporter nor part of the thread. A GHSA id in a subject is
+    /// public once the advisory is: it does not make a stranger part of the thread.
+    async fn stranger(
+        &self,
+        report: &Report,
+        original: &Entry,
+    ) -> Result<Option<String>, JournalError> {
+        let oid = original.report_id.clone();
+        let senders = self.journal.call(move |db| db.thread_senders(&oid)).await?;
+        Ok(match Self::sender_key(report) {
+            Some(s) if senders.contains(&s) => None,
+            Some(s) => Some(format!(
+                "{s} is neither the reporter nor part of this thread; a person decides whether it belongs to {}",
+                original.ghsa_id.as_deref().unwrap_or("the advisory")
+            )),
+            None => Some("the follow-up names no sender".to_owned()),
+        })
+    }
+
     /// Adds a follow-up to its report's advisory (appended to the description: GitHub's
     /// REST API has no comments for repository advisories), answers it at most once a
-    /// day per thread, and files it.
+    /// day per thread, and files it. Only while the advisory is a draft (or in triage)
+    /// and only from the thread's own participants: anything else is held for a person,
+    /// so nothing that arrives by mail ever changes public text.
     async fn follow_up(
         &self,
         report: &Report,
@@ -621,7 +692,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             html_url: original.advisory_url.clone().unwrap_or_default(),
             repository: repository.clone(),
         };
-        if entry.thread_of.is_none() {
+        if entry.thread_of.is_none() || entry.repository.is_none() {
             let (rid, oid, repo, now) = (
                 id.clone(),
                 original.report_id.clone(),
@@ -629,17 +700,53 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 self.clock.now(),
             );
             self.journal
-                .call(move |db| db.record_thread(&rid, &oid, &repo, now))
+                .call(move |db| db.record_thread(&rid, &oid, Some(&repo), now))
                 .await?;
         }
         if entry.state == State::Seen {
+            if !entry.released
+                && let Some(reason) = self.stranger(report, &original).await?
+            {
+                warn!(outcome = "held", ghsa = %ghsa, reason, "follow-up held for a person");
+                return Ok(Action::Hold {
+                    report_id: id.clone(),
+                    reason,
+                }
+                .into());
+            }
             if let Some(paused) = self.paused(&github_scope(&repository)) {
                 return Ok(paused);
             }
-            let current = match self.github.description(&repository, &ghsa).await {
+            let advisory_now = match self.github.description(&repository, &ghsa).await {
                 Ok(d) => d,
                 Err(e) => return self.failed(&entry, ReportFailure::GitHub(e)).await,
             };
+            if !matches!(advisory_now.state.as_str(), "draft" | "triage") {
+                let state = &advisory_now.state;
+                if entry.released {
+                    // A person let it through, but public text is never written from
+                    // mail: file it; its text stays in the mailbox and the spool.
+                    let reason = format!("released, but not added: {ghsa} is {state}");
+                    info!(outcome = "follow-up filed", ghsa = %ghsa, reason, "follow-up not added");
+                    return Ok(Action::File {
+                        report_id: id.clone(),
+                        folder: Folder::Processed,
+                        state: State::Filed,
+                        reason: Some(reason),
+                    }
+                    .into());
+                }
+                let reason = format!(
+                    "{ghsa} is {state}: nothing that arrives by mail is added to it; a person reads this follow-up"
+                );
+                warn!(outcome = "held", ghsa = %ghsa, reason, "follow-up held for a person");
+                return Ok(Action::Hold {
+                    report_id: id.clone(),
+                    reason,
+                }
+                .into());
+            }
+            let current = advisory_now.description;
             if self.marker.has_followup(&current, id) {
                 info!(ghsa = %ghsa, "follow-up already in the advisory (added before a restart)");
             } else {

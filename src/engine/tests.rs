@@ -11,11 +11,11 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
 use crate::config::Config;
-use crate::github::AdvisoryStatus;
+use crate::github::{AdvisoryStatus, AdvisoryText};
 use crate::journal::AdvisoryState;
 use crate::mailbox::{record_after_move, record_before_move};
-use crate::render::{MarkerQuery, ReplyMessage};
 use crate::render::notice::NoticeTemplates;
+use crate::render::{MarkerQuery, ReplyMessage};
 use crate::watcher::{Watcher, copies};
 
 /// One advisory the fake holds.
@@ -117,6 +117,15 @@ impl MemoryGitHub {
     }
 }
 
+/// The `n`th GHSA id, in GitHub's alphabet.
+fn ghsa_id(n: usize) -> String {
+    const ALPHABET: &[u8] = b"23456789cfghjmpqrvwx";
+    let group: String = (0..4)
+        .map(|i| ALPHABET[(n / 20usize.pow(3 - i)) % 20] as char)
+        .collect();
+    format!("GHSA-{group}-cfgh-2345")
+}
+
 fn reference(a: &Stored) -> AdvisoryRef {
     AdvisoryRef {
         ghsa_id: a.ghsa_id.clone(),
@@ -161,7 +170,7 @@ impl AdvisoryApi for MemoryGitHub {
         let n = s.advisories.len();
         let stored = Stored {
             repository: draft.repository.clone(),
-            ghsa_id: format!("GHSA-{n:04}-cfgh-2345"),
+            ghsa_id: ghsa_id(n),
             description: draft.description.clone(),
             state: match mode {
                 GithubMode::Draft => AdvisoryState::Draft,
@@ -178,14 +187,18 @@ impl AdvisoryApi for MemoryGitHub {
         }
     }
 
-    async fn description(&self, repository: &str, ghsa_id: &str) -> Result<String, GitHubError> {
+    async fn description(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+    ) -> Result<AdvisoryText, GitHubError> {
         self.enter("read", repository).map_err(|(e, _)| e)?;
         let s = self.0.lock().unwrap();
-        Ok(s.advisories
-            .iter()
-            .find(|a| a.ghsa_id == ghsa_id)
-            .map(|a| a.description.clone())
-            .unwrap_or_default())
+        let a = s.advisories.iter().find(|a| a.ghsa_id == ghsa_id).unwrap();
+        Ok(AdvisoryText {
+            description: a.description.clone(),
+            state: a.state.as_str().to_owned(),
+        })
     }
 
     async fn update_description(
@@ -863,4 +876,128 @@ async fn an_absurd_delay_asked_by_a_server_is_capped_at_an_hour() {
         tokio::time::advance(wait).await;
     }
     assert!(filed(&h.handle(&raw).await));
+}
+
+fn reply_to_orig(id: &str, from: &str, subject: &str) -> Vec<u8> {
+    mail(
+        id,
+        from,
+        subject,
+        "In-Reply-To: <orig@example.net>\r\nReferences: <orig@example.net>\r\n",
+    )
+}
+
+fn held_reason(d: &Disposition) -> String {
+    match &d.action {
+        Action::Hold { reason, .. } => reason.clone(),
+        other => panic!("expected a hold, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn nobody_can_add_text_to_a_published_advisory_by_mail() {
+    let h = Harness::new("");
+    assert!(filed(&h.handle(&report("orig@example.net")).await));
+    let ghsa = h.github.advisories()[0].ghsa_id.clone();
+    h.github
+        .set_state(&ghsa, AdvisoryState::Published, None, h.clock.now());
+    let before = h.github.advisories()[0].description.clone();
+
+    // Neither the reporter replying in the thread, nor a stranger with the public id.
+    let from_reporter = reply_to_orig("late@example.net", "rita@example.net", "Re: Cookie forgery");
+    let d = h.handle(&from_reporter).await;
+    assert!(held_reason(&d).contains("is published"), "{d:?}");
+    let stranger = mail(
+        "deface@evil.example",
+        "mallory@evil.example",
+        &format!("Update [{ghsa}]"),
+        "",
+    );
+    let d = h.handle(&stranger).await;
+    assert!(held_reason(&d).contains("neither the reporter"), "{d:?}");
+
+    assert_eq!(h.github.advisories()[0].description, before, "unchanged");
+    assert_eq!(h.github.calls("update"), 0);
+    let e = h.entry(&stranger).await;
+    assert_eq!(e.state, State::Held);
+    assert!(
+        e.outcome.unwrap().contains("neither the reporter"),
+        "the reason is recorded"
+    );
+    assert_eq!(h.outbox.sent().len(), 1, "no reply to either");
+
+    // A person moves the reporter's one back: it is filed, still not added.
+    let d = h.handle(&from_reporter).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(h.github.advisories()[0].description, before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stranger_joins_a_draft_thread_only_when_a_person_releases_them() {
+    let h = Harness::new("");
+    assert!(filed(&h.handle(&report("orig@example.net")).await));
+    let ghsa = h.github.advisories()[0].ghsa_id.clone();
+    let stranger = mail(
+        "s1@other.example",
+        "colleague@other.example",
+        &format!("More [{ghsa}]"),
+        "",
+    );
+    let d = h.handle(&stranger).await;
+    assert!(held_reason(&d).contains("colleague@other.example"), "{d:?}");
+    assert_eq!(h.github.calls("update"), 0);
+    // Released by a person: added, marked as from another address.
+    let d = h.handle(&stranger).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(h.github.calls("update"), 1);
+    // Now part of the thread: their next message goes straight in.
+    let next = mail(
+        "s2@other.example",
+        "colleague@other.example",
+        &format!("Even more [{ghsa}]"),
+        "",
+    );
+    assert!(filed(&h.handle(&next).await));
+    assert_eq!(h.github.calls("update"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follow_up_while_github_is_down_joins_its_report() {
+    let h = Harness::new("");
+    for _ in 0..3 {
+        h.github
+            .fail("find", FailureKind::TRANSIENT, "HTTP 503: unavailable");
+    }
+    let original = report("orig@example.net");
+    let d = h.handle(&original).await;
+    let first_retry = retry_at(&d);
+    let more = reply_to_orig(
+        "more@example.net",
+        "rita@example.net",
+        "Re: Cookie forgery in werkzeug",
+    );
+    let d = h.handle(&more).await;
+    assert!(
+        matches!(d.action, Action::Retry { .. }),
+        "the follow-up waits: {d:?}"
+    );
+    assert_eq!(
+        h.entry(&more).await.thread_of,
+        Some(h.entry(&original).await.report_id),
+        "linked to its report"
+    );
+    // GitHub stays down a while longer; both keep waiting, nothing is created.
+    tokio::time::advance((first_retry - h.clock.now()).to_std().unwrap()).await;
+    let d = h.handle(&original).await;
+    tokio::time::advance((retry_at(&d) - h.clock.now()).to_std().unwrap()).await;
+    let d = h.handle(&original).await;
+    tokio::time::advance((retry_at(&d) - h.clock.now()).to_std().unwrap()).await;
+    assert!(filed(&h.handle(&original).await));
+    assert!(filed(&h.handle(&more).await));
+
+    let advisories = h.github.advisories();
+    assert_eq!(advisories.len(), 1, "one advisory");
+    assert!(advisories[0].description.contains("The session cookie"));
+    assert_eq!(h.github.calls("update"), 1, "the follow-up's text is in it");
+    assert_eq!(h.outbox.sent().len(), 1, "one acknowledgement, one GHSA id");
 }

@@ -269,7 +269,7 @@ impl Db {
         &self,
         id: &ReportId,
         original: &ReportId,
-        repository: &str,
+        repository: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), JournalError> {
         self.update(
@@ -278,6 +278,23 @@ impl Db {
             &[&original.0, &repository],
             now,
         )
+    }
+
+    /// The senders (lower-cased) a thread already includes: the report's, and those of
+    /// follow-ups that were added to its advisory.
+    pub fn thread_senders(&self, original: &ReportId) -> Result<Vec<String>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT lower(trim(sender)) FROM reports WHERE sender IS NOT NULL
+                 AND (report_id = ?1 OR (thread_of = ?1 AND ghsa_id IS NOT NULL))",
+            )
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map([&original.0], |row| row.get(0))
+            .map_err(|e| self.wrap(e))?;
+        rows.collect::<Result<Vec<String>, _>>()
+            .map_err(|e| self.wrap(e))
     }
 
     /// When the last reply in a thread (the report and its follow-ups) was sent.

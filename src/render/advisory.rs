@@ -621,7 +621,12 @@ mod tests {
             d.description
                 .ends_with(&format!("\n{}\n", TEST_KEY.report(&r.report_id)))
         );
-        assert_eq!(d.description.matches(&TEST_KEY.report(&r.report_id)).count(), 1);
+        assert_eq!(
+            d.description
+                .matches(&TEST_KEY.report(&r.report_id))
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -784,7 +789,12 @@ mod tests {
             github_len(&d.description)
         );
         assert!(d.description.contains("**The report text was cut here**"));
-        assert_eq!(d.description.matches(&TEST_KEY.report(&r.report_id)).count(), 1);
+        assert_eq!(
+            d.description
+                .matches(&TEST_KEY.report(&r.report_id))
+                .count(),
+            1
+        );
         assert!(
             d.description
                 .ends_with(&format!("{}\n", TEST_KEY.report(&r.report_id)))

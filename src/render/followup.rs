@@ -99,7 +99,10 @@ pub fn append_followup(
     };
     let marker_line = format!("\n{}\n", ctx.marker.followup(&report.report_id));
 
-    if ctx.marker.has_followup(current_description, &report.report_id) {
+    if ctx
+        .marker
+        .has_followup(current_description, &report.report_id)
+    {
         // A retry after the description was already updated: same names, nothing new.
         let overflowed = current_description.contains(&inline_code(&full_text.file_name));
         if overflowed {
@@ -317,7 +320,10 @@ mod tests {
         );
         assert!(d.ends_with(&format!("\n{}\n", TEST_KEY.followup(&followup.report_id))));
         assert_eq!(d.matches(&TEST_KEY.report(&report.report_id)).count(), 1);
-        assert_eq!(d.matches(&TEST_KEY.followup(&followup.report_id)).count(), 1);
+        assert_eq!(
+            d.matches(&TEST_KEY.followup(&followup.report_id)).count(),
+            1
+        );
         assert_eq!(d.matches("<!--").count(), 2, "the forged marker is inert");
         assert!(added.contains("&lt;!-- advisory-bridge report-id=0000"));
         let rest = outside_our_tags(

@@ -115,8 +115,8 @@ impl MarkerKey {
     }
 
     fn tag(&self, kind: &str, id: &ReportId) -> String {
-        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.key)
-            .expect("HMAC takes a key of any length");
+        let mut mac =
+            <Hmac<Sha256>>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
         mac.update(kind.as_bytes());
         mac.update(b":");
         mac.update(id.0.as_bytes());
@@ -195,7 +195,10 @@ mod tests {
         assert!(q.matches(&format!("text\n{real}\n"), None));
         assert!(!q.matches(&forged_with_other_key, None));
         assert!(!q.matches("<!-- advisory-bridge report-id=abab -->", None));
-        assert_eq!(KEY.reports_in(&format!("x {forged_with_other_key} {real}")), vec![id()]);
+        assert_eq!(
+            KEY.reports_in(&format!("x {forged_with_other_key} {real}")),
+            vec![id()]
+        );
     }
 
     #[test]

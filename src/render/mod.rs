@@ -14,8 +14,8 @@ pub use self::advisory::{
     AdvisoryContext, AdvisoryDraft, DESCRIPTION_LIMIT, Package, SUMMARY_LIMIT, StoredAttachment,
     advisory, stored_name, strip_subject,
 };
-pub use self::marker::{MarkerKey, MarkerQuery};
 pub use self::followup::{FollowupContext, FollowupRender, append_followup};
+pub use self::marker::{MarkerKey, MarkerQuery};
 pub use self::outgoing::{
     AdvisoryRef, ReplyMessage, TemplateError, Templates, followup_reply, header_safe_id, reply,
 };
