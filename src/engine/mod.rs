@@ -33,7 +33,7 @@ use crate::config::{GithubMode, Resolved};
 use crate::failure::{Classify, FailureKind};
 use crate::github::GitHubError;
 use crate::journal::{Entry, Journal, JournalError, NewEntry, Reply, State};
-use crate::mail::{Report, ReportId};
+use crate::mail::{self, Report, ReportId};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Prepared};
 use crate::render::{self, AdvisoryDraft, AdvisoryRef, MarkerKey, Templates};
@@ -295,6 +295,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                     spool_path: String::new(),
                     sender: None,
                     subject: None,
+                    content_hash: None,
                 })
                 .await?;
                 return Ok(self.quarantine(id, reason));
@@ -302,10 +303,11 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             Incoming::Message { raw, received_at } => (raw, received_at),
         };
         self.metrics.messages_seen.inc();
+        let internal_date = received_at;
         let received_at = received_at.unwrap_or(now);
         let spool_path = blocking(|| self.spool.store_message(&raw))?;
         let spool_path = spool_path.display().to_string();
-        let report = match pipeline::parse(&self.settings.config, &raw) {
+        let mut report = match pipeline::parse(&self.settings.config, &raw) {
             Ok(r) => r,
             Err(e) => {
                 let id = ReportId(hex::encode(Sha256::digest(&raw)));
@@ -315,12 +317,29 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                     spool_path,
                     sender: None,
                     subject: None,
+                    content_hash: None,
                 })
                 .await?;
                 return Ok(self.quarantine(id, e.to_string()));
             }
         };
         drop(raw);
+        // Identity is the Message-ID and what the message says: an exact copy is the
+        // same report, a different message reusing a known id is a report of its own.
+        let content = mail::content_hash(&report);
+        let known = self.journal.get(&report.report_id).await?;
+        if let Some(hash) = known.and_then(|e| e.content_hash)
+            && hash != content
+        {
+            let own = ReportId(mail::sha256_hex(
+                format!("{}:{content}", report.report_id).as_bytes(),
+            ));
+            info!(
+                message_id = report.message_id.as_deref().unwrap_or(""),
+                "a different message reuses a known Message-ID; it is a report of its own"
+            );
+            report.report_id = own;
+        }
         let entry = self
             .record_seen(NewEntry {
                 report_id: report.report_id.clone(),
@@ -328,12 +347,25 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 spool_path,
                 sender: report.from.as_ref().map(|a| a.email.clone()),
                 subject: Some(report.subject.clone()),
+                content_hash: Some(content),
             })
             .await?;
+        let was_held = matches!(entry.state, State::Held | State::Holding);
         let span = info_span!("report", report_id = %report.report_id);
-        self.advance(&report, entry, received_at)
+        let disposition = self
+            .advance(&report, entry, received_at, internal_date)
             .instrument(span)
-            .await
+            .await?;
+        if let Action::Hold { report_id, .. } = &disposition.action
+            && !was_held
+        {
+            // What tells the held message, moved back by a person, from a new copy.
+            let (rid, now) = (report_id.clone(), self.clock.now());
+            self.journal
+                .call(move |db| db.record_held_received_at(&rid, internal_date, now))
+                .await?;
+        }
+        Ok(disposition)
     }
 
     async fn record_seen(&self, new: NewEntry) -> Result<Entry, JournalError> {
@@ -347,10 +379,27 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         report: &Report,
         entry: Entry,
         received_at: DateTime<Utc>,
+        internal_date: Option<DateTime<Utc>>,
     ) -> Result<Disposition, EngineError> {
         let id = &report.report_id;
         let now = self.clock.now();
         let entry = match entry.state {
+            // A copy of a held report (same Message-ID, same text) arriving anew does not
+            // release it: only the held message itself, moved back by a person, does. A
+            // move keeps the server's arrival time; a new copy has its own.
+            State::Held
+                if internal_date.is_none()
+                    || internal_date.map(|t| t.timestamp())
+                        != entry.held_received_at.map(|t| t.timestamp()) =>
+            {
+                let reason = "a copy of a held report; moving the held message back to the inbox releases it".to_owned();
+                warn!(outcome = "held", reason, "copy of a held report held too");
+                return Ok(Action::Hold {
+                    report_id: id.clone(),
+                    reason,
+                }
+                .into());
+            }
             // Held messages sit in the held folder; one back in the mailbox was moved
             // there by a person: released, exempt from the per-sender limits.
             State::Held => {

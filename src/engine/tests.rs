@@ -1001,3 +1001,52 @@ async fn a_follow_up_while_github_is_down_joins_its_report() {
     assert_eq!(h.github.calls("update"), 1, "the follow-up's text is in it");
     assert_eq!(h.outbox.sent().len(), 1, "one acknowledgement, one GHSA id");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_copy_of_a_held_report_does_not_release_it() {
+    let h = Harness::new("[limits]\nmax_advisories_per_sender_per_day = 1\n");
+    assert!(filed(&h.handle(&report("one@example.net")).await));
+    let held = report("two@example.net");
+    assert!(matches!(h.handle(&held).await.action, Action::Hold { .. }));
+    // The same message sent again a minute later: another copy, held as well.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let d = h.handle(&held).await;
+    assert!(held_reason(&d).contains("a copy of a held report"), "{d:?}");
+    assert_eq!(h.github.advisories().len(), 1, "the limit still holds");
+    // The held message itself, moved back (its arrival time kept): released.
+    let moved_back = h
+        .engine
+        .handle(Incoming::Message {
+            raw: held.clone(),
+            received_at: Some(start()),
+        })
+        .await
+        .unwrap();
+    assert!(filed(&moved_back), "{moved_back:?}");
+    assert_eq!(h.github.advisories().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_different_message_reusing_a_message_id_is_its_own_report() {
+    let h = Harness::new("");
+    assert!(filed(&h.handle(&report("dup@example.net")).await));
+    let other = mail(
+        "dup@example.net",
+        "rita@example.net",
+        "Another problem in werkzeug",
+        "",
+    );
+    let d = h.handle(&other).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(
+        h.github.advisories().len(),
+        2,
+        "its content reaches maintainers"
+    );
+    assert_eq!(h.outbox.sent().len(), 2);
+    // An exact copy of the first is filed as a copy, nothing more.
+    let d = h.handle(&report("dup@example.net")).await;
+    assert!(filed(&d));
+    assert_eq!(h.github.advisories().len(), 2);
+    assert_eq!(h.outbox.sent().len(), 2);
+}

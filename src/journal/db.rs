@@ -12,7 +12,7 @@ use crate::mail::ReportId;
 const COLUMNS: &str = "report_id, message_id, state, first_seen_at, updated_at, spool_path, \
     sender, subject, repository, route_reason, ghsa_id, advisory_url, reply, \
     reply_message_id, outcome, attempts, next_attempt_at, last_error, thread_of, reply_to, \
-    github_state, cve_id, released";
+    github_state, cve_id, released, content_hash, held_received_at";
 
 /// The journal's database connection with the typed operations on it.
 pub struct Db {
@@ -49,6 +49,8 @@ struct Row {
     github_state: Option<String>,
     cve_id: Option<String>,
     released: bool,
+    content_hash: Option<String>,
+    held_received_at: Option<String>,
 }
 
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -76,6 +78,8 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         github_state: row.get(20)?,
         cve_id: row.get(21)?,
         released: row.get(22)?,
+        content_hash: row.get(23)?,
+        held_received_at: row.get(24)?,
     })
 }
 
@@ -145,6 +149,10 @@ impl Db {
             None => None,
             Some(t) => Some(self.time(id, "next_attempt_at", t)?),
         };
+        let held_received_at = match r.held_received_at.as_deref() {
+            None => None,
+            Some(t) => Some(self.time(id, "held_received_at", t)?),
+        };
         Ok(Entry {
             first_seen_at: self.time(id, "first_seen_at", &r.first_seen_at)?,
             updated_at: self.time(id, "updated_at", &r.updated_at)?,
@@ -169,6 +177,8 @@ impl Db {
             reply_to: r.reply_to,
             github_state,
             cve_id: r.cve_id,
+            content_hash: r.content_hash,
+            held_received_at,
         })
     }
 
@@ -209,8 +219,9 @@ impl Db {
         self.conn
             .execute(
                 "INSERT OR IGNORE INTO reports
-                 (report_id, message_id, state, first_seen_at, updated_at, spool_path, sender, subject)
-                 VALUES (?1, ?2, 'seen', ?3, ?3, ?4, ?5, ?6)",
+                 (report_id, message_id, state, first_seen_at, updated_at, spool_path, sender,
+                  subject, content_hash)
+                 VALUES (?1, ?2, 'seen', ?3, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     new.report_id.0,
                     new.message_id,
@@ -218,7 +229,15 @@ impl Db {
                     new.spool_path,
                     new.sender,
                     new.subject,
+                    new.content_hash,
                 ],
+            )
+            .map_err(|e| self.wrap(e))?;
+        // A report journaled before content hashes existed learns its hash now.
+        self.conn
+            .execute(
+                "UPDATE reports SET content_hash = ?2 WHERE report_id = ?1 AND content_hash IS NULL",
+                params![new.report_id.0, new.content_hash],
             )
             .map_err(|e| self.wrap(e))?;
         self.get(&new.report_id)?
@@ -349,6 +368,16 @@ impl Db {
             &[],
             now,
         )
+    }
+
+    /// Records when the server received a message about to be held.
+    pub fn record_held_received_at(
+        &self,
+        id: &ReportId,
+        received_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        self.update(id, "held_received_at = ?3", &[&received_at.map(ts)], now)
     }
 
     /// A value kept between runs (e.g. the watcher's watermark per repository).
@@ -607,6 +636,7 @@ mod tests {
             spool_path: path.into(),
             sender: Some("reporter@example.org".into()),
             subject: Some("XSS in werkzeug".into()),
+            content_hash: None,
         }
     }
 

@@ -253,6 +253,12 @@ pub struct Entry {
     pub github_state: Option<AdvisoryState>,
     /// The advisory's CVE id as last seen by the watcher.
     pub cve_id: Option<String>,
+    /// What the message says (`mail::content_hash`); unknown for reports journaled by
+    /// releases before 0.2.
+    pub content_hash: Option<String>,
+    /// For a held report: when the server received the held message (its IMAP
+    /// INTERNALDATE, which a move keeps).
+    pub held_received_at: Option<DateTime<Utc>>,
 }
 
 /// What is known about a report when first seen.
@@ -268,6 +274,8 @@ pub struct NewEntry {
     pub sender: Option<String>,
     /// The subject.
     pub subject: Option<String>,
+    /// What the message says (`mail::content_hash`).
+    pub content_hash: Option<String>,
 }
 
 type Job = Box<dyn FnOnce(&mut Db) + Send>;

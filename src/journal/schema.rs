@@ -86,6 +86,14 @@ INSERT OR IGNORE INTO meta (key, value)
     VALUES ('journal_started_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
 ";
 
+/// Version 3: a report's identity includes what it says (a different message reusing a
+/// Message-ID is its own report), and a held message's arrival time tells a person's
+/// move back (a release) from a fresh copy.
+const V3: &str = "
+ALTER TABLE reports ADD COLUMN content_hash TEXT;
+ALTER TABLE reports ADD COLUMN held_received_at TEXT;
+";
+
 /// Adds the columns of [`V1_COLUMNS`] a pre-release journal lacks, then the indexes.
 fn v1_hook(tx: &rusqlite::Transaction<'_>) -> Result<(), HookError> {
     let existing: Vec<String> = tx
@@ -103,12 +111,12 @@ fn v1_hook(tx: &rusqlite::Transaction<'_>) -> Result<(), HookError> {
 
 /// Every migration, oldest first. Append only: a released migration never changes.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up_with_hook(V1, v1_hook), M::up(V2)])
+    Migrations::new(vec![M::up_with_hook(V1, v1_hook), M::up(V2), M::up(V3)])
 }
 
 /// The schema version this binary writes.
 pub fn latest() -> usize {
-    2
+    3
 }
 
 /// Brings `conn` to the latest version in one transaction per migration.

@@ -243,7 +243,14 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<Report, ParseError> {
         reply_to: msg.reply_to().and_then(|a| a.iter().find_map(convert_addr)),
         recipients,
         delivered_to,
-        subject: msg.subject().map(single_line).unwrap_or_default(),
+        subject: msg
+            .subject()
+            .map(|s| {
+                // Cut before cleaning too, so a megabyte of subject costs nothing more.
+                let head = cut_bytes(s.to_owned(), 4 * MAX_SUBJECT_BYTES);
+                cut_bytes(single_line(&head), MAX_SUBJECT_BYTES)
+            })
+            .unwrap_or_default(),
         date: msg
             .date()
             .filter(|d| d.is_valid())
@@ -266,13 +273,25 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// Normalises a message id: no angle brackets, no white space or control characters.
 /// Returns `None` when nothing is left.
 pub fn normalise_id(id: &str) -> Option<String> {
+    if id.len() > 4 * MAX_ID_BYTES {
+        return None;
+    }
     let id: String = id
         .chars()
         .filter(|c| !c.is_whitespace() && !c.is_control())
         .collect();
     let id = id.trim_start_matches('<').trim_end_matches('>');
-    (!id.is_empty()).then(|| id.to_owned())
+    (!id.is_empty() && id.len() <= MAX_ID_BYTES).then(|| id.to_owned())
 }
+
+/// Longest message id kept; longer ones are nobody's in good faith (RFC 5322 lines are
+/// at most 998 characters, ids in practice under 100).
+pub const MAX_ID_BYTES: usize = 250;
+/// Most ids kept from one `References` or `In-Reply-To` header: the first (the thread's
+/// start) and the newest, as RFC 5322 section 3.6.4 allows when shortening.
+pub const MAX_REFERENCED_IDS: usize = 100;
+/// Longest subject kept, in bytes; the rest of a longer one is cut.
+pub const MAX_SUBJECT_BYTES: usize = 2048;
 
 fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
     let ids: Vec<&str> = match value {
@@ -280,7 +299,40 @@ fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
         HeaderValue::TextList(l) => l.iter().map(|t| t.as_ref()).collect(),
         _ => Vec::new(),
     };
-    ids.into_iter().filter_map(normalise_id).collect()
+    let mut ids: Vec<String> = ids.into_iter().filter_map(normalise_id).collect();
+    if ids.len() > MAX_REFERENCED_IDS {
+        let newest = ids.split_off(ids.len() - (MAX_REFERENCED_IDS - 1));
+        ids.truncate(1);
+        ids.extend(newest);
+    }
+    ids
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn cut_bytes(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// A hash of what a message says (subject, text, attachments), independent of its
+/// headers' form: two messages with one Message-ID and the same hash are copies of one
+/// report; a different hash is a different report reusing the id.
+pub fn content_hash(report: &Report) -> String {
+    let mut h = Sha256::new();
+    h.update(report.subject.as_bytes());
+    h.update([0]);
+    h.update(report.text.as_bytes());
+    for a in &report.attachments {
+        h.update([0]);
+        h.update(a.sha256.as_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 /// Walks the MIME tree, counting parts and levels, so limits hold for nested messages too.
