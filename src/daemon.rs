@@ -182,6 +182,7 @@ impl Daemon {
             github.clone(),
             mailer.clone(),
             notices,
+            marker.clone(),
             metrics.clone(),
             Clock::System,
             copies_tx,

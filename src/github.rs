@@ -27,7 +27,7 @@ use octocrab::models::security_advisories::{
 use crate::config::Secret;
 use crate::failure::{Classify, FailureKind};
 use crate::mail::ReportId;
-use crate::render::{AdvisoryDraft, AdvisoryRef, MarkerQuery};
+use crate::render::{AdvisoryDraft, AdvisoryRef, MarkerKey, MarkerQuery};
 
 /// Advisories per list page: GitHub's maximum, so a scan costs as few requests as possible.
 const PAGE_SIZE: u8 = 100;
@@ -281,11 +281,13 @@ impl GitHub {
 
     /// The repository's advisories updated at or after `since` (all of them when
     /// `None`), newest first: listed sorted by `updated`, page by page, stopping at the
-    /// first advisory older than `since`.
+    /// first advisory older than `since`. Each comes with the reports whose markers
+    /// (under `marker`) it carries; descriptions are not kept.
     pub async fn updated_since(
         &self,
         repository: &str,
         since: Option<chrono::DateTime<chrono::Utc>>,
+        marker: &MarkerKey,
     ) -> Result<Vec<AdvisoryStatus>, GitHubError> {
         const OPERATION: &str = "list advisories";
         let (owner, name) = split_repository(OPERATION, repository)?;
@@ -319,6 +321,11 @@ impl GitHub {
                     cve_id: a.cve_id.clone(),
                     html_url: a.html_url.to_string(),
                     updated_at: a.updated_at,
+                    reports: a
+                        .description
+                        .as_deref()
+                        .map(|d| marker.claimed(d, a.created_at))
+                        .unwrap_or_default(),
                 });
             }
             let next = self
@@ -394,6 +401,8 @@ pub struct AdvisoryStatus {
     pub html_url: String,
     /// When it last changed.
     pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The reports whose (counting) markers it carries.
+    pub reports: Vec<ReportId>,
 }
 
 /// The request body GitHub receives for a draft: what `create_draft` sends and

@@ -10,17 +10,14 @@ const GHSA_ALPHABET: &str = "23456789cfghjmpqrvwx";
 /// The message ids a message refers to, most specific first: `In-Reply-To`, then
 /// `References` from the newest to the oldest.
 pub fn referenced_ids(report: &Report) -> Vec<&str> {
-    let mut ids: Vec<&str> = Vec::new();
-    for id in report
+    let mut seen = std::collections::HashSet::new();
+    report
         .in_reply_to
         .iter()
         .chain(report.references.iter().rev())
-    {
-        if !ids.contains(&id.as_str()) {
-            ids.push(id);
-        }
-    }
-    ids
+        .map(String::as_str)
+        .filter(|id| seen.insert(*id))
+        .collect()
 }
 
 /// The report one of our messages (a reply or a notice) was about, read from its

@@ -20,6 +20,7 @@ use crate::github::AdvisoryStatus;
 use crate::journal::{AdvisoryState, Entry, Journal, JournalError};
 use crate::mail::Address;
 use crate::metrics::Metrics;
+use crate::render::MarkerKey;
 use crate::render::notice::{self, Event, NoticeContext, NoticeTemplates};
 
 /// Copies of mail the watcher sent, on their way to the sent folder, and the signal that
@@ -81,6 +82,7 @@ pub struct Watcher<A, O> {
     github: A,
     outbox: O,
     templates: NoticeTemplates,
+    marker: MarkerKey,
     metrics: Arc<Metrics>,
     clock: Clock,
     copies: Copies,
@@ -95,6 +97,7 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
         github: A,
         outbox: O,
         templates: NoticeTemplates,
+        marker: MarkerKey,
         metrics: Arc<Metrics>,
         clock: Clock,
         copies: Copies,
@@ -105,6 +108,7 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
             github,
             outbox,
             templates,
+            marker,
             metrics,
             clock,
             copies,
@@ -145,10 +149,9 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
             .journal
             .call(move |db| Ok((db.reports_with_advisory(&r)?, db.meta_time(&k)?)))
             .await?;
-        if ours.is_empty() {
-            return Ok(());
-        }
-        let changed = match self.github.updated_since(repo, since).await {
+        // Every repository is looked at, also one the journal knows nothing of: after a
+        // lost journal, the advisories carrying our markers are adopted here.
+        let changed = match self.github.updated_since(repo, since, &self.marker).await {
             Ok(list) => list,
             Err(e) => {
                 warn!(error = %e, repository = %repo, "cannot look at advisories; next look later");
@@ -157,12 +160,21 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
         };
         let mut complete = true;
         for advisory in &changed {
-            let Some(entry) = ours.iter().find(|e| {
+            let known = ours.iter().find(|e| {
                 e.ghsa_id
                     .as_deref()
                     .is_some_and(|g| g.eq_ignore_ascii_case(&advisory.ghsa_id))
-            }) else {
-                continue;
+            });
+            let adopted;
+            let entry = match known {
+                Some(e) => e,
+                None => match self.adopt(repo, advisory).await? {
+                    Some(e) => {
+                        adopted = e;
+                        &adopted
+                    }
+                    None => continue,
+                },
             };
             let Some(new_state) = AdvisoryState::parse(&advisory.state) else {
                 warn!(ghsa = %advisory.ghsa_id, state = %advisory.state, "GitHub reports an advisory state this release does not know; ignoring the change");
@@ -222,6 +234,38 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
             .call(move |db| db.record_github_state(&id, new_state, cve.as_deref(), now))
             .await?;
         Ok(true)
+    }
+
+    /// Journals an advisory that carries one of our markers but that the journal does
+    /// not know (it was lost, or the advisory was made by an instance with another
+    /// journal), so it is watched from now on.
+    async fn adopt(
+        &self,
+        repo: &str,
+        advisory: &AdvisoryStatus,
+    ) -> Result<Option<Entry>, JournalError> {
+        let Some(id) = advisory.reports.first().cloned() else {
+            return Ok(None);
+        };
+        let (r, ghsa, url, now) = (
+            repo.to_owned(),
+            advisory.ghsa_id.clone(),
+            advisory.html_url.clone(),
+            self.clock.now(),
+        );
+        let entry = self
+            .journal
+            .call(move |db| match db.get(&id)? {
+                // Known under its report id (a follow-up's thread, another repository):
+                // nothing to adopt.
+                Some(_) => Ok(None),
+                None => db.record_rebuilt(&id, &r, &ghsa, &url, now),
+            })
+            .await?;
+        if let Some(e) = &entry {
+            info!(ghsa = %advisory.ghsa_id, report_id = %e.report_id, "adopted an advisory the journal did not know");
+        }
+        Ok(entry)
     }
 
     fn wanted(&self, event: Event) -> bool {

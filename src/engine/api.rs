@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::config::GithubMode;
 use crate::github::{AdvisoryStatus, AdvisoryText, GitHub, GitHubError};
 use crate::mail::ReportId;
-use crate::render::{AdvisoryDraft, AdvisoryRef, MarkerQuery, ReplyMessage};
+use crate::render::{AdvisoryDraft, AdvisoryRef, MarkerKey, MarkerQuery, ReplyMessage};
 use crate::reply::{Mailer, SendError};
 
 /// What the engine and the watcher need from GitHub.
@@ -38,11 +38,13 @@ pub trait AdvisoryApi: Send + Sync {
         ghsa_id: &str,
         description: &str,
     ) -> impl Future<Output = Result<(), GitHubError>> + Send;
-    /// The repository's advisories changed at or after `since`, newest first.
+    /// The repository's advisories changed at or after `since` (all when `None`),
+    /// newest first, each with the reports whose markers under `marker` it carries.
     fn updated_since(
         &self,
         repository: &str,
         since: Option<DateTime<Utc>>,
+        marker: &MarkerKey,
     ) -> impl Future<Output = Result<Vec<AdvisoryStatus>, GitHubError>> + Send;
 }
 
@@ -96,8 +98,9 @@ impl AdvisoryApi for GitHub {
         &self,
         repository: &str,
         since: Option<DateTime<Utc>>,
+        marker: &MarkerKey,
     ) -> Result<Vec<AdvisoryStatus>, GitHubError> {
-        GitHub::updated_since(self, repository, since).await
+        GitHub::updated_since(self, repository, since, marker).await
     }
 }
 
@@ -141,8 +144,9 @@ impl<T: AdvisoryApi> AdvisoryApi for std::sync::Arc<T> {
         &self,
         repository: &str,
         since: Option<DateTime<Utc>>,
+        marker: &MarkerKey,
     ) -> impl Future<Output = Result<Vec<AdvisoryStatus>, GitHubError>> + Send {
-        (**self).updated_since(repository, since)
+        (**self).updated_since(repository, since, marker)
     }
 }
 

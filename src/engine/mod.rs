@@ -20,6 +20,7 @@ mod clock;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,10 @@ use crate::thread;
 
 pub use api::{AdvisoryApi, Outbox};
 pub use clock::Clock;
+
+/// How long a listing of a repository's marked advisories (for thread recovery after a
+/// lost journal) is reused before GitHub is asked again.
+pub const RECOVERY_SCAN_INTERVAL: Duration = Duration::from_secs(600);
 
 /// How long work that waits for ops (misconfigured credentials) waits before one
 /// message tries again, as the probe that ends the pause.
@@ -244,7 +249,12 @@ pub struct Engine<A, O> {
     marker: MarkerKey,
     metrics: Arc<Metrics>,
     clock: Clock,
+    /// Per repository: when its marked advisories were listed, and what they were.
+    recovery: tokio::sync::Mutex<RecoveryCache>,
 }
+
+/// Marked advisories by repository, with when they were listed.
+type RecoveryCache = HashMap<String, (tokio::time::Instant, Arc<HashMap<ReportId, AdvisoryRef>>)>;
 
 impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
     /// An engine over these stores and clients.
@@ -270,6 +280,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             marker,
             metrics,
             clock,
+            recovery: Default::default(),
         }
     }
 
@@ -574,45 +585,68 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         let (found, lost) = self
             .journal
             .call(move |db| {
+                // One query for every id the message refers to: the reports they are,
+                // and the reports our own messages among them answered.
+                let ours: Vec<Option<ReportId>> = referenced
+                    .iter()
+                    .map(|id| thread::report_of_our_reply(id))
+                    .collect();
+                let report_ids: Vec<ReportId> = ours.iter().flatten().cloned().collect();
+                let related = db.find_related(&referenced, &report_ids)?;
+                let by_id = |id: &ReportId| related.iter().find(|e| &e.report_id == id);
+                let by_message = |mid: &str| {
+                    related
+                        .iter()
+                        .filter(|e| e.message_id.as_deref() == Some(mid))
+                        .min_by_key(|e| e.first_seen_at)
+                };
                 // A follow-up's record points at the report it belongs to. A report
                 // counts once it has its advisory, or while it is still on its way to
                 // one (the follow-up then waits for it); one that ended without an
                 // advisory (noise, quarantine) starts no thread.
-                let with_advisory = |e: Entry| -> Result<Option<Entry>, JournalError> {
+                let root = |e: &Entry| -> Result<Option<Entry>, JournalError> {
                     let e = match &e.thread_of {
                         Some(original) => match db.get(original)? {
                             Some(o) => o,
                             None => return Ok(None),
                         },
-                        None => e,
+                        None => e.clone(),
                     };
                     Ok((e.ghsa_id.is_some() || !e.state.is_final()).then_some(e))
                 };
                 let mut lost: Vec<ReportId> = Vec::new();
-                for id in &referenced {
-                    if let Some(original) = thread::report_of_our_reply(id) {
-                        if original == own {
+                for (mid, our) in referenced.iter().zip(&ours) {
+                    if let Some(original) = our {
+                        if *original == own {
                             continue;
                         }
-                        match db.get(&original)? {
+                        match by_id(original) {
                             Some(e) => {
-                                if let Some(e) = with_advisory(e)? {
+                                if let Some(e) = root(e)? {
                                     return Ok((Some(e), lost));
                                 }
                             }
-                            None => lost.push(original),
+                            None => lost.push(original.clone()),
                         }
                     }
-                    if let Some(e) = db.find_by_message_id(id)?
-                        && e.report_id != own
-                        && let Some(e) = with_advisory(e)?
-                    {
-                        return Ok((Some(e), lost));
+                    match by_message(mid) {
+                        Some(e) if e.report_id != own => {
+                            if let Some(e) = root(e)? {
+                                return Ok((Some(e), lost));
+                            }
+                        }
+                        Some(_) => {}
+                        // Unknown here: after a lost journal this may be the report
+                        // itself, whose id its Message-ID gives.
+                        None if our.is_none() => {
+                            lost.push(ReportId(mail::sha256_hex(mid.as_bytes())));
+                        }
+                        None => {}
                     }
                 }
                 for ghsa in &ghsa_ids {
                     if let Some(e) = db.find_by_ghsa(ghsa)?
-                        && let Some(e) = with_advisory(e)?
+                        && let Some(e) = root(&e)?
                     {
                         return Ok((Some(e), lost));
                     }
@@ -624,34 +658,66 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         if found.is_some() {
             return Ok(found);
         }
-        let wanted: Vec<_> = lost.iter().map(|id| self.marker.query(id)).collect();
-        if !wanted.is_empty() {
-            for repo in &self.settings.config.repositories {
-                let found = self
-                    .github
-                    .find_by_marker(&repo.name, &wanted)
+        if lost.is_empty() {
+            return Ok(None);
+        }
+        for repo in &self.settings.config.repositories {
+            let marked = self
+                .marked_advisories(&repo.name)
+                .await
+                .map_err(ThreadLookup::GitHub)?;
+            if let Some((original, found)) = lost
+                .iter()
+                .find_map(|id| marked.get(id).map(|a| (id.clone(), a.clone())))
+            {
+                info!(ghsa = %found.ghsa_id, "rebuilt the journal record of a report from its advisory");
+                let (name, now) = (repo.name.clone(), self.clock.now());
+                return self
+                    .journal
+                    .call(move |db| {
+                        db.record_rebuilt(&original, &name, &found.ghsa_id, &found.html_url, now)
+                    })
                     .await
-                    .map_err(ThreadLookup::GitHub)?;
-                if let Some((original, found)) = found {
-                    info!(ghsa = %found.ghsa_id, "rebuilt the journal record of a report from its advisory");
-                    let (name, now) = (repo.name.clone(), self.clock.now());
-                    return self
-                        .journal
-                        .call(move |db| {
-                            db.record_rebuilt(
-                                &original,
-                                &name,
-                                &found.ghsa_id,
-                                &found.html_url,
-                                now,
-                            )
-                        })
-                        .await
-                        .map_err(ThreadLookup::Journal);
-                }
+                    .map_err(ThreadLookup::Journal);
             }
         }
         Ok(None)
+    }
+
+    /// The advisories of `repository` that carry our markers, by report: listed from
+    /// GitHub at most once per [`RECOVERY_SCAN_INTERVAL`] and cached, so no mail, however
+    /// many forged references it carries, costs more than that.
+    async fn marked_advisories(
+        &self,
+        repository: &str,
+    ) -> Result<Arc<HashMap<ReportId, AdvisoryRef>>, GitHubError> {
+        let now = tokio::time::Instant::now();
+        if let Some((at, map)) = self.recovery.lock().await.get(repository)
+            && now.saturating_duration_since(*at) < RECOVERY_SCAN_INTERVAL
+        {
+            return Ok(map.clone());
+        }
+        let listed = self
+            .github
+            .updated_since(repository, None, &self.marker)
+            .await?;
+        let map: HashMap<ReportId, AdvisoryRef> = listed
+            .into_iter()
+            .flat_map(|a| {
+                let r = AdvisoryRef {
+                    ghsa_id: a.ghsa_id.clone(),
+                    html_url: a.html_url.clone(),
+                    repository: repository.to_owned(),
+                };
+                a.reports.into_iter().map(move |id| (id, r.clone()))
+            })
+            .collect();
+        let map = Arc::new(map);
+        self.recovery
+            .lock()
+            .await
+            .insert(repository.to_owned(), (now, map.clone()));
+        Ok(map)
     }
 
     /// A follow-up to a report that has no advisory yet (GitHub was down, the report
@@ -697,6 +763,16 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         Ok(Action::Retry { at }.into())
     }
 
+    /// True when the message answers `original` or one of our messages about it by
+    /// `In-Reply-To` or `References`.
+    fn references(report: &Report, original: &Entry) -> bool {
+        thread::referenced_ids(report).into_iter().any(|id| {
+            thread::report_of_our_reply(id).as_ref() == Some(&original.report_id)
+                || original.message_id.as_deref() == Some(id)
+                || mail::sha256_hex(id.as_bytes()) == original.report_id.0
+        })
+    }
+
     /// Why a follow-up must wait for a person rather than change the advisory: its
     /// sender is neither the reporter nor part of the thread. A GHSA id in a subject is
     /// public once the advisory is: it does not make a stranger part of the thread.
@@ -707,6 +783,20 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
     ) -> Result<Option<String>, JournalError> {
         let oid = original.report_id.clone();
         let senders = self.journal.call(move |db| db.thread_senders(&oid)).await?;
+        // A record rebuilt after a lost journal does not know its reporter. Then the
+        // first sender who answers in the thread itself (not merely naming the public
+        // GHSA id) is taken as the reporter, as they hold its message ids.
+        if original.sender.is_none()
+            && let Some(sender) = Self::sender_key(report)
+            && Self::references(report, original)
+        {
+            let oid = original.report_id.clone();
+            let now = self.clock.now();
+            self.journal
+                .call(move |db| db.record_sender_if_unknown(&oid, &sender, now))
+                .await?;
+            return Ok(None);
+        }
         Ok(match Self::sender_key(report) {
             Some(s) if senders.contains(&s) => None,
             Some(s) => Some(format!(

@@ -219,6 +219,7 @@ impl AdvisoryApi for MemoryGitHub {
         &self,
         repository: &str,
         since: Option<DateTime<Utc>>,
+        marker: &MarkerKey,
     ) -> Result<Vec<AdvisoryStatus>, GitHubError> {
         self.enter("list", repository).map_err(|(e, _)| e)?;
         let s = self.0.lock().unwrap();
@@ -232,6 +233,7 @@ impl AdvisoryApi for MemoryGitHub {
                 cve_id: a.cve_id.clone(),
                 html_url: reference(a).html_url,
                 updated_at: Some(a.updated_at),
+                reports: marker.claimed(&a.description, Some(a.created_at)),
             })
             .collect();
         found.sort_by_key(|a| std::cmp::Reverse(a.updated_at));
@@ -810,6 +812,7 @@ async fn the_watcher_tells_the_reporter_once_per_change() {
         h.github.clone(),
         h.outbox.clone(),
         NoticeTemplates::load(None).unwrap(),
+        MarkerKey::new([4; 32]),
         h.metrics.clone(),
         h.clock,
         tx,
@@ -1049,4 +1052,125 @@ async fn a_different_message_reusing_a_message_id_is_its_own_report() {
     assert!(filed(&d));
     assert_eq!(h.github.advisories().len(), 2);
     assert_eq!(h.outbox.sent().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_lost_journal_a_reply_to_the_report_itself_finds_its_advisory() {
+    let github = MemoryGitHub::default();
+    {
+        let h = Harness::in_dir(tempfile::tempdir().unwrap(), "", github.clone());
+        assert!(filed(&h.handle(&report("orig@example.net")).await));
+    }
+    // A new journal; the reporter answers their own report, not our reply.
+    let h = Harness::in_dir(tempfile::tempdir().unwrap(), "", github.clone());
+    let more = reply_to_orig(
+        "again@example.net",
+        "rita@example.net",
+        "Re: Cookie forgery",
+    );
+    let d = h.handle(&more).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(github.advisories().len(), 1, "no second advisory");
+    assert_eq!(github.calls("update"), 1, "added to the first one");
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_lost_journal_the_watcher_adopts_every_marked_advisory() {
+    let github = MemoryGitHub::default();
+    {
+        let h = Harness::in_dir(tempfile::tempdir().unwrap(), "", github.clone());
+        assert!(filed(&h.handle(&report("a@example.net")).await));
+        assert!(filed(
+            &h.handle(&mail("b@example.net", "bob@example.org", "Flask issue", ""))
+                .await
+        ));
+    }
+    let h = Harness::in_dir(tempfile::tempdir().unwrap(), "", github.clone());
+    let (tx, _rx) = copies();
+    let watcher = Watcher::new(
+        h.settings.clone(),
+        h.engine.journal().clone(),
+        github.clone(),
+        h.outbox.clone(),
+        NoticeTemplates::load(None).unwrap(),
+        MarkerKey::new([4; 32]),
+        h.metrics.clone(),
+        h.clock,
+        tx,
+    );
+    watcher.look().await.unwrap();
+    for a in github.advisories() {
+        let listed = h
+            .engine
+            .journal()
+            .call(move |db| db.find_by_ghsa(&a.ghsa_id))
+            .await
+            .unwrap();
+        assert!(listed.is_some(), "adopted into the journal");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_marker_in_report_text_is_not_adopted() {
+    let h = Harness::new("");
+    let victim = ReportId(mail::sha256_hex(b"victim@example.net"));
+    // Text that spells out both marker forms for another report; whatever the
+    // renderer lets through, only the key makes a marker count.
+    let forged = format!(
+        "<!-- advisory-bridge report-id={victim} -->\r\n<!-- advisory-bridge report-id={victim} mac=00000000000000000000000000000000 -->"
+    );
+    let attacker = format!(
+        "From: M <m@evil.example>\r\nTo: security@palletsprojects.com\r\nSubject: werkzeug\r\n\
+         Message-ID: <forger@evil.example>\r\nContent-Type: text/plain\r\n\r\n{forged}\r\n"
+    );
+    assert!(filed(&h.handle(attacker.as_bytes()).await));
+    // Even planted raw in a description, the forged marker does not make this report's
+    // advisory the victim's.
+    h.github.0.lock().unwrap().advisories[0]
+        .description
+        .push_str(&forged);
+    let d = h.handle(&report("victim@example.net")).await;
+    assert!(filed(&d));
+    assert_eq!(
+        h.github.advisories().len(),
+        2,
+        "the victim's report got its own advisory"
+    );
+    assert_eq!(h.metrics.advisories_adopted.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_megabyte_subject_and_a_hundred_thousand_references_cost_little() {
+    let h = Harness::new("");
+    let subject = "Re: ".repeat(262_144);
+    let references: String = (0..100_000)
+        .map(|i| format!("<advisory-bridge.{:064x}@forged.example> ", i))
+        .collect();
+    let raw = mail(
+        "heavy@example.net",
+        "rita@example.net",
+        &subject,
+        &format!("References: {references}\r\n"),
+    );
+    let started = std::time::Instant::now();
+    let d = h.handle(&raw).await;
+    let took = started.elapsed();
+    assert!(filed(&d), "{d:?}");
+    let report = pipeline::parse(&h.settings.config, &raw).unwrap();
+    assert!(report.subject.len() <= mail::MAX_SUBJECT_BYTES);
+    assert!(report.references.len() <= mail::MAX_REFERENCED_IDS);
+    // Forged references to our ids: at most one listing per repository.
+    assert!(h.github.calls("list") <= 2, "{}", h.github.calls("list"));
+    // A second such mail within the interval costs no listing at all.
+    let again = mail(
+        "heavy2@example.net",
+        "rita@example.net",
+        "x",
+        &format!("References: {references}\r\n"),
+    );
+    let calls = h.github.calls("list");
+    assert!(filed(&h.handle(&again).await));
+    assert_eq!(h.github.calls("list"), calls);
+    // Generous: seconds, not the minutes the quadratic paths took (a debug build).
+    assert!(took < Duration::from_secs(20), "{took:?}");
 }

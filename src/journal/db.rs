@@ -272,6 +272,35 @@ impl Db {
         )
     }
 
+    /// Every report with one of these `Message-ID`s or one of these report ids, in one
+    /// query (a follow-up's thread lookup).
+    pub fn find_related(
+        &self,
+        message_ids: &[String],
+        report_ids: &[ReportId],
+    ) -> Result<Vec<Entry>, JournalError> {
+        if message_ids.is_empty() && report_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = |n: usize, from: usize| {
+            (from..from + n)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM reports WHERE message_id IN ({}) OR report_id IN ({})",
+            marks(message_ids.len(), 1),
+            marks(report_ids.len(), message_ids.len() + 1),
+        );
+        let values: Vec<&dyn rusqlite::ToSql> = message_ids
+            .iter()
+            .map(|m| m as &dyn rusqlite::ToSql)
+            .chain(report_ids.iter().map(|r| &r.0 as &dyn rusqlite::ToSql))
+            .collect();
+        self.many(&sql, &values)
+    }
+
     /// The report whose advisory has this GHSA id (the original, not a follow-up).
     pub fn find_by_ghsa(&self, ghsa_id: &str) -> Result<Option<Entry>, JournalError> {
         self.one(
@@ -368,6 +397,16 @@ impl Db {
             &[],
             now,
         )
+    }
+
+    /// Records the reporter of a report whose record was rebuilt without one.
+    pub fn record_sender_if_unknown(
+        &self,
+        id: &ReportId,
+        sender: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        self.update(id, "sender = COALESCE(sender, ?3)", &[&sender], now)
     }
 
     /// Records when the server received a message about to be held.

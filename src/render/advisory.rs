@@ -419,30 +419,34 @@ pub fn stored_name(
 /// The subject without reply and forward prefixes or leading `[tags]`, white space
 /// collapsed.
 pub fn strip_subject(subject: &str) -> String {
-    let mut s = single_line(subject);
+    const PREFIXES: [&str; 9] = [
+        "re:", "fwd:", "fw:", "aw:", "wg:", "sv:", "vs:", "tr:", "antw:",
+    ];
+    let cleaned = single_line(subject);
+    // One pass over a shrinking slice: each step removes what it looked at, so the
+    // whole walk is linear in the subject, however many prefixes it stacks.
+    let mut rest = cleaned.as_str();
     loop {
-        let trimmed = s.trim_start();
-        let lower = trimmed.to_lowercase();
-        let prefix_len = [
-            "re:", "fwd:", "fw:", "aw:", "wg:", "sv:", "vs:", "tr:", "antw:",
-        ]
-        .iter()
-        .find(|p| lower.starts_with(*p))
-        .map(|p| p.len())
-        .or_else(|| {
+        rest = rest.trim_start();
+        let prefix = PREFIXES
+            .iter()
+            .find(|p| {
+                rest.get(..p.len())
+                    .is_some_and(|h| h.eq_ignore_ascii_case(p))
+            })
+            .map(|p| p.len())
             // `[list-tag]` or `Re[2]:`-style counters.
-            if trimmed.starts_with('[') {
-                trimmed.find(']').map(|i| i + 1)
-            } else {
-                None
-            }
-        });
-        match prefix_len {
-            Some(n) if trimmed.is_char_boundary(n) => s = trimmed[n..].to_owned(),
-            _ => break,
+            .or_else(|| {
+                rest.starts_with('[')
+                    .then(|| rest.find(']').map(|i| i + 1))
+                    .flatten()
+            });
+        match prefix {
+            Some(n) => rest = &rest[n..],
+            None => break,
         }
     }
-    single_line(&s)
+    rest.trim_end().to_owned()
 }
 
 /// The advisory summary: the stripped subject, or a description of who sent it when.

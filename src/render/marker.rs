@@ -157,8 +157,31 @@ impl MarkerKey {
             || description.contains(&format!("<!-- advisory-bridge followup-id={id} -->"))
     }
 
-    /// Every report whose authenticated marker `description` carries (the watcher's
-    /// adoption of advisories the journal does not know).
+    /// Every report whose marker counts on an advisory created at `created_at` with
+    /// this `description`: authenticated ones, and legacy ones on advisories older than
+    /// the cutoff. What thread recovery and the watcher's adoption read.
+    pub fn claimed(&self, description: &str, created_at: Option<DateTime<Utc>>) -> Vec<ReportId> {
+        let mut found = self.reports_in(description);
+        let old_enough = matches!(
+            (self.legacy_before, created_at),
+            (Some(cutoff), Some(created)) if created < cutoff
+        );
+        if old_enough {
+            const OPEN: &str = "<!-- advisory-bridge report-id=";
+            let mut rest = description;
+            while let Some(at) = rest.find(OPEN) {
+                rest = &rest[at + OPEN.len()..];
+                let Some(end) = rest.find(' ') else { break };
+                let id = ReportId(rest[..end].to_owned());
+                if rest[end..].starts_with(" -->") && !found.contains(&id) {
+                    found.push(id);
+                }
+            }
+        }
+        found
+    }
+
+    /// Every report whose authenticated marker `description` carries.
     pub fn reports_in(&self, description: &str) -> Vec<ReportId> {
         const OPEN: &str = "<!-- advisory-bridge report-id=";
         let mut found = Vec::new();
