@@ -65,20 +65,34 @@ enum Command {
     },
 }
 
+/// Libraries whose debug and trace output carries protocol lines: async-imap logs every
+/// command and answer, LOGIN with the password and whole message bodies included. They
+/// are capped at `info` whatever `ADVISORY_BRIDGE_LOG` says, so no level ever writes a
+/// secret or a report into the logs.
+const WIRE_LOGGERS: &[&str] = &["async_imap", "imap_proto"];
+
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
+    use std::io::IsTerminal;
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let filter =
         EnvFilter::try_from_env("ADVISORY_BRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let wire = WIRE_LOGGERS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, target| t.with_target(*target, LevelFilter::INFO),
+    );
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     // Under systemd the journal adds its own timestamps.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
+        tracing_subscriber::registry()
+            .with(layer.without_time().with_filter(filter).with_filter(wire))
+            .init();
     } else {
-        builder.init();
+        tracing_subscriber::registry()
+            .with(layer.with_filter(filter).with_filter(wire))
+            .init();
     }
 }
 

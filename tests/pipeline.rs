@@ -679,3 +679,33 @@ async fn status_lists_recent_reports_and_filters_by_state() {
     assert!(!wrong.wait(Duration::from_secs(30)).success());
     assert!(wrong.log().contains("unknown state"), "{}", wrong.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_trace_level_no_secret_and_no_report_text_reaches_the_log() {
+    let mut stack = Stack::start().await;
+    let body = "the-secret-exploit-steps-7d1e";
+    stack
+        .deliver(&report("trace-1", "Flask: trace check", body))
+        .await;
+    let mut once = stack.daemon_logging(&["once"], "trace");
+    let status = once.wait(Duration::from_secs(120));
+    assert!(status.success(), "{status:?}\n{}", once.log());
+    assert_eq!(stack.all_advisories().len(), 1);
+    let log = once.log();
+    assert!(
+        log.lines().filter(|l| l.contains("TRACE")).count() > 10,
+        "the daemon really logged at trace level:\n{log}"
+    );
+    let imap_password = stack.dovecot.security().password;
+    for (what, secret) in [
+        ("the IMAP password", imap_password.as_str()),
+        ("the SMTP password", "smtp-secret"),
+        ("the GitHub token", "ghp_testtoken0123456789"),
+        ("the marker key", &"5e".repeat(32)),
+        ("the report's text", body),
+    ] {
+        for line in log.lines() {
+            assert!(!line.contains(secret), "{what} in a log line: {line}");
+        }
+    }
+}

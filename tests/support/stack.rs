@@ -183,6 +183,11 @@ name = "pallets-eco/flask-sqlalchemy"
     /// Starts the real binary with `args` after `--config <file>`; its log goes next to
     /// the config.
     pub fn daemon(&mut self, args: &[&str]) -> Process {
+        self.daemon_logging(args, "info,advisory_bridge=debug")
+    }
+
+    /// [`Stack::daemon`] with `ADVISORY_BRIDGE_LOG` set to `level`.
+    pub fn daemon_logging(&mut self, args: &[&str], level: &str) -> Process {
         self.daemons += 1;
         let log = self.dir.join(format!("daemon-{}.log", self.daemons));
         let mut all = vec!["--config", self.config_path.to_str().expect("UTF-8 path")];
@@ -192,7 +197,7 @@ name = "pallets-eco/flask-sqlalchemy"
             all,
             &[
                 ("TEST_SMTP_PASSWORD", "smtp-secret"),
-                ("ADVISORY_BRIDGE_LOG", "info,advisory_bridge=debug"),
+                ("ADVISORY_BRIDGE_LOG", level),
             ],
             &log,
         )
