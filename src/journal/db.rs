@@ -233,11 +233,23 @@ impl Db {
                 ],
             )
             .map_err(|e| self.wrap(e))?;
-        // A report journaled before content hashes existed learns its hash now.
+        // A report journaled before content hashes existed learns its hash now, and one
+        // rebuilt from its advisory (journal lost) what only its message tells.
         self.conn
             .execute(
-                "UPDATE reports SET content_hash = ?2 WHERE report_id = ?1 AND content_hash IS NULL",
-                params![new.report_id.0, new.content_hash],
+                "UPDATE reports SET content_hash = COALESCE(content_hash, ?2),
+                 message_id = COALESCE(message_id, ?3), sender = COALESCE(sender, ?4),
+                 subject = COALESCE(subject, ?5),
+                 spool_path = CASE WHEN spool_path = '' THEN ?6 ELSE spool_path END
+                 WHERE report_id = ?1",
+                params![
+                    new.report_id.0,
+                    new.content_hash,
+                    new.message_id,
+                    new.sender,
+                    new.subject,
+                    new.spool_path
+                ],
             )
             .map_err(|e| self.wrap(e))?;
         self.get(&new.report_id)?
@@ -607,7 +619,9 @@ impl Db {
     }
 
     /// Rebuilds the record of a report whose journal entry was lost, from its advisory on
-    /// GitHub, in one transaction: seen, routed, advisory recorded, filed.
+    /// GitHub, in one transaction: seen, routed, advisory recorded. Its state is
+    /// `advisory_created`, not filed: its message may still wait in the claim folder for
+    /// its acknowledgement, which the engine then sends before filing it.
     pub fn record_rebuilt(
         &mut self,
         id: &ReportId,
@@ -628,7 +642,7 @@ impl Db {
         )
         .and_then(|_| {
             tx.execute(
-                "UPDATE reports SET state = 'filed', repository = ?2,
+                "UPDATE reports SET state = 'advisory_created', repository = ?2,
                  route_reason = 'rebuilt from its advisory', ghsa_id = ?3, advisory_url = ?4,
                  attempts = 0, next_attempt_at = NULL, last_error = NULL, updated_at = ?5
                  WHERE report_id = ?1",
@@ -779,7 +793,7 @@ mod tests {
             .record_rebuilt(&id, "pallets/flask", "GHSA-q", "u", Utc::now())
             .unwrap()
             .unwrap();
-        assert_eq!(e.state, State::Filed);
+        assert_eq!(e.state, State::AdvisoryCreated);
         assert_eq!(e.ghsa_id.as_deref(), Some("GHSA-q"));
         assert_eq!(e.repository.as_deref(), Some("pallets/flask"));
     }
