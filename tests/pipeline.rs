@@ -429,8 +429,14 @@ async fn a_flood_from_one_sender_waits_in_held_and_a_released_report_goes_throug
     );
     assert!(once.log().contains("held"), "{}", once.log());
 
-    // A person releases one by putting it back into the inbox.
+    // A fresh copy of a held report sent again does not release it: it is held too.
     stack.deliver(&held[0]).await;
+    stack.drain();
+    assert_eq!(stack.all_advisories().len(), 2, "a copy releases nothing");
+    assert_eq!(stack.folder("Held").await.len(), 3);
+
+    // A person releases one by moving it back into the inbox.
+    stack.mailbox().move_first("Held", "INBOX").await;
     stack.drain();
     assert_eq!(
         stack.all_advisories().len(),

@@ -559,6 +559,23 @@ impl ImapAccount {
         names
     }
 
+    /// Moves the oldest message of `from` to `to` (UID MOVE), as a person does in a mail
+    /// client: the server keeps the message's arrival time.
+    pub async fn move_first(&self, from: &str, to: &str) {
+        let mut session = self.connect().await;
+        session
+            .select(from)
+            .await
+            .unwrap_or_else(|e| panic!("SELECT {from} as {} failed: {e}", self.user));
+        let uids = session.uid_search("ALL").await.expect("SEARCH is accepted");
+        let first = uids.into_iter().min().expect("a message to move");
+        session
+            .uid_mv(first.to_string(), to)
+            .await
+            .unwrap_or_else(|e| panic!("MOVE to {to} failed: {e}"));
+        let _ = session.logout().await;
+    }
+
     /// Every message in `folder`, raw, in UID order; empty when the folder does not exist.
     /// Reads with `BODY.PEEK[]`, so flags stay as they were.
     pub async fn folder_messages(&self, folder: &str) -> Vec<Vec<u8>> {
