@@ -234,6 +234,13 @@ pub fn unusable(email: &str) -> Option<String> {
             "`{email}` is a role address that must not get automatic replies"
         ));
     }
+    // The same rules the mailer applies: an address it would refuse is found here,
+    // before an advisory exists, not after (when the report would be quarantined).
+    if let Err(e) = email.parse::<lettre::Address>() {
+        return Some(format!(
+            "`{email}` is not an address mail can be sent to ({e})"
+        ));
+    }
     None
 }
 
@@ -447,6 +454,14 @@ mod tests {
                 email: "heidi.work@example.net".into()
             })
         );
+    }
+
+    #[test]
+    fn an_address_the_mailer_would_refuse_gets_no_reply_decision() {
+        let why = unusable("rita@example..org").expect("refused");
+        assert!(why.contains("not an address mail can be sent to"), "{why}");
+        assert!(unusable("rita@example.org").is_none());
+        assert!(unusable("rita+tag@sub.example.org").is_none());
     }
 
     #[test]

@@ -287,6 +287,7 @@ fn build_message(reply: &ReplyMessage) -> Result<lettre::Message, String> {
         .subject(single_line(&reply.subject))
         .message_id(Some(format!("<{own_id}>")))
         .date_now()
+        .header(lettre::message::header::MIME_VERSION_1_0)
         .header(ContentType::TEXT_PLAIN);
     if let Some(id) = reply.in_reply_to.as_deref().and_then(clean_id) {
         builder = builder.in_reply_to(format!("<{id}>"));
@@ -378,6 +379,18 @@ mod tests {
     fn mailer_futures_are_send(mailer: &Mailer, message: &ReplyMessage) {
         assert_send(&mailer.send(message));
         assert_send(&mailer.check());
+    }
+
+    #[test]
+    fn a_reply_declares_its_mime_version() {
+        let lines = header_lines(&build_message(&reply()).unwrap());
+        assert!(lines.iter().any(|l| l == "MIME-Version: 1.0"), "{lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("Content-Type: text/plain")),
+            "{lines:#?}"
+        );
     }
 
     #[test]
