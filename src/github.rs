@@ -10,7 +10,9 @@
 //! | network error, timeout, 5xx, 429 | transient | `Retry-After`, else the rate-limit reset when `x-ratelimit-remaining: 0` |
 //! | 403 with `Retry-After`, `x-ratelimit-remaining: 0` or a "rate limit" message | transient | as above |
 //! | 429 or rate-limit 403 naming no time | transient | 60 s (GitHub's advice) |
-//! | 401, 404, 422, other 4xx, unreadable answers | permanent | - |
+//! | 422 "the endpoint has been spammed" (abuse detection) | transient | as above, else 60 s |
+//! | 401, 403 without a rate limit, 404 for a repository (list, create) | misconfigured: our credentials; work for that owner pauses | - |
+//! | 404 for one advisory, a validation 422, other 4xx, unreadable answers | permanent | - |
 //!
 //! octocrab is built without its `retry` feature on purpose: a retried `POST` whose first
 //! attempt reached GitHub would create a second advisory. Retrying is the daemon's job,
@@ -499,8 +501,25 @@ fn classify(
             let rate_limited = header("retry-after").is_some()
                 || header("x-ratelimit-remaining") == Some("0")
                 || source.message.to_ascii_lowercase().contains("rate limit");
-            let transient =
-                status >= 500 || status == 429 || status == 408 || (status == 403 && rate_limited);
+            // GitHub: a 422 from these endpoints means "Validation failed, or the endpoint
+            // has been spammed"; only the spam kind is worth a retry.
+            let lower = source.message.to_ascii_lowercase();
+            let spammed = status == 422
+                && (lower.contains("spammed") || lower.contains("abuse") || lower.contains("spam"));
+            let transient = status >= 500
+                || status == 429
+                || status == 408
+                || (status == 403 && rate_limited)
+                || spammed;
+            // Our credentials, not the report: rejected (401), lacking a permission (403),
+            // or unable to see the repository at all (404 on the repository's own list and
+            // create endpoints; a 404 for one advisory means that advisory is gone).
+            let repository_level = matches!(
+                operation,
+                "create advisory" | "list advisories" | "find advisory by marker"
+            );
+            let misconfigured = !transient
+                && (status == 401 || status == 403 || (status == 404 && repository_level));
             let mut message = format!("HTTP {status}: {}", source.message);
             if let Some(errors) = source.errors.as_ref().filter(|e| !e.is_empty()) {
                 let details: Vec<String> = errors.iter().map(summarise_error).collect();
@@ -520,8 +539,15 @@ fn classify(
                 }
                 other => other,
             };
+            let retry_after = if spammed {
+                Some(retry_after.unwrap_or(SECONDARY_LIMIT_WAIT))
+            } else {
+                retry_after
+            };
             let kind = if transient {
                 FailureKind::Transient { retry_after }
+            } else if misconfigured {
+                FailureKind::Misconfigured
             } else {
                 FailureKind::Permanent
             };

@@ -226,26 +226,26 @@ async fn a_failure_on_a_later_page_fails_the_search_as_transient() {
 }
 
 #[tokio::test]
-async fn an_unknown_repository_is_permanent() {
+async fn a_repository_the_token_cannot_see_is_our_misconfiguration() {
     let fake = fake().await;
     let error = client(&fake)
         .create_draft(&draft("pallets/quart", "s", "r3@example.org"))
         .await
         .unwrap_err();
-    assert_eq!(error.kind, FailureKind::Permanent, "{error}");
+    assert_eq!(error.kind, FailureKind::Misconfigured, "{error}");
     assert!(error.message.contains("404"), "{error}");
     assert_eq!(error.repository, "pallets/quart");
 }
 
 #[tokio::test]
-async fn a_wrong_token_is_permanent_and_not_repeated_in_the_error() {
+async fn a_wrong_token_is_our_misconfiguration_and_not_repeated_in_the_error() {
     let fake = fake().await;
     let github = client_with(&fake, "ghp_wrong_secret_value", Duration::from_secs(30));
     let error = github
         .create_draft(&draft("pallets/flask", "s", "r4@example.org"))
         .await
         .unwrap_err();
-    assert_eq!(error.kind, FailureKind::Permanent, "{error}");
+    assert_eq!(error.kind, FailureKind::Misconfigured, "{error}");
     assert!(error.message.contains("Bad credentials"), "{error}");
     assert!(!format!("{error} {error:?}").contains("ghp_wrong_secret_value"));
     assert!(fake.advisories("pallets/flask").is_empty());
@@ -323,14 +323,14 @@ async fn an_exhausted_rate_limit_waits_until_the_reset() {
 }
 
 #[tokio::test]
-async fn a_forbidden_without_rate_limit_signs_is_permanent() {
+async fn a_forbidden_without_rate_limit_signs_is_a_missing_permission() {
     let fake = fake().await;
     fake.push_fault(Fault::forbidden());
     let error = client(&fake)
         .check_access("pallets/flask")
         .await
         .unwrap_err();
-    assert_eq!(error.kind, FailureKind::Permanent, "{error}");
+    assert_eq!(error.kind, FailureKind::Misconfigured, "{error}");
     assert!(error.message.contains("Resource not accessible"), "{error}");
 }
 
@@ -367,7 +367,7 @@ async fn check_access_reads_one_advisory() {
     assert_eq!(request.operation, Some(Operation::List));
     assert_eq!(request.query.as_deref(), Some("per_page=1"));
     let error = github.check_access("pallets/quart").await.unwrap_err();
-    assert_eq!(error.kind, FailureKind::Permanent);
+    assert_eq!(error.kind, FailureKind::Misconfigured);
 }
 
 #[tokio::test]

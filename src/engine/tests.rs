@@ -1174,3 +1174,43 @@ async fn a_megabyte_subject_and_a_hundred_thousand_references_cost_little() {
     // Generous: seconds, not the minutes the quadratic paths took (a debug build).
     assert!(took < Duration::from_secs(20), "{took:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn revoked_github_credentials_pause_that_owner_and_nothing_is_quarantined() {
+    let h = Harness::new("");
+    h.github.fail(
+        "find",
+        FailureKind::Misconfigured,
+        "HTTP 401: Bad credentials; check github.token_file",
+    );
+    let raw = report("cred@example.net");
+    let d = h.handle(&raw).await;
+    match &d.action {
+        Action::Pause { scope, reason, .. } => {
+            assert_eq!(scope, "GitHub pallets");
+            assert!(reason.contains("401"), "{reason}");
+        }
+        other => panic!("expected a pause, got {other:?}"),
+    }
+    let health = h.metrics.health().unwrap_err();
+    assert!(health.contains("GitHub pallets paused"), "{health}");
+    // Meanwhile another report for the same owner waits without asking GitHub.
+    let other = report("cred2@example.net");
+    assert!(matches!(
+        h.handle(&other).await.action,
+        Action::Pause { .. }
+    ));
+    assert_eq!(h.github.calls("find"), 1);
+    assert!(
+        h.outbox.sent().is_empty(),
+        "no acknowledgement while paused"
+    );
+
+    // Credentials fixed: the next probe works and the backlog drains by itself.
+    tokio::time::advance(PAUSE_PROBE).await;
+    assert!(filed(&h.handle(&raw).await));
+    assert!(filed(&h.handle(&other).await));
+    assert!(h.metrics.health().is_ok_or_mailbox_only());
+    assert_eq!(h.github.advisories().len(), 2);
+    assert_eq!(h.metrics.quarantined.get(), 0);
+}
