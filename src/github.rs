@@ -59,8 +59,10 @@ impl Classify for GitHubError {
 pub struct GitHubSettings {
     /// REST base URL, e.g. `https://api.github.com`.
     pub api_url: String,
-    /// Token.
-    pub token: Secret,
+    /// The token for owners without their own (`github.token_file`).
+    pub token: Option<Secret>,
+    /// A token per owner (lower-cased), `[[github.credentials]]`.
+    pub owner_tokens: Vec<(String, Secret)>,
     /// Timeout for one request.
     pub timeout: Duration,
     /// Least time between two content-creating requests.
@@ -70,7 +72,12 @@ pub struct GitHubSettings {
 /// A GitHub client for the repository advisory endpoints.
 #[derive(Clone)]
 pub struct GitHub {
-    octocrab: Octocrab,
+    /// The client for owners without credentials of their own.
+    default: Option<Octocrab>,
+    /// One client per owner with its own credentials (lower-cased owner).
+    owners: std::sync::Arc<std::collections::HashMap<String, Octocrab>>,
+    /// Where every page must come from (scheme, host, port of `api_url`).
+    origin: (String, String, Option<u16>),
     timeout: Duration,
     pacer: Pacer,
 }
@@ -119,25 +126,90 @@ impl GitHub {
             message,
             kind: FailureKind::Permanent,
         };
-        let octocrab = Octocrab::builder()
-            .base_uri(settings.api_url.as_str())
-            .map_err(|e| {
-                invalid(format!(
-                    "github.api_url {:?} is not a usable URL ({e}); set it to e.g. https://api.github.com",
-                    settings.api_url
-                ))
-            })?
-            .personal_token(settings.token.expose().to_owned())
-            .set_connect_timeout(Some(settings.timeout))
-            .set_read_timeout(Some(settings.timeout))
-            .set_write_timeout(Some(settings.timeout))
-            .build()
-            .map_err(|e| invalid(format!("cannot build the HTTP client: {}", describe(&e))))?;
+        let build = |token: &Secret| {
+            Octocrab::builder()
+                .base_uri(settings.api_url.as_str())
+                .map_err(|e| {
+                    invalid(format!(
+                        "github.api_url {:?} is not a usable URL ({e}); set it to e.g. https://api.github.com",
+                        settings.api_url
+                    ))
+                })?
+                .personal_token(token.expose().to_owned())
+                .set_connect_timeout(Some(settings.timeout))
+                .set_read_timeout(Some(settings.timeout))
+                .set_write_timeout(Some(settings.timeout))
+                .build()
+                .map_err(|e| invalid(format!("cannot build the HTTP client: {}", describe(&e))))
+        };
+        let default = settings.token.as_ref().map(build).transpose()?;
+        let owners = settings
+            .owner_tokens
+            .iter()
+            .map(|(owner, token)| Ok((owner.to_ascii_lowercase(), build(token)?)))
+            .collect::<Result<_, GitHubError>>()?;
+        let url: http::Uri = settings.api_url.parse().map_err(|e| {
+            invalid(format!(
+                "github.api_url {:?} is not a URL ({e})",
+                settings.api_url
+            ))
+        })?;
         Ok(GitHub {
-            octocrab,
+            default,
+            owners: std::sync::Arc::new(owners),
+            origin: origin_of(&url),
             timeout: settings.timeout,
             pacer: Pacer::new(settings.min_mutation_interval),
         })
+    }
+
+    /// The client whose credentials cover `repository`'s owner.
+    fn client(&self, operation: &'static str, repository: &str) -> Result<&Octocrab, GitHubError> {
+        let owner = repository.split_once('/').map_or(repository, |(o, _)| o);
+        self.owners
+            .get(&owner.to_ascii_lowercase())
+            .or(self.default.as_ref())
+            .ok_or_else(|| GitHubError {
+                operation,
+                repository: repository.to_owned(),
+                message: format!(
+                    "no credentials for {owner}: add a [[github.credentials]] entry for it or set github.token_file"
+                ),
+                kind: FailureKind::Misconfigured,
+            })
+    }
+
+    /// The next page of a listing, but only from the configured API host: a `Link` to
+    /// another host (a proxy or gateway rewriting it) would go out without credentials
+    /// or leak them, so it is refused with an error that says so.
+    async fn next_page(
+        &self,
+        operation: &'static str,
+        repository: &str,
+        next: &Option<http::Uri>,
+    ) -> Result<Option<octocrab::Page<RepositoryAdvisory>>, GitHubError> {
+        let Some(url) = next else {
+            return Ok(None);
+        };
+        let origin = origin_of(url);
+        if origin != self.origin {
+            return Err(GitHubError {
+                operation,
+                repository: repository.to_owned(),
+                message: format!(
+                    "the next page is on {}://{}, not on github.api_url's host {}://{}; a proxy or gateway rewrites GitHub's Link headers: set github.api_url to the host it links to, or make it keep them",
+                    origin.0, origin.1, self.origin.0, self.origin.1
+                ),
+                kind: FailureKind::Misconfigured,
+            });
+        }
+        let octocrab = self.client(operation, repository)?;
+        self.call(
+            operation,
+            repository,
+            octocrab.get_page::<RepositoryAdvisory>(next),
+        )
+        .await
     }
 
     /// Looks through all of the repository's advisories (every state, every page, newest
@@ -150,7 +222,7 @@ impl GitHub {
     ) -> Result<Option<(ReportId, AdvisoryRef)>, GitHubError> {
         const OPERATION: &str = "find advisory by marker";
         let (owner, name) = split_repository(OPERATION, repository)?;
-        let repos = self.octocrab.repos(owner, name);
+        let repos = self.client(OPERATION, repository)?.repos(owner, name);
         let advisories = repos.security_advisories();
         // No `state` filter: GitHub then lists every state (triage, draft, published,
         // closed, withdrawn), and a maintainer may already have moved ours on.
@@ -175,13 +247,7 @@ impl GitHub {
                     return Ok(Some((q.id.clone(), advisory_ref(repository, a))));
                 }
             }
-            let next = self
-                .call(
-                    OPERATION,
-                    repository,
-                    self.octocrab.get_page::<RepositoryAdvisory>(&page.next),
-                )
-                .await?;
+            let next = self.next_page(OPERATION, repository, &page.next).await?;
             match next {
                 Some(next) => page = next,
                 None => return Ok(None),
@@ -197,7 +263,7 @@ impl GitHub {
     ) -> Result<AdvisoryText, GitHubError> {
         const OPERATION: &str = "read advisory";
         let (owner, name) = split_repository(OPERATION, repository)?;
-        let repos = self.octocrab.repos(owner, name);
+        let repos = self.client(OPERATION, repository)?.repos(owner, name);
         let advisory = self
             .call(
                 OPERATION,
@@ -221,7 +287,7 @@ impl GitHub {
     ) -> Result<(), GitHubError> {
         const OPERATION: &str = "update advisory";
         let (owner, name) = split_repository(OPERATION, repository)?;
-        let repos = self.octocrab.repos(owner, name);
+        let repos = self.client(OPERATION, repository)?.repos(owner, name);
         self.pacer.wait_turn().await;
         let body = UpdateRepositoryAdvisory {
             description: Some(description.to_owned()),
@@ -242,7 +308,9 @@ impl GitHub {
         let (owner, name) = split_repository(OPERATION, &draft.repository)?;
         let body = create_body(draft);
         self.pacer.wait_turn().await;
-        let repos = self.octocrab.repos(owner, name);
+        let repos = self
+            .client(OPERATION, &draft.repository)?
+            .repos(owner, name);
         let created = self
             .call(
                 OPERATION,
@@ -270,7 +338,9 @@ impl GitHub {
             ..ReportVulnerability::default()
         };
         self.pacer.wait_turn().await;
-        let repos = self.octocrab.repos(owner, name);
+        let repos = self
+            .client(OPERATION, &draft.repository)?
+            .repos(owner, name);
         let created = self
             .call(
                 OPERATION,
@@ -293,7 +363,7 @@ impl GitHub {
     ) -> Result<Vec<AdvisoryStatus>, GitHubError> {
         const OPERATION: &str = "list advisories";
         let (owner, name) = split_repository(OPERATION, repository)?;
-        let repos = self.octocrab.repos(owner, name);
+        let repos = self.client(OPERATION, repository)?.repos(owner, name);
         let advisories = repos.security_advisories();
         let mut page = self
             .call(
@@ -330,13 +400,7 @@ impl GitHub {
                         .unwrap_or_default(),
                 });
             }
-            let next = self
-                .call(
-                    OPERATION,
-                    repository,
-                    self.octocrab.get_page::<RepositoryAdvisory>(&page.next),
-                )
-                .await?;
+            let next = self.next_page(OPERATION, repository, &page.next).await?;
             match next {
                 Some(next) => page = next,
                 None => return Ok(found),
@@ -348,7 +412,7 @@ impl GitHub {
     pub async fn check_access(&self, repository: &str) -> Result<(), GitHubError> {
         const OPERATION: &str = "list advisories";
         let (owner, name) = split_repository(OPERATION, repository)?;
-        let repos = self.octocrab.repos(owner, name);
+        let repos = self.client(OPERATION, repository)?.repos(owner, name);
         self.call(
             OPERATION,
             repository,
@@ -388,6 +452,17 @@ pub struct AdvisoryText {
     pub description: String,
     /// `triage`, `draft`, `published`, `closed` or `withdrawn`.
     pub state: String,
+}
+
+/// Scheme, host and port of `uri` (the port filled in for http and https).
+fn origin_of(uri: &http::Uri) -> (String, String, Option<u16>) {
+    let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
+    let port = uri.port_u16().or(match scheme.as_str() {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    });
+    (scheme, uri.host().unwrap_or("").to_ascii_lowercase(), port)
 }
 
 /// What the watcher needs to know about one advisory.

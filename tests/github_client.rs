@@ -40,7 +40,8 @@ async fn fake() -> FakeHandle {
 fn client_with(fake: &FakeHandle, token: &str, timeout: Duration) -> GitHub {
     GitHub::new(&GitHubSettings {
         api_url: fake.url(),
-        token: Secret::new(token),
+        token: Some(Secret::new(token)),
+        owner_tokens: Vec::new(),
         timeout,
         min_mutation_interval: Duration::ZERO,
     })
@@ -428,7 +429,8 @@ async fn content_creating_requests_are_spaced_by_the_configured_interval() {
     let interval = Duration::from_millis(400);
     let github = GitHub::new(&GitHubSettings {
         api_url: fake.url(),
-        token: Secret::new(TOKEN),
+        token: Some(Secret::new(TOKEN)),
+        owner_tokens: Vec::new(),
         timeout: Duration::from_secs(30),
         min_mutation_interval: interval,
     })
@@ -449,4 +451,87 @@ async fn content_creating_requests_are_spaced_by_the_configured_interval() {
     // fake answers (a lower bound only: never flaky).
     assert!(started.elapsed() >= interval * 2, "{:?}", started.elapsed());
     assert_eq!(fake.advisories("pallets/flask").len(), 3);
+}
+
+#[tokio::test]
+async fn two_organisations_each_with_its_own_token() {
+    use fake_github::{Access, TokenSpec};
+    let fake = FakeGitHub::start(FakeOptions {
+        // No token that sees everything: each owner's token sees only its repositories.
+        token: String::new(),
+        repos: vec!["pallets/flask".into(), "pallets-eco/blinker".into()],
+        tokens: vec![
+            TokenSpec::new("tok-pallets", "pallets", Access::Write),
+            TokenSpec::new("tok-eco", "pallets-eco", Access::Write),
+        ],
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap();
+    let github = GitHub::new(&GitHubSettings {
+        api_url: fake.url(),
+        token: None,
+        owner_tokens: vec![
+            ("pallets".into(), Secret::new("tok-pallets")),
+            ("pallets-eco".into(), Secret::new("tok-eco")),
+        ],
+        timeout: Duration::from_secs(30),
+        min_mutation_interval: Duration::ZERO,
+    })
+    .unwrap();
+    github
+        .create_draft(&draft("pallets/flask", "one", "o1@example.org"))
+        .await
+        .unwrap();
+    github
+        .create_draft(&draft("pallets-eco/blinker", "two", "o2@example.org"))
+        .await
+        .unwrap();
+    assert_eq!(fake.advisories("pallets/flask").len(), 1);
+    assert_eq!(fake.advisories("pallets-eco/blinker").len(), 1);
+
+    // With only one owner's token, the other owner is our misconfiguration, named.
+    let only_pallets = GitHub::new(&GitHubSettings {
+        api_url: fake.url(),
+        token: Some(Secret::new("tok-pallets")),
+        owner_tokens: Vec::new(),
+        timeout: Duration::from_secs(30),
+        min_mutation_interval: Duration::ZERO,
+    })
+    .unwrap();
+    let error = only_pallets
+        .create_draft(&draft("pallets-eco/blinker", "three", "o3@example.org"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, FailureKind::Misconfigured, "{error}");
+}
+
+#[tokio::test]
+async fn a_next_page_on_another_host_is_refused_with_a_clear_error() {
+    let fake = fake().await;
+    for i in 0..150 {
+        fake.insert_advisory(
+            "pallets/flask",
+            &json!({"summary": format!("report {i}"), "description": "text", "vulnerabilities": []}),
+        )
+        .unwrap();
+    }
+    // A gateway that rewrites GitHub's Link headers to its own public name.
+    fake.set_link_base(Some("https://gateway.example.test:8443"));
+    let error = client(&fake)
+        .find_by_marker("pallets/flask", &wanted("nowhere@example.org"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, FailureKind::Misconfigured, "{error}");
+    assert!(error.message.contains("gateway.example.test"), "{error}");
+    assert!(error.message.contains("github.api_url"), "{error}");
+    let lists = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == Some(Operation::List))
+        .count();
+    assert_eq!(
+        lists, 1,
+        "the second page was never asked for without credentials"
+    );
 }

@@ -213,6 +213,23 @@ pub struct GithubConfig {
     /// milliseconds; GitHub asks for at least a second. Default 1000.
     #[serde(default = "default_mutation_interval")]
     pub min_mutation_interval_ms: u64,
+    /// A token per repository owner, for organisations a single fine-grained token
+    /// cannot cover (such a token is limited to one owner). An owner without an entry
+    /// uses `token_file`/`token_env`. Default: none.
+    #[serde(default)]
+    pub credentials: Vec<CredentialsConfig>,
+}
+
+/// `[[github.credentials]]`: the token for one repository owner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// The organisation or user, e.g. `pallets-eco`.
+    pub owner: String,
+    /// Token file for that owner's repositories.
+    pub token_file: Option<PathBuf>,
+    /// Name of an environment variable holding that token.
+    pub token_env: Option<String>,
 }
 
 /// `[reply]`: the acknowledgement sent to reporters.
@@ -684,12 +701,18 @@ impl Config {
             }
         };
         fix(&mut self.state_dir);
+        for c in &mut self.github.credentials {
+            if let Some(p) = &mut c.token_file {
+                fix(p);
+            }
+        }
         for p in [
             &mut self.imap.ca_file,
             &mut self.imap.password_file,
             &mut self.smtp.ca_file,
             &mut self.smtp.password_file,
             &mut self.github.token_file,
+            &mut self.advisory.marker_key_file,
             &mut self.reply.template,
             &mut self.reply.followup_template,
             &mut self.notify.template_dir,
@@ -727,12 +750,42 @@ impl Config {
             &self.smtp.password_env,
             self.smtp.username.is_some(),
         )?;
+        for c in &self.github.credentials {
+            if c.owner.trim().is_empty() || c.owner.contains('/') {
+                return Err(self.invalid(
+                    "github.credentials.owner",
+                    format!(
+                        "`{}` is not an owner; write e.g. owner = \"pallets-eco\"",
+                        c.owner
+                    ),
+                ));
+            }
+            check_secret(
+                self,
+                "github.credentials.token_file",
+                &c.token_file,
+                &c.token_env,
+                true,
+            )?;
+        }
+        let uncovered: Vec<&str> = self
+            .repositories
+            .iter()
+            .map(|r| r.owner())
+            .filter(|o| {
+                !self
+                    .github
+                    .credentials
+                    .iter()
+                    .any(|c| c.owner.eq_ignore_ascii_case(o))
+            })
+            .collect();
         check_secret(
             self,
             "github.token_file",
             &self.github.token_file,
             &self.github.token_env,
-            true,
+            !uncovered.is_empty(),
         )?;
         if self.imap.username.trim().is_empty() {
             return Err(self.invalid("imap.username", "must not be empty"));
@@ -933,13 +986,30 @@ impl Config {
         .map(Some)
     }
 
-    /// Reads the GitHub token from its file or environment variable.
-    pub fn github_token(&self) -> Result<Secret, ConfigError> {
+    /// Reads the default GitHub token from its file or environment variable; `None`
+    /// when every owner has its own credentials and no default is set.
+    pub fn github_token(&self) -> Result<Option<Secret>, ConfigError> {
+        if self.github.token_file.is_none() && self.github.token_env.is_none() {
+            return Ok(None);
+        }
         self.read_secret(
             "github.token_file",
             &self.github.token_file,
             &self.github.token_env,
         )
+        .map(Some)
+    }
+
+    /// Reads every owner's token: `(owner, token)`.
+    pub fn github_owner_tokens(&self) -> Result<Vec<(String, Secret)>, ConfigError> {
+        self.github
+            .credentials
+            .iter()
+            .map(|c| {
+                self.read_secret("github.credentials.token_file", &c.token_file, &c.token_env)
+                    .map(|t| (c.owner.to_ascii_lowercase(), t))
+            })
+            .collect()
     }
 
     fn read_secret(
@@ -1102,6 +1172,24 @@ name = "pallets/flask"
         assert_eq!(c.repositories[0].ecosystem, "pip");
         assert_eq!(c.repositories[0].package_name(), "flask");
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/advisory-bridge"));
+    }
+
+    #[test]
+    fn every_owner_needs_credentials_of_its_own_or_the_default_token() {
+        let two = MINIMAL
+            .replace("token_env = \"GH_TOKEN\"\n", "")
+            .replace(
+                "[[repository]]\nname = \"pallets/flask\"",
+                "[[github.credentials]]\nowner = \"pallets\"\ntoken_env = \"GH_P\"\n\n[[repository]]\nname = \"pallets/flask\"\n[[repository]]\nname = \"pallets-eco/blinker\"",
+            );
+        let err = parse(&two).unwrap_err().to_string();
+        assert!(err.contains("github.token_file"), "{err}");
+        let covered = two.replace(
+            "[[repository]]\nname = \"pallets/flask\"",
+            "[[github.credentials]]\nowner = \"pallets-eco\"\ntoken_env = \"GH_E\"\n\n[[repository]]\nname = \"pallets/flask\"",
+        );
+        let c = parse(&covered).unwrap();
+        assert_eq!(c.github.credentials.len(), 2);
     }
 
     #[test]

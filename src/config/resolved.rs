@@ -63,6 +63,7 @@ impl Resolved {
         let github = GitHubSettings {
             api_url: config.github.api_url.clone(),
             token: config.github_token()?,
+            owner_tokens: config.github_owner_tokens()?,
             timeout: Duration::from_secs(config.github.timeout_secs),
             min_mutation_interval: Duration::from_millis(config.github.min_mutation_interval_ms),
         };
