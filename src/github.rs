@@ -63,6 +63,8 @@ pub struct GitHubSettings {
     pub token: Option<Secret>,
     /// A token per owner (lower-cased), `[[github.credentials]]`.
     pub owner_tokens: Vec<(String, Secret)>,
+    /// GitHub App authentication: the App's id and private key (PEM).
+    pub app: Option<(u64, Secret)>,
     /// Timeout for one request.
     pub timeout: Duration,
     /// Least time between two content-creating requests.
@@ -76,6 +78,11 @@ pub struct GitHub {
     default: Option<Octocrab>,
     /// One client per owner with its own credentials (lower-cased owner).
     owners: std::sync::Arc<std::collections::HashMap<String, Octocrab>>,
+    /// The App's own client (authenticated by JWT), when App authentication is set.
+    app: Option<std::sync::Arc<Octocrab>>,
+    /// Per owner, the client of the App's installation there: one each, shared by every
+    /// clone of this client, so their tokens (and refreshes) are shared too.
+    installations: std::sync::Arc<tokio::sync::Mutex<Installations>>,
     /// Where every page must come from (scheme, host, port of `api_url`).
     origin: (String, String, Option<u16>),
     timeout: Duration,
@@ -143,6 +150,28 @@ impl GitHub {
                 .map_err(|e| invalid(format!("cannot build the HTTP client: {}", describe(&e))))
         };
         let default = settings.token.as_ref().map(build).transpose()?;
+        let app = match &settings.app {
+            None => None,
+            Some((id, pem)) => {
+                let key = octocrab::EncodingKey::from_rsa_pem(pem.expose().as_bytes()).map_err(|e| {
+                    invalid(format!(
+                        "github.private_key_file is not a usable RSA private key ({e}); download a new one from the App's settings"
+                    ))
+                })?;
+                let crab = Octocrab::builder()
+                    .base_uri(settings.api_url.as_str())
+                    .map_err(|e| invalid(format!("github.api_url {:?}: {e}", settings.api_url)))?
+                    .app((*id).into(), key)
+                    .set_connect_timeout(Some(settings.timeout))
+                    .set_read_timeout(Some(settings.timeout))
+                    .set_write_timeout(Some(settings.timeout))
+                    .build()
+                    .map_err(|e| {
+                        invalid(format!("cannot build the HTTP client: {}", describe(&e)))
+                    })?;
+                Some(std::sync::Arc::new(crab))
+            }
+        };
         let owners = settings
             .owner_tokens
             .iter()
@@ -157,18 +186,73 @@ impl GitHub {
         Ok(GitHub {
             default,
             owners: std::sync::Arc::new(owners),
+            app,
+            installations: Default::default(),
             origin: origin_of(&url),
             timeout: settings.timeout,
             pacer: Pacer::new(settings.min_mutation_interval),
         })
     }
 
-    /// The client whose credentials cover `repository`'s owner.
-    fn client(&self, operation: &'static str, repository: &str) -> Result<&Octocrab, GitHubError> {
+    /// The client whose credentials cover `repository`'s owner: the owner's own token,
+    /// else the App's installation on the owner (found on first use, kept), else the
+    /// default token.
+    async fn client(
+        &self,
+        operation: &'static str,
+        repository: &str,
+    ) -> Result<std::sync::Arc<Octocrab>, GitHubError> {
         let owner = repository.split_once('/').map_or(repository, |(o, _)| o);
-        self.owners
-            .get(&owner.to_ascii_lowercase())
-            .or(self.default.as_ref())
+        let key = owner.to_ascii_lowercase();
+        if let Some(c) = self.owners.get(&key) {
+            return Ok(std::sync::Arc::new(c.clone()));
+        }
+        if let Some(app) = &self.app {
+            let mut installations = self.installations.lock().await;
+            if let Some(c) = installations.get(&key) {
+                return Ok(c.clone());
+            }
+            let found = match self
+                .call(operation, repository, app.apps().get_org_installation(owner))
+                .await
+            {
+                // Not an organisation: a user account.
+                Err(e) if e.message.starts_with("HTTP 404") => {
+                    self.call(operation, repository, app.apps().get_user_installation(owner))
+                        .await
+                }
+                other => other,
+            }
+            .map_err(|mut e| {
+                if e.message.starts_with("HTTP 404") {
+                    e.message = format!(
+                        "the GitHub App (github.app_id) is not installed on {owner}; install it there with Repository security advisories: read and write"
+                    );
+                    e.kind = FailureKind::Misconfigured;
+                }
+                e
+            })?;
+            let crab = app.installation(found.id).map_err(|e| GitHubError {
+                operation,
+                repository: repository.to_owned(),
+                message: format!(
+                    "cannot use the App's installation on {owner}: {}",
+                    describe(&e)
+                ),
+                kind: FailureKind::Misconfigured,
+            })?;
+            tracing::info!(
+                owner,
+                installation = found.id.0,
+                "using the GitHub App's installation"
+            );
+            let crab = std::sync::Arc::new(crab);
+            installations.insert(key, crab.clone());
+            return Ok(crab);
+        }
+        self.default
+            .clone()
+            .map(std::sync::Arc::new)
             .ok_or_else(|| GitHubError {
                 operation,
                 repository: repository.to_owned(),
@@ -203,7 +287,7 @@ impl GitHub {
                 kind: FailureKind::Misconfigured,
             });
         }
-        let octocrab = self.client(operation, repository)?;
+        let octocrab = self.client(operation, repository).await?;
         self.call(
             operation,
             repository,
@@ -222,7 +306,8 @@ impl GitHub {
     ) -> Result<Option<(ReportId, AdvisoryRef)>, GitHubError> {
         const OPERATION: &str = "find advisory by marker";
         let (owner, name) = split_repository(OPERATION, repository)?;
-        let repos = self.client(OPERATION, repository)?.repos(owner, name);
+        let crab = self.client(OPERATION, repository).await?;
+        let repos = crab.repos(owner, name);
         let advisories = repos.security_advisories();
         // No `state` filter: GitHub then lists every state (triage, draft, published,
         // closed, withdrawn), and a maintainer may already have moved ours on.
@@ -263,7 +348,8 @@ impl GitHub {
     ) -> Result<AdvisoryText, GitHubError> {
         const OPERATION: &str = "read advisory";
         let (owner, name) = split_repository(OPERATION, repository)?;
-        let repos = self.client(OPERATION, repository)?.repos(owner, name);
+        let crab = self.client(OPERATION, repository).await?;
+        let repos = crab.repos(owner, name);
         let advisory = self
             .call(
                 OPERATION,
@@ -287,7 +373,8 @@ impl GitHub {
     ) -> Result<(), GitHubError> {
         const OPERATION: &str = "update advisory";
         let (owner, name) = split_repository(OPERATION, repository)?;
-        let repos = self.client(OPERATION, repository)?.repos(owner, name);
+        let crab = self.client(OPERATION, repository).await?;
+        let repos = crab.repos(owner, name);
         self.pacer.wait_turn().await;
         let body = UpdateRepositoryAdvisory {
             description: Some(description.to_owned()),
@@ -308,9 +395,8 @@ impl GitHub {
         let (owner, name) = split_repository(OPERATION, &draft.repository)?;
         let body = create_body(draft);
         self.pacer.wait_turn().await;
-        let repos = self
-            .client(OPERATION, &draft.repository)?
-            .repos(owner, name);
+        let crab = self.client(OPERATION, &draft.repository).await?;
+        let repos = crab.repos(owner, name);
         let created = self
             .call(
                 OPERATION,
@@ -338,9 +424,8 @@ impl GitHub {
             ..ReportVulnerability::default()
         };
         self.pacer.wait_turn().await;
-        let repos = self
-            .client(OPERATION, &draft.repository)?
-            .repos(owner, name);
+        let crab = self.client(OPERATION, &draft.repository).await?;
+        let repos = crab.repos(owner, name);
         let created = self
             .call(
                 OPERATION,
@@ -363,7 +448,8 @@ impl GitHub {
     ) -> Result<Vec<AdvisoryStatus>, GitHubError> {
         const OPERATION: &str = "list advisories";
         let (owner, name) = split_repository(OPERATION, repository)?;
-        let repos = self.client(OPERATION, repository)?.repos(owner, name);
+        let crab = self.client(OPERATION, repository).await?;
+        let repos = crab.repos(owner, name);
         let advisories = repos.security_advisories();
         let mut page = self
             .call(
@@ -412,7 +498,8 @@ impl GitHub {
     pub async fn check_access(&self, repository: &str) -> Result<(), GitHubError> {
         const OPERATION: &str = "list advisories";
         let (owner, name) = split_repository(OPERATION, repository)?;
-        let repos = self.client(OPERATION, repository)?.repos(owner, name);
+        let crab = self.client(OPERATION, repository).await?;
+        let repos = crab.repos(owner, name);
         self.call(
             OPERATION,
             repository,
@@ -453,6 +540,9 @@ pub struct AdvisoryText {
     /// `triage`, `draft`, `published`, `closed` or `withdrawn`.
     pub state: String,
 }
+
+/// The App's installation clients, by lower-cased owner.
+type Installations = std::collections::HashMap<String, std::sync::Arc<Octocrab>>;
 
 /// Scheme, host and port of `uri` (the port filled in for http and https).
 fn origin_of(uri: &http::Uri) -> (String, String, Option<u16>) {

@@ -42,6 +42,7 @@ fn client_with(fake: &FakeHandle, token: &str, timeout: Duration) -> GitHub {
         api_url: fake.url(),
         token: Some(Secret::new(token)),
         owner_tokens: Vec::new(),
+        app: None,
         timeout,
         min_mutation_interval: Duration::ZERO,
     })
@@ -431,6 +432,7 @@ async fn content_creating_requests_are_spaced_by_the_configured_interval() {
         api_url: fake.url(),
         token: Some(Secret::new(TOKEN)),
         owner_tokens: Vec::new(),
+        app: None,
         timeout: Duration::from_secs(30),
         min_mutation_interval: interval,
     })
@@ -475,6 +477,7 @@ async fn two_organisations_each_with_its_own_token() {
             ("pallets".into(), Secret::new("tok-pallets")),
             ("pallets-eco".into(), Secret::new("tok-eco")),
         ],
+        app: None,
         timeout: Duration::from_secs(30),
         min_mutation_interval: Duration::ZERO,
     })
@@ -495,6 +498,7 @@ async fn two_organisations_each_with_its_own_token() {
         api_url: fake.url(),
         token: Some(Secret::new("tok-pallets")),
         owner_tokens: Vec::new(),
+        app: None,
         timeout: Duration::from_secs(30),
         min_mutation_interval: Duration::ZERO,
     })
@@ -533,5 +537,90 @@ async fn a_next_page_on_another_host_is_refused_with_a_clear_error() {
     assert_eq!(
         lists, 1,
         "the second page was never asked for without credentials"
+    );
+}
+
+#[tokio::test]
+async fn two_organisations_through_one_app_with_tokens_that_expire() {
+    use fake_github::{AppSpec, InstallationSpec, keys};
+    let fake = FakeGitHub::start(FakeOptions {
+        token: String::new(),
+        repos: vec!["pallets/flask".into(), "pallets-eco/blinker".into()],
+        apps: vec![AppSpec::new(42, keys::APP_PUBLIC_KEY_PEM)],
+        installations: vec![
+            InstallationSpec::new(10, 42, "pallets"),
+            InstallationSpec::new(11, 42, "pallets-eco"),
+        ],
+        // Short-lived installation tokens, so refreshes happen within the test.
+        installation_token_ttl: Duration::from_secs(1),
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap();
+    let github = GitHub::new(&GitHubSettings {
+        api_url: fake.url(),
+        token: None,
+        owner_tokens: Vec::new(),
+        app: Some((42, Secret::new(keys::APP_PRIVATE_KEY_PEM))),
+        timeout: Duration::from_secs(30),
+        min_mutation_interval: Duration::ZERO,
+    })
+    .unwrap();
+    for round in 0..3 {
+        for repo in ["pallets/flask", "pallets-eco/blinker"] {
+            github
+                .create_draft(&draft(
+                    repo,
+                    "report",
+                    &format!("{repo}-{round}@example.org"),
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("{repo}, round {round}: {e}"));
+        }
+        // Let the installation tokens run out between rounds (the fake's clock).
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    assert_eq!(fake.advisories("pallets/flask").len(), 3);
+    assert_eq!(fake.advisories("pallets-eco/blinker").len(), 3);
+    assert!(
+        fake.installation_tokens(10).len() > 1 && fake.installation_tokens(11).len() > 1,
+        "tokens were refreshed: {:?} {:?}",
+        fake.installation_tokens(10),
+        fake.installation_tokens(11)
+    );
+    for r in fake.requests() {
+        assert!(r.violations.is_empty(), "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_owner_without_the_app_installed_is_our_misconfiguration() {
+    use fake_github::{AppSpec, InstallationSpec, keys};
+    let fake = FakeGitHub::start(FakeOptions {
+        token: String::new(),
+        repos: vec!["pallets/flask".into(), "pallets-eco/blinker".into()],
+        apps: vec![AppSpec::new(42, keys::APP_PUBLIC_KEY_PEM)],
+        installations: vec![InstallationSpec::new(10, 42, "pallets")],
+        ..FakeOptions::default()
+    })
+    .await
+    .unwrap();
+    let github = GitHub::new(&GitHubSettings {
+        api_url: fake.url(),
+        token: None,
+        owner_tokens: Vec::new(),
+        app: Some((42, Secret::new(keys::APP_PRIVATE_KEY_PEM))),
+        timeout: Duration::from_secs(30),
+        min_mutation_interval: Duration::ZERO,
+    })
+    .unwrap();
+    let error = github
+        .create_draft(&draft("pallets-eco/blinker", "r", "x@example.org"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, FailureKind::Misconfigured, "{error}");
+    assert!(
+        error.message.contains("not installed on pallets-eco"),
+        "{error}"
     );
 }

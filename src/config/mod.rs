@@ -213,6 +213,12 @@ pub struct GithubConfig {
     /// milliseconds; GitHub asks for at least a second. Default 1000.
     #[serde(default = "default_mutation_interval")]
     pub min_mutation_interval_ms: u64,
+    /// GitHub App authentication: the App's id. With `private_key_file`, each owner's
+    /// repositories are reached through the App's installation on that owner. Default:
+    /// none (tokens).
+    pub app_id: Option<u64>,
+    /// The App's private key (PEM), e.g. a systemd credential. Default: none.
+    pub private_key_file: Option<PathBuf>,
     /// A token per repository owner, for organisations a single fine-grained token
     /// cannot cover (such a token is limited to one owner). An owner without an entry
     /// uses `token_file`/`token_env`. Default: none.
@@ -712,6 +718,7 @@ impl Config {
             &mut self.smtp.ca_file,
             &mut self.smtp.password_file,
             &mut self.github.token_file,
+            &mut self.github.private_key_file,
             &mut self.advisory.marker_key_file,
             &mut self.reply.template,
             &mut self.reply.followup_template,
@@ -768,6 +775,16 @@ impl Config {
                 true,
             )?;
         }
+        let app = match (self.github.app_id, &self.github.private_key_file) {
+            (Some(_), Some(_)) => true,
+            (None, None) => false,
+            _ => {
+                return Err(self.invalid(
+                    "github.app_id",
+                    "GitHub App authentication needs both github.app_id and github.private_key_file",
+                ));
+            }
+        };
         let uncovered: Vec<&str> = self
             .repositories
             .iter()
@@ -785,7 +802,7 @@ impl Config {
             "github.token_file",
             &self.github.token_file,
             &self.github.token_env,
-            !uncovered.is_empty(),
+            !app && !uncovered.is_empty(),
         )?;
         if self.imap.username.trim().is_empty() {
             return Err(self.invalid("imap.username", "must not be empty"));
@@ -998,6 +1015,29 @@ impl Config {
             &self.github.token_env,
         )
         .map(Some)
+    }
+
+    /// Reads the GitHub App's id and private key, when App authentication is set.
+    pub fn github_app(&self) -> Result<Option<(u64, Secret)>, ConfigError> {
+        let (Some(id), Some(file)) = (self.github.app_id, &self.github.private_key_file) else {
+            return Ok(None);
+        };
+        let pem = std::fs::read_to_string(file).map_err(|e| {
+            self.invalid(
+                "github.private_key_file",
+                format!("cannot read the App's private key {}: {e}", file.display()),
+            )
+        })?;
+        if !pem.contains("PRIVATE KEY-----") {
+            return Err(self.invalid(
+                "github.private_key_file",
+                format!(
+                    "{} is not a PEM private key; download one from the App's settings",
+                    file.display()
+                ),
+            ));
+        }
+        Ok(Some((id, Secret::new(pem))))
     }
 
     /// Reads every owner's token: `(owner, token)`.

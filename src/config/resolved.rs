@@ -64,6 +64,7 @@ impl Resolved {
             api_url: config.github.api_url.clone(),
             token: config.github_token()?,
             owner_tokens: config.github_owner_tokens()?,
+            app: config.github_app()?,
             timeout: Duration::from_secs(config.github.timeout_secs),
             min_mutation_interval: Duration::from_millis(config.github.min_mutation_interval_ms),
         };
