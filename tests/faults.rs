@@ -334,3 +334,84 @@ async fn a_recreated_mailbox_with_new_uids_is_rescanned_without_duplicates() {
     assert_eq!(stack.replies().len(), 2);
     assert_eq!(stack.folder("Processed").await.len(), 3, "nothing lost");
 }
+
+/// `GET path` on a loopback port: the status code and the body (status 0 while nothing
+/// listens there yet).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_github_credentials_pause_and_the_backlog_drains_once_restored() {
+    let mut stack = Stack::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    stack.write_config(|t| {
+        t.replace(
+            "[retry]",
+            &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[retry]\npause_probe_secs = 1"),
+        )
+    });
+    stack.github.revoke_token("ghp_testtoken0123456789");
+    for i in 0..3 {
+        stack
+            .deliver(&report(
+                &format!("revoked-{i}"),
+                &format!("Flask: revoked {i}"),
+                "text",
+            ))
+            .await;
+    }
+    let mut daemon = stack.daemon(&["run"]);
+    wait_for_async(PATIENCE, "healthz to say GitHub is paused", || async {
+        let (status, body) = http_get(port, "/healthz");
+        status == 503 && body.contains("GitHub pallets paused")
+    })
+    .await;
+    assert!(
+        stack.folder("Quarantine").await.is_empty(),
+        "nothing quarantined"
+    );
+    assert!(stack.replies().is_empty(), "no reply without an advisory");
+    assert!(stack.all_advisories().is_empty());
+    let (_, metrics) = http_get(port, "/metrics");
+    assert!(metrics.contains("advisory_bridge_paused 1"), "{metrics}");
+
+    stack.github.restore_token("ghp_testtoken0123456789");
+    stack.wait_for_folder("Processed", 3).await;
+    wait_for_async(PATIENCE, "healthz to recover", || async {
+        http_get(port, "/healthz").0 == 200
+    })
+    .await;
+    daemon.terminate();
+    assert_eq!(stack.all_advisories().len(), 3);
+    assert_eq!(stack.replies().len(), 3);
+    let log = daemon.log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("paused until the configuration is fixed"))
+            .count(),
+        1,
+        "one ERROR line for the condition, not one per message:\n{log}"
+    );
+}

@@ -352,6 +352,14 @@ pub struct RetryConfig {
     /// try again anyway, in seconds; default 3600 (one hour).
     #[serde(default = "default_max_server_delay")]
     pub max_server_delay_secs: u64,
+    /// While our own credentials are refused (a misconfiguration), how often one
+    /// waiting message tries again, in seconds; its success ends the pause. Default 60.
+    #[serde(default = "default_pause_probe")]
+    pub pause_probe_secs: u64,
+}
+
+fn default_pause_probe() -> u64 {
+    60
 }
 
 fn default_max_server_delay() -> u64 {
@@ -364,6 +372,7 @@ impl Default for RetryConfig {
             initial_delay_secs: default_retry_initial(),
             max_delay_secs: default_retry_max(),
             max_server_delay_secs: default_max_server_delay(),
+            pause_probe_secs: default_pause_probe(),
         }
     }
 }

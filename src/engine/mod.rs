@@ -49,10 +49,6 @@ pub use clock::Clock;
 /// lost journal) is reused before GitHub is asked again.
 pub const RECOVERY_SCAN_INTERVAL: Duration = Duration::from_secs(600);
 
-/// How long work that waits for ops (misconfigured credentials) waits before one
-/// message tries again, as the probe that ends the pause.
-pub const PAUSE_PROBE: Duration = Duration::from_secs(60);
-
 /// The scope SMTP trouble pauses.
 pub const SMTP_SCOPE: &str = "SMTP";
 
@@ -1199,10 +1195,11 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             FailureKind::Misconfigured => {
                 let scope = failure.scope();
                 let reason = failure.to_string();
-                if self.metrics.pause(&scope, &reason, PAUSE_PROBE) {
+                let probe = Duration::from_secs(retry.pause_probe_secs.max(1));
+                if self.metrics.pause(&scope, &reason, probe) {
                     error!(scope = %scope, error = %failure, "paused until the configuration is fixed; messages wait and nothing is quarantined");
                 }
-                let next = self.clock.after(PAUSE_PROBE);
+                let next = self.clock.after(probe);
                 let message = reason.clone();
                 self.journal
                     .call(move |db| db.record_failure(&id, &message, next, now))
