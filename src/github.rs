@@ -509,6 +509,101 @@ impl GitHub {
         Ok(())
     }
 
+    /// How `owner`'s repositories are reached, for `check`: the token that covers
+    /// them, or the App's installation with the `repository_advisories` permission it
+    /// was granted (read from the installation's raw permissions: octocrab's typed
+    /// model lacks that field). Changes nothing.
+    pub async fn describe_owner(&self, owner: &str) -> Result<String, GitHubError> {
+        const OPERATION: &str = "look up the App installation";
+        let key = owner.to_ascii_lowercase();
+        if self.owners.contains_key(&key) {
+            return Ok("a token of its own ([[github.credentials]])".to_owned());
+        }
+        let Some(app) = &self.app else {
+            return Ok(match self.default {
+                Some(_) => "the token of github.token_file / token_env".to_owned(),
+                None => "no credentials".to_owned(),
+            });
+        };
+        let mut found = Err(());
+        let mut last = None;
+        for route in [
+            format!("/orgs/{owner}/installation"),
+            format!("/users/{owner}/installation"),
+        ] {
+            match self
+                .call(
+                    OPERATION,
+                    owner,
+                    app.get::<serde_json::Value, _, ()>(route, None),
+                )
+                .await
+            {
+                Ok(v) => {
+                    found = Ok(v);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let installation = found.map_err(|()| {
+            let mut e = last.expect("one attempt was made");
+            if e.message.starts_with("HTTP 404") {
+                e.message = format!("the GitHub App is not installed on {owner}: install it there");
+                e.kind = FailureKind::Misconfigured;
+            }
+            e
+        })?;
+        let id = installation["id"].as_u64().unwrap_or(0);
+        let access = installation["permissions"]["repository_advisories"]
+            .as_str()
+            .unwrap_or("none");
+        if access != "write" {
+            return Err(GitHubError {
+                operation: OPERATION,
+                repository: owner.to_owned(),
+                message: format!(
+                    "the App's installation {id} on {owner} has repository_advisories: {access}; grant \"Repository security advisories: read and write\" in the App's permissions and accept it on {owner}"
+                ),
+                kind: FailureKind::Misconfigured,
+            });
+        }
+        Ok(format!(
+            "GitHub App installation {id} (repository_advisories: write)"
+        ))
+    }
+
+    /// Checks, without creating anything, that the credentials may write the
+    /// repository's advisories: an empty create request is refused for its body (422)
+    /// only when the permission is there; without it GitHub answers 403 (or 404 when the
+    /// repository cannot be seen) before it looks at the body.
+    pub async fn check_write(&self, repository: &str) -> Result<(), GitHubError> {
+        const OPERATION: &str = "create advisory";
+        let (owner, name) = split_repository(OPERATION, repository)?;
+        let crab = self.client(OPERATION, repository).await?;
+        let route = format!("/repos/{owner}/{name}/security-advisories");
+        let empty = serde_json::json!({});
+        let probe = crab.post::<_, serde_json::Value>(route, Some(&empty));
+        match self.call(OPERATION, repository, probe).await {
+            Err(e) if e.message.starts_with("HTTP 422") => Ok(()),
+            Err(mut e) => {
+                if e.message.starts_with("HTTP 403") {
+                    e.message = format!(
+                        "{}; the credentials can read but not write this repository's advisories",
+                        e.message
+                    );
+                }
+                Err(e)
+            }
+            Ok(_) => Err(GitHubError {
+                operation: OPERATION,
+                repository: repository.to_owned(),
+                message: "GitHub accepted an empty advisory; please report this: check any new draft by hand".into(),
+                kind: FailureKind::Permanent,
+            }),
+        }
+    }
+
     /// Runs one octocrab call under the overall deadline and classifies its failure.
     async fn call<T>(
         &self,

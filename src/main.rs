@@ -229,11 +229,46 @@ async fn check(config: Config) -> Result<ExitCode> {
         .and_then(|r| github::GitHub::new(&r.github).map_err(Into::into))
     {
         Ok(gh) => {
-            for repo in &config.repositories {
-                report(
-                    &format!("GitHub advisories of {}", repo.name),
-                    gh.check_access(&repo.name).await.map_err(Into::into),
-                );
+            // One line per owner (how it authenticates, or why it cannot), then one
+            // line per repository that cannot be read or written; changes nothing.
+            let mut owners: Vec<&str> = config.repositories.iter().map(|r| r.owner()).collect();
+            owners.sort_unstable_by_key(|o| o.to_ascii_lowercase());
+            owners.dedup_by_key(|o| o.to_ascii_lowercase());
+            for owner in owners {
+                let repos: Vec<&str> = config
+                    .repositories
+                    .iter()
+                    .filter(|r| r.owner().eq_ignore_ascii_case(owner))
+                    .map(|r| r.name.as_str())
+                    .collect();
+                let how = match gh.describe_owner(owner).await {
+                    Ok(how) => how,
+                    Err(e) => {
+                        report(&format!("GitHub {owner}"), Err(e.into()));
+                        continue;
+                    }
+                };
+                let mut broken = 0;
+                for repo in &repos {
+                    let access = async {
+                        gh.check_access(repo).await?;
+                        gh.check_write(repo).await
+                    };
+                    if let Err(e) = access.await {
+                        broken += 1;
+                        report(&format!("GitHub advisories of {repo}"), Err(e.into()));
+                    }
+                }
+                if broken == 0 {
+                    report(
+                        &format!(
+                            "GitHub {owner}: {} repositor{} with advisories read and write, through {how}",
+                            repos.len(),
+                            if repos.len() == 1 { "y" } else { "ies" }
+                        ),
+                        Ok(()),
+                    );
+                }
             }
         }
         Err(e) => report("GitHub client", Err(e)),

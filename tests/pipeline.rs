@@ -371,9 +371,46 @@ async fn check_reaches_every_server_and_names_what_is_wrong() {
     assert!(ok.log().contains("ok      IMAP"), "{}", ok.log());
     assert!(ok.log().contains("ok      SMTP"), "{}", ok.log());
     assert!(
+        ok.log().contains(
+            "ok      GitHub pallets: 5 repositories with advisories read and write, through the token of github.token_file"
+        ),
+        "{}",
         ok.log()
-            .contains("ok      GitHub advisories of pallets/werkzeug")
     );
+    assert!(
+        ok.log()
+            .contains("ok      GitHub pallets-eco: 1 repository"),
+        "{}",
+        ok.log()
+    );
+
+    // A token that can read advisories but not write them is caught before any report.
+    stack.github.add_token(fake_github::TokenSpec::new(
+        "read-only-token",
+        "pallets",
+        fake_github::Access::Read,
+    ));
+    let read_only = stack.dir.join("read-only-token");
+    std::fs::write(&read_only, "read-only-token").unwrap();
+    let token_file = std::fs::read_to_string(&stack.config_path)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("token_file = \"")
+                .map(|v| v.trim_end_matches('"').to_owned())
+        })
+        .unwrap();
+    stack.write_config(|t| t.replace(&token_file, &read_only.display().to_string()));
+    let mut ro = stack.daemon(&["check"]);
+    assert!(!ro.wait(Duration::from_secs(60)).success());
+    let log = ro.log();
+    assert!(
+        log.contains("FAILED  GitHub advisories of pallets/werkzeug")
+            && log.contains("can read but not write"),
+        "{log}"
+    );
+    assert!(stack.all_advisories().is_empty(), "check created nothing");
+    stack.write_config(|t| t);
 
     let wrong = stack.dir.join("wrong-password");
     std::fs::write(&wrong, "not-the-password-42").unwrap();
