@@ -435,6 +435,9 @@ impl Daemon {
                 }
             }
         }
+        if let Some(at) = mailbox.end_pass() {
+            pass.next_due = Some(pass.next_due.map_or(at, |n| n.min(at)));
+        }
         Ok(pass)
     }
 
