@@ -273,8 +273,7 @@ async fn check_imap(session: &mut source::ImapSource, resolved: &Resolved) -> Re
     }
     for (key, name) in folders {
         let server_name = namespace.resolve(&name);
-        let exists =
-            existing.iter().any(|e| *e == server_name) || server_name.eq_ignore_ascii_case("INBOX");
+        let exists = existing.contains(&server_name) || server_name.eq_ignore_ascii_case("INBOX");
         println!(
             "        {key}: `{server_name}` {}",
             if exists {
