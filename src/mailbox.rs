@@ -118,29 +118,43 @@ impl Mailbox {
     /// another instance's claim folder exists and the server lacks CONDSTORE or keywords.
     fn say_how_claims_work(&self, other_instances: usize) {
         let imap = &self.imap;
-        let server = imap.identity().unwrap_or("the IMAP server");
+        let server = imap.identity().unwrap_or("unknown");
         let caps = imap.describe();
         let moves = if imap.capabilities().move_command {
             "MOVE"
         } else {
             "COPY + EXPUNGE"
         };
+        let features = imap.features();
+        let mut lacking = Vec::new();
+        if !features.condstore {
+            lacking.push("CONDSTORE");
+        }
+        if !features.keywords {
+            lacking.push("custom keywords (PERMANENTFLAGS without \\*)");
+        }
+        let lacking = lacking.join(" and ");
+        let how = match imap.claim_mode() {
+            ClaimMode::Conditional => "a conditional keyword",
+            ClaimMode::Plain => "a plain keyword",
+            ClaimMode::MoveOnly => "the move alone",
+        };
         match (imap.claim_mode(), other_instances) {
             (ClaimMode::Conditional, _) => tracing::info!(
+                server,
                 capabilities = %caps,
                 "claims use a conditional keyword (CONDSTORE) and {moves}: safe for several instances"
             ),
-            (mode, 0) => tracing::info!(
+            (_, 0) => tracing::info!(
+                server,
                 capabilities = %caps,
-                "{server} lacks {}; claims use {} and {moves}, which is safe for this single instance only (no other claim folder exists)",
-                if mode == ClaimMode::MoveOnly { "CONDSTORE and custom keywords (PERMANENTFLAGS without \\*)" } else { "CONDSTORE" },
-                if mode == ClaimMode::MoveOnly { "the move alone" } else { "a plain keyword" },
+                "the IMAP server lacks {lacking}; claims use {how} and {moves}, which is safe for this single instance only (no other claim folder exists)"
             ),
-            (mode, n) => warn!(
+            (_, n) => warn!(
+                server,
                 capabilities = %caps,
                 other_instances = n,
-                "{server} lacks {}, but {n} other instance claim folder(s) exist: two instances may both handle one message; run a single instance on this server, or remove the other claim folders once their instances are gone",
-                if mode == ClaimMode::MoveOnly { "CONDSTORE and custom keywords" } else { "CONDSTORE" },
+                "the IMAP server lacks {lacking}, but {n} other instance claim folder(s) exist: two instances may both handle one message; run a single instance on this server, or delete the other claim folders once their instances are gone for good"
             ),
         }
     }

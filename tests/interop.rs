@@ -36,13 +36,31 @@ async fn wait_for_log(daemon: &support::Process, what: &str, pred: impl Fn(&str)
 /// false) turns a report into one advisory, a threaded reply and a message in
 /// `Processed`, and a follow-up into a section of the same advisory.
 async fn converse(stack: &mut Stack, idle: bool, tag: &str) -> Duration {
+    converse_via(stack, idle, tag, None).await
+}
+
+/// The config the interop tests run with: IDLE or polling, instance `it1`, and, with a
+/// `proxy` port, plaintext IMAP through it.
+fn write_config(stack: &Stack, idle: bool, proxy: Option<u16>) {
     let idle_line = if idle { "idle = true" } else { "idle = false" };
+    let imaps = stack.imap.imaps_port();
     stack.write_config(|text| {
-        text.replace(
+        let mut text = text.replace(
             "poll_interval_secs = 1",
             &format!("poll_interval_secs = 1\n{idle_line}\ninstance_name = \"it1\""),
-        )
+        );
+        if let Some(port) = proxy {
+            text = text
+                .replacen(&format!("port = {imaps}"), &format!("port = {port}"), 1)
+                .replacen("tls = \"implicit\"", "tls = \"none\"", 1);
+        }
+        text
     });
+}
+
+/// [`converse`], optionally through a proxy on `proxy`.
+async fn converse_via(stack: &mut Stack, idle: bool, tag: &str, proxy: Option<u16>) -> Duration {
+    write_config(stack, idle, proxy);
     let mut daemon = stack.daemon(&["run"]);
     wait_for_log(&daemon, "the daemon watches the mailbox", |log| {
         log.contains("watching the mailbox")
@@ -185,12 +203,7 @@ async fn courier_runs_the_conversation_over_idle_and_by_polling() {
         "{folders:?}"
     );
     // The same mailbox again, polling: a new report in another repository.
-    stack.write_config(|text| {
-        text.replace(
-            "poll_interval_secs = 1",
-            "poll_interval_secs = 1\nidle = false\ninstance_name = \"it1\"",
-        )
-    });
+    write_config(&stack, false, None);
     let mut daemon = stack.daemon(&["run"]);
     stack
         .deliver(&report("courier-poll-1", "Flask: open redirect", "polled"))
@@ -348,4 +361,36 @@ async fn http_get(port: u16, path: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_custom_keywords_is_claimed_by_the_move_alone() {
+    let mut stack = Stack::start().await;
+    let proxy = RefusingProxy::start(stack.imap.imap_port()).await;
+    proxy.hide_keywords();
+    converse_via(&mut stack, true, "nokw", Some(proxy.port())).await;
+    let log = std::fs::read_to_string(stack.dir.join("daemon-1.log")).unwrap_or_default();
+    assert!(
+        log.contains("lacks custom keywords") && log.contains("the move alone"),
+        "one line says how claims work here:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_without_condstore_get_one_warning_at_start() {
+    let kind = ServerKind::Dovecot(vec![
+        "--capabilities".into(),
+        "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UIDPLUS MOVE".into(),
+    ]);
+    let mut stack = Stack::start_on(kind).await;
+    stack.mailbox().create_folder("Processing.other").await;
+    write_config(&stack, true, None);
+    let once = stack.drain();
+    let log = once.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("other instance claim folder(s) exist"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("lacks CONDSTORE"), "{log}");
 }

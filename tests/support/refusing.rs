@@ -1,6 +1,7 @@
 //! A plaintext IMAP proxy on loopback that answers `NO` itself to the commands a test
 //! names, forwarding everything else: a server that refuses the claim `FETCH` or the
-//! body `FETCH`, on demand.
+//! body `FETCH`, on demand; optionally it also hides `\*` from `PERMANENTFLAGS`, like a
+//! server that keeps no custom keywords.
 
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +17,7 @@ pub struct RefusingProxy {
     port: u16,
     refuse: Arc<Mutex<Option<String>>>,
     refused: Arc<Mutex<usize>>,
+    no_keywords: Arc<Mutex<bool>>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
 }
 
@@ -30,7 +32,13 @@ impl RefusingProxy {
         let refuse: Arc<Mutex<Option<String>>> = Arc::default();
         let refused: Arc<Mutex<usize>> = Arc::default();
         let tasks: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (r, n, t) = (refuse.clone(), refused.clone(), tasks.clone());
+        let no_keywords: Arc<Mutex<bool>> = Arc::default();
+        let (r, n, t, k) = (
+            refuse.clone(),
+            refused.clone(),
+            tasks.clone(),
+            no_keywords.clone(),
+        );
         let acceptor = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -40,7 +48,8 @@ impl RefusingProxy {
                     continue;
                 };
                 let (r, n) = (r.clone(), n.clone());
-                let task = tokio::spawn(relay(client, server, r, n));
+                let hide = *k.lock().unwrap();
+                let task = tokio::spawn(relay(client, server, r, n, hide));
                 t.lock().unwrap().push(task.abort_handle());
             }
         });
@@ -49,8 +58,15 @@ impl RefusingProxy {
             port,
             refuse,
             refused,
+            no_keywords,
             tasks,
         }
+    }
+
+    /// For connections made from now on: `\\*` is removed from `PERMANENTFLAGS`, so the
+    /// client sees a server that cannot keep custom keywords.
+    pub fn hide_keywords(&self) {
+        *self.no_keywords.lock().unwrap() = true;
     }
 
     /// The port clients connect to (plain IMAP, plaintext login).
@@ -83,6 +99,7 @@ async fn relay(
     server: TcpStream,
     refuse: Arc<Mutex<Option<String>>>,
     refused: Arc<Mutex<usize>>,
+    hide_keywords: bool,
 ) {
     let (client_read, client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
@@ -90,13 +107,23 @@ async fn relay(
     let client_write = Arc::new(tokio::sync::Mutex::new(client_write));
     let to_client = client_write.clone();
     let down = tokio::spawn(async move {
-        let mut buf = vec![0u8; 16 * 1024];
+        // Line by line, so a `PERMANENTFLAGS` line can be rewritten whole; literals pass
+        // as lines too.
+        let mut lines = BufReader::new(&mut server_read);
+        let mut line = Vec::new();
         loop {
-            let n = match tokio::io::AsyncReadExt::read(&mut server_read, &mut buf).await {
+            line.clear();
+            match lines.read_until(b'\n', &mut line).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if to_client.lock().await.write_all(&buf[..n]).await.is_err() {
+                Ok(_) => {}
+            }
+            if hide_keywords && line.starts_with(b"* OK [PERMANENTFLAGS") {
+                let text = String::from_utf8_lossy(&line)
+                    .replace(" \\*", "")
+                    .replace("\\* ", "");
+                line = text.into_bytes();
+            }
+            if to_client.lock().await.write_all(&line).await.is_err() {
                 break;
             }
         }
