@@ -232,12 +232,10 @@ impl Mailbox {
             if !go_on() {
                 break;
             }
-            let claimed = match self.imap.claim(uid, CLAIM_KEYWORD_PREFIX, &keyword).await {
-                Ok(true) => self.imap.move_to(uid, &claim).await.map(|()| true),
-                other => other,
-            };
-            match claimed {
-                Ok(true) => {}
+            // A failed move still ends the session as before: the reconnect recreates a
+            // claim folder someone deleted.
+            match self.imap.claim(uid, CLAIM_KEYWORD_PREFIX, &keyword).await {
+                Ok(true) => self.imap.move_to(uid, &claim).await?,
                 Ok(false) => others += 1,
                 Err(e) if self.imap.is_connected() => {
                     self.refused(uid, "claim", &e);
