@@ -230,6 +230,7 @@ async fn check_against_cyrus_with_debian_defaults_shows_the_resolved_folders_and
     let status = check.wait(Duration::from_secs(120));
     let out = check.log();
     assert!(status.success(), "check failed: {status:?}\n{out}");
+    eprintln!("{out}");
     for expected in [
         "ok      IMAP",
         "server: ",
@@ -393,4 +394,51 @@ async fn two_instances_without_condstore_get_one_warning_at_start() {
         .collect();
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(warnings[0].contains("lacks CONDSTORE"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cyrus_with_the_alt_namespace_nests_the_claim_folder_with_a_slash() {
+    let kind = ServerKind::Cyrus {
+        namespace: "alt",
+        idlepoll: Some(2),
+    };
+    let mut stack = Stack::start_on(kind).await;
+    write_config(&stack, true, None);
+    stack
+        .deliver(&report("alt-1", "Click: shell injection", "the report"))
+        .await;
+    stack.drain();
+    assert_eq!(stack.folder("Processed").await.len(), 1);
+    let folders = stack.mailbox().folders().await;
+    assert!(
+        folders.iter().any(|f| f == "Processing/it1"),
+        "the claim folder is a child under `/`: {folders:?}"
+    );
+    assert!(
+        !folders.iter().any(|f| f == "Processing.it1"),
+        "{folders:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fails_when_the_watched_mailbox_cannot_be_opened() {
+    let kind = ServerKind::Cyrus {
+        namespace: "debian",
+        idlepoll: None,
+    };
+    let mut stack = Stack::start_on(kind).await;
+    stack.write_config(|text| {
+        text.replace(
+            "poll_interval_secs = 1",
+            "poll_interval_secs = 1\nmailbox = \"Reports\"",
+        )
+    });
+    let mut check = stack.daemon(&["check"]);
+    let status = check.wait(Duration::from_secs(120));
+    let out = check.log();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("FAILED  IMAP") && out.contains("INBOX.Reports"),
+        "the failure names the resolved mailbox:\n{out}"
+    );
 }
