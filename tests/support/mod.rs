@@ -320,6 +320,9 @@ pub struct ImapServer {
     kind: ServerKind,
     env: HashMap<String, String>,
     pid: Option<u32>,
+    /// Courier's pid-namespace init (`DIR/ns-init.pid`), read at start: `Stack` removes
+    /// DIR before its server is dropped.
+    ns_init: Option<u32>,
 }
 
 impl ImapServer {
@@ -336,6 +339,7 @@ impl ImapServer {
             kind,
             env: HashMap::new(),
             pid: None,
+            ns_init: None,
         };
         server.start_again();
         server
@@ -357,6 +361,9 @@ impl ImapServer {
             .parse()
             .expect("the script writes a numeric PID");
         self.pid = Some(pid);
+        self.ns_init = fs::read_to_string(self.dir.join("ns-init.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
     }
 
     /// The server's name for a folder the daemon's config names simply: under the
@@ -389,17 +396,16 @@ impl ImapServer {
         self.start_again();
     }
 
-    /// Stops the server (SIGTERM to the master, waiting until it is gone; for Courier
-    /// also the pid namespace's init). Idempotent.
+    /// Stops the server (SIGTERM to the master, waiting until it is gone). Idempotent.
+    /// For Courier the pid namespace's init (`DIR/ns-init.pid`) gets SIGTERM first: it
+    /// ends the servers, and `unshare` (`PID`) exits with it; `unshare` itself waits out
+    /// a SIGTERM.
     pub fn stop(&mut self) {
         if let Some(pid) = self.pid.take() {
-            stop_pid(pid, Duration::from_secs(20));
-            let init = fs::read_to_string(self.dir.join("ns-init.pid"))
-                .ok()
-                .and_then(|p| p.trim().parse::<u32>().ok());
-            if let Some(init) = init {
+            if let Some(init) = self.ns_init.take() {
                 stop_pid(init, Duration::from_secs(20));
             }
+            stop_pid(pid, Duration::from_secs(20));
         }
     }
 
