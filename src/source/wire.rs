@@ -284,6 +284,103 @@ impl Namespace {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    /// A session over an in-memory pipe whose server side answers the command after
+    /// LOGIN with `answer(tag)`.
+    async fn session_answering(
+        answer: fn(&str, &str) -> String,
+    ) -> (ImapSession, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let fake = tokio::spawn(async move {
+            let (read, mut write) = tokio::io::split(server);
+            let mut lines = BufReader::new(read).lines();
+            write.write_all(b"* OK fake ready\r\n").await.unwrap();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let tag = line.split(' ').next().unwrap_or("*").to_owned();
+                let reply = if line.contains(" LOGIN ") {
+                    format!("{tag} OK logged in\r\n")
+                } else {
+                    answer(&tag, &line)
+                };
+                write.write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        let transport: super::super::BoxedTransport = Box::new(client);
+        let mut client = async_imap::Client::new(transport);
+        client.read_response().await.unwrap();
+        let session = client.login("u", "p").await.map_err(|(e, _)| e).unwrap();
+        (session, fake)
+    }
+
+    #[tokio::test]
+    async fn a_tagged_no_after_fetch_data_is_an_error_with_the_servers_words() {
+        let (mut session, fake) = session_answering(|tag, _| {
+            format!(
+                "* 1 FETCH (UID 7 FLAGS (\\Seen))\r\n{tag} NO [SERVERBUG] MODSEQ unsupported\r\n"
+            )
+        })
+        .await;
+        let news = Arc::new(AtomicBool::new(false));
+        let error = fetches(&mut session, "UID FETCH 7 (UID FLAGS MODSEQ)", &news)
+            .await
+            .unwrap_err();
+        let rendered = match error {
+            Error::No(text) => super::super::errors::server_text(&text),
+            other => panic!("not a NO: {other:?}"),
+        };
+        assert!(rendered.contains("MODSEQ unsupported"), "{rendered}");
+        fake.abort();
+    }
+
+    #[tokio::test]
+    async fn namespace_is_read_on_the_raw_transport_and_the_session_goes_on() {
+        let (mut session, fake) = session_answering(|tag, line| {
+            if line.ends_with("NAMESPACE") {
+                format!("* NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\n{tag} OK done\r\n")
+            } else {
+                format!("{tag} OK fine\r\n")
+            }
+        })
+        .await;
+        let found = namespace(&mut session).await.unwrap();
+        assert_eq!(
+            found,
+            Some(Namespace {
+                prefix: "INBOX.".into(),
+                delimiter: Some('.')
+            })
+        );
+        let news = Arc::new(AtomicBool::new(false));
+        simple(&mut session, "NOOP", &news).await.unwrap();
+        fake.abort();
+    }
+
+    #[tokio::test]
+    async fn fetch_data_and_news_are_read_up_to_a_tagged_ok() {
+        let (mut session, fake) = session_answering(|tag, _| {
+            format!(
+                "* 3 EXISTS\r\n* 1 FETCH (UID 7 RFC822.SIZE 42 FLAGS (\\Seen $Claim_a))\r\n{tag} OK done\r\n"
+            )
+        })
+        .await;
+        let news = Arc::new(AtomicBool::new(false));
+        let found = fetches(&mut session, "UID FETCH 7 (UID FLAGS)", &news)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].uid, Some(7));
+        assert_eq!(found[0].size, Some(42));
+        assert!(
+            found[0].flags.iter().any(|f| f == "$Claim_a"),
+            "{:?}",
+            found[0].flags
+        );
+        assert!(news.load(Ordering::Relaxed), "EXISTS noted");
+        let bad = simple(&mut session, "UID STORE 7 +FLAGS (x)", &news).await;
+        assert!(bad.is_ok(), "the pipe answers OK again: {bad:?}");
+        fake.abort();
+    }
 
     #[test]
     fn namespace_answers_are_read() {
