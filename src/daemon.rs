@@ -435,7 +435,7 @@ impl Daemon {
                 }
             }
         }
-        if let Some(at) = mailbox.end_pass() {
+        if let Some(at) = mailbox.end_pass().await {
             pass.next_due = Some(pass.next_due.map_or(at, |n| n.min(at)));
         }
         Ok(pass)

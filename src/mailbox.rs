@@ -21,6 +21,10 @@ use crate::source::{ClaimMode, FetchOutcome, ImapError, ImapSource, MailboxState
 /// single messages (claim or fetch).
 pub const REFUSAL_SCOPE: &str = "IMAP";
 
+/// The journal's `meta` key holding the latest refusal (`<RFC 3339 time> <reason>`) for
+/// `advisory-bridge status`; empty once a pass saw none.
+pub const REFUSAL_META_KEY: &str = "imap_refusal";
+
 /// Claim keywords are this plus the instance name (see `ImapSource::claim`).
 const CLAIM_KEYWORD_PREFIX: &str = "$AdvisoryBridgeClaim_";
 
@@ -57,6 +61,8 @@ pub struct Mailbox {
     claim_folder: String,
     /// Refusals of single-message commands in the current pass.
     refusals: u32,
+    /// A refusal is noted in the journal for `status` and not yet cleared.
+    refusal_noted: bool,
 }
 
 /// What the mailbox remembers across sessions.
@@ -101,6 +107,8 @@ impl Mailbox {
             memory,
             claim_folder,
             refusals: 0,
+            // A note left by an earlier session or run is cleared by the first clean pass.
+            refusal_noted: true,
         };
         match mailbox.other_claim_folders().await {
             Ok(others) => mailbox.say_how_claims_work(others),
@@ -192,13 +200,28 @@ impl Mailbox {
 
     /// Reports a command on one message the server refused while the session lives on: a
     /// WARN with the server's answer, the refusal counter, `/healthz` degraded.
-    fn refused(&mut self, uid: u32, what: &str, e: &ImapError) {
+    async fn refused(&mut self, uid: u32, what: &str, e: &ImapError) {
         self.refusals += 1;
         self.metrics.imap_refusals.inc();
         let reason = format!("the server refused to {what} UID {uid}: {}", e.message);
         self.metrics
             .pause(REFUSAL_SCOPE, &reason, self.refused_retry());
         warn!(uid, error = %e, "the IMAP server refused to {what} a message; it stays where it is and is tried again (check the server's log and capabilities)");
+        self.note_refusal(format!("{} {reason}", Utc::now().to_rfc3339()))
+            .await;
+        self.refusal_noted = true;
+    }
+
+    /// Keeps the latest refusal (or none: empty) in the journal for `status`; a journal
+    /// that cannot take it only costs that line.
+    async fn note_refusal(&self, value: String) {
+        let noted = self
+            .journal
+            .call(move |db| db.set_meta(REFUSAL_META_KEY, &value))
+            .await;
+        if let Err(e) = noted {
+            warn!(error = %e, "cannot note the IMAP refusal in the journal for `status`");
+        }
     }
 
     /// How long a refused message waits before it is tried again: the first retry delay.
@@ -208,8 +231,12 @@ impl Mailbox {
 
     /// Ends a pass: `/healthz` is healthy again once a pass saw no refusal; after one,
     /// when the next pass should try the refused messages again.
-    pub fn end_pass(&mut self) -> Option<DateTime<Utc>> {
+    pub async fn end_pass(&mut self) -> Option<DateTime<Utc>> {
         if std::mem::take(&mut self.refusals) == 0 {
+            // Cleared in the journal before /healthz says healthy again.
+            if std::mem::take(&mut self.refusal_noted) {
+                self.note_refusal(String::new()).await;
+            }
             self.metrics.resume(REFUSAL_SCOPE);
             return None;
         }
@@ -238,7 +265,7 @@ impl Mailbox {
                 Ok(true) => self.imap.move_to(uid, &claim).await?,
                 Ok(false) => others += 1,
                 Err(e) if self.imap.is_connected() => {
-                    self.refused(uid, "claim", &e);
+                    self.refused(uid, "claim", &e).await;
                     others += 1;
                 }
                 Err(e) => return Err(e),
@@ -285,7 +312,7 @@ impl Mailbox {
             Ok(outcome) => outcome,
             Err(e) if self.imap.is_connected() => {
                 // A NO to the fetch is not "gone": the message stays and is tried again.
-                self.refused(uid, "fetch", &e);
+                self.refused(uid, "fetch", &e).await;
                 let until = now
                     + chrono::Duration::from_std(self.refused_retry())
                         .unwrap_or(chrono::Duration::seconds(60));

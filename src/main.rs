@@ -390,6 +390,13 @@ async fn status(
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let refusal = journal
+        .call(|db| db.meta(advisory_bridge::mailbox::REFUSAL_META_KEY))
+        .await?
+        .unwrap_or_default();
+    if !refusal.is_empty() {
+        println!("IMAP refusing: {refusal}");
+    }
     println!(
         "{:<17} {:<12} {:<28} {:<20} {:<10} {:<16} {:<24} last error / outcome",
         "received", "report", "repository", "ghsa", "github", "state", "reply"

@@ -306,6 +306,13 @@ async fn a_refused_claim_or_fetch_is_reported_and_not_taken_for_another_instance
     let (status, body) = get("/healthz").await;
     assert_eq!(status, 503, "healthz degraded: {body}");
     assert!(body.contains("IMAP"), "{body}");
+    let mut status_cmd = stack.daemon(&["status"]);
+    assert!(status_cmd.wait(Duration::from_secs(60)).success());
+    let shown = status_cmd.log();
+    assert!(
+        shown.contains("IMAP refusing:") && shown.contains(REFUSAL_TEXT),
+        "status names the refusal:\n{shown}"
+    );
 
     // Then the body fetch: the claim goes through, the fetch is refused, and the message
     // waits in the claim folder instead of being taken as gone.
@@ -330,6 +337,13 @@ async fn a_refused_claim_or_fetch_is_reported_and_not_taken_for_another_instance
         get("/healthz").await.0 == 200
     })
     .await;
+    let mut status_cmd = stack.daemon(&["status"]);
+    assert!(status_cmd.wait(Duration::from_secs(60)).success());
+    assert!(
+        !status_cmd.log().contains("IMAP refusing:"),
+        "{}",
+        status_cmd.log()
+    );
     let log = daemon.log();
     assert!(proxy.refused() >= 2, "{log}");
     daemon.terminate();
