@@ -695,6 +695,9 @@ impl ImapSource {
     /// store is not atomic across sessions on every server), the smallest keyword wins;
     /// an instance that looked before the other's claim was visible can still go ahead
     /// too, a narrow window the advisory marker and the reply's stable Message-ID cover.
+    /// Servers that keep no custom keywords ([`ClaimMode::MoveOnly`]) get no store at all:
+    /// true at once, and the caller's move is the claim. A `NO`/`BAD` to the flag fetch or
+    /// the store is an error, never "theirs".
     pub async fn claim(
         &mut self,
         uid: u32,
