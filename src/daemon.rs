@@ -450,6 +450,9 @@ impl Daemon {
                 }
             }
         }
+        if let Some(at) = mailbox.end_pass().await {
+            pass.next_due = Some(pass.next_due.map_or(at, |n| n.min(at)));
+        }
         Ok(pass)
     }
 

@@ -15,7 +15,15 @@ use crate::engine::{Action, Disposition, Folder, Incoming};
 use crate::failure::Classify;
 use crate::journal::{Journal, JournalError, State};
 use crate::metrics::Metrics;
-use crate::source::{FetchOutcome, ImapError, ImapSource, MailboxState, Wake};
+use crate::source::{ClaimMode, FetchOutcome, ImapError, ImapSource, MailboxState, Wake};
+
+/// The pause scope that marks `/healthz` degraded while the server refuses commands on
+/// single messages (claim or fetch).
+pub const REFUSAL_SCOPE: &str = "IMAP";
+
+/// The journal's `meta` key holding the latest refusal (`<RFC 3339 time> <reason>`) for
+/// `advisory-bridge status`; empty once a pass saw none.
+pub const REFUSAL_META_KEY: &str = "imap_refusal";
 
 /// Claim keywords are this plus the instance name (see `ImapSource::claim`).
 const CLAIM_KEYWORD_PREFIX: &str = "$AdvisoryBridgeClaim_";
@@ -49,6 +57,12 @@ pub struct Mailbox {
     journal: Journal,
     metrics: Arc<Metrics>,
     memory: Memory,
+    /// This instance's claim folder as the server names it (namespace and delimiter).
+    claim_folder: String,
+    /// Refusals of single-message commands in the current pass.
+    refusals: u32,
+    /// A refusal is noted in the journal for `status` and not yet cleared.
+    refusal_noted: bool,
 }
 
 /// What the mailbox remembers across sessions.
@@ -71,28 +85,86 @@ impl Mailbox {
         memory: Memory,
     ) -> Result<(Mailbox, MailboxState), ImapError> {
         let imap_config = &settings.config.imap;
+        let mut imap = ImapSource::open(&settings.imap).await?;
+        let claim_folder = imap
+            .namespace()
+            .child(&imap_config.processing_folder, &settings.instance);
         let mut folders = vec![
             imap_config.processed_folder.clone(),
             imap_config.ignored_folder.clone(),
             imap_config.quarantine_folder.clone(),
             imap_config.held_folder.clone(),
-            settings.claim_folder.clone(),
+            claim_folder.clone(),
         ];
         folders.extend(imap_config.sent_folder.clone());
         let folders: Vec<&str> = folders.iter().map(String::as_str).collect();
-        let (imap, state) =
-            ImapSource::connect(&settings.imap, &imap_config.mailbox, &folders).await?;
+        let state = imap.prepare(&imap_config.mailbox, &folders).await?;
         let mut mailbox = Mailbox {
             imap,
             settings,
             journal,
             metrics,
             memory,
+            claim_folder,
+            refusals: 0,
+            // A note left by an earlier session or run is cleared by the first clean pass.
+            refusal_noted: true,
         };
-        if let Err(e) = mailbox.warn_about_orphaned_claims().await {
-            warn!(error = %e, "cannot look at other instances' claim folders");
+        match mailbox.other_claim_folders().await {
+            Ok(others) => mailbox.say_how_claims_work(others),
+            Err(e) => warn!(error = %e, "cannot look at other instances' claim folders"),
         }
         Ok((mailbox, state))
+    }
+
+    /// This instance's claim folder as the server names it.
+    pub fn claim_folder(&self) -> &str {
+        &self.claim_folder
+    }
+
+    /// One line on how this server lets us claim mail: INFO when it is safe, one WARN when
+    /// another instance's claim folder exists and the server lacks CONDSTORE or keywords.
+    fn say_how_claims_work(&self, other_instances: usize) {
+        let imap = &self.imap;
+        let server = imap.identity().unwrap_or("unknown");
+        let caps = imap.describe();
+        let moves = if imap.capabilities().move_command {
+            "MOVE"
+        } else {
+            "COPY + EXPUNGE"
+        };
+        let features = imap.features();
+        let mut lacking = Vec::new();
+        if !features.condstore {
+            lacking.push("CONDSTORE");
+        }
+        if !features.keywords {
+            lacking.push("custom keywords (PERMANENTFLAGS without \\*)");
+        }
+        let lacking = lacking.join(" and ");
+        let how = match imap.claim_mode() {
+            ClaimMode::Conditional => "a conditional keyword",
+            ClaimMode::Plain => "a plain keyword",
+            ClaimMode::MoveOnly => "the move alone",
+        };
+        match (imap.claim_mode(), other_instances) {
+            (ClaimMode::Conditional, _) => tracing::info!(
+                server,
+                capabilities = %caps,
+                "claims use a conditional keyword (CONDSTORE) and {moves}: safe for several instances"
+            ),
+            (_, 0) => tracing::info!(
+                server,
+                capabilities = %caps,
+                "the IMAP server lacks {lacking}; claims use {how} and {moves}, which is safe for this single instance only (no other claim folder exists)"
+            ),
+            (_, n) => warn!(
+                server,
+                capabilities = %caps,
+                other_instances = n,
+                "the IMAP server lacks {lacking}, but {n} other instance claim folder(s) exist: two instances may both handle one message; run a single instance on this server, or delete the other claim folders once their instances are gone for good"
+            ),
+        }
     }
 
     /// What to keep for the next session after this one ends.
@@ -100,13 +172,22 @@ impl Mailbox {
         (self.memory, self.imap)
     }
 
-    /// Warns about claim folders of other instances that still hold mail: if such an
-    /// instance is gone for good, a person must move its mail back to the inbox.
-    async fn warn_about_orphaned_claims(&mut self) -> Result<(), ImapError> {
-        let prefix = format!("{}.", self.settings.config.imap.processing_folder);
-        let ours = self.settings.claim_folder.clone();
+    /// Counts the claim folders of other instances and warns about those that still hold
+    /// mail: if such an instance is gone for good, a person must move its mail back to
+    /// the inbox.
+    async fn other_claim_folders(&mut self) -> Result<usize, ImapError> {
+        let prefix = self
+            .imap
+            .namespace()
+            .child(&self.settings.config.imap.processing_folder, "");
+        let ours = self.claim_folder.clone();
+        let mut others = 0;
         for (folder, count) in self.imap.folders_with_prefix(&prefix).await? {
-            if folder != ours && count > 0 {
+            if folder == ours {
+                continue;
+            }
+            others += 1;
+            if count > 0 {
                 warn!(
                     folder = %folder,
                     messages = count,
@@ -114,26 +195,80 @@ impl Mailbox {
                 );
             }
         }
-        Ok(())
+        Ok(others)
+    }
+
+    /// Reports a command on one message the server refused while the session lives on: a
+    /// WARN with the server's answer, the refusal counter, `/healthz` degraded.
+    async fn refused(&mut self, uid: u32, what: &str, e: &ImapError) {
+        self.refusals += 1;
+        self.metrics.imap_refusals.inc();
+        let reason = format!("the server refused to {what} UID {uid}: {}", e.message);
+        self.metrics
+            .pause(REFUSAL_SCOPE, &reason, self.refused_retry());
+        warn!(uid, error = %e, "the IMAP server refused to {what} a message; it stays where it is and is tried again (check the server's log and capabilities)");
+        self.note_refusal(format!("{} {reason}", Utc::now().to_rfc3339()))
+            .await;
+        self.refusal_noted = true;
+    }
+
+    /// Keeps the latest refusal (or none: empty) in the journal for `status`; a journal
+    /// that cannot take it only costs that line.
+    async fn note_refusal(&self, value: String) {
+        let noted = self
+            .journal
+            .call(move |db| db.set_meta(REFUSAL_META_KEY, &value))
+            .await;
+        if let Err(e) = noted {
+            warn!(error = %e, "cannot note the IMAP refusal in the journal for `status`");
+        }
+    }
+
+    /// How long a refused message waits before it is tried again: the first retry delay.
+    fn refused_retry(&self) -> Duration {
+        Duration::from_secs(self.settings.config.retry.initial_delay_secs)
+    }
+
+    /// Ends a pass: `/healthz` is healthy again once a pass saw no refusal; after one,
+    /// when the next pass should try the refused messages again.
+    pub async fn end_pass(&mut self) -> Option<DateTime<Utc>> {
+        if std::mem::take(&mut self.refusals) == 0 {
+            // Cleared in the journal before /healthz says healthy again.
+            if std::mem::take(&mut self.refusal_noted) {
+                self.note_refusal(String::new()).await;
+            }
+            self.metrics.resume(REFUSAL_SCOPE);
+            return None;
+        }
+        let delay = chrono::Duration::from_std(self.refused_retry()).ok()?;
+        Some(Utc::now() + delay)
     }
 
     /// Claims the watched mailbox's new mail into this instance's folder, one message at
     /// a time, while `go_on` says so. A message another instance claimed first is simply
     /// theirs; a crash after the move leaves the message in our folder, where the next
-    /// start finds it. Returns how many messages other instances hold in the inbox.
+    /// start finds it. A claim the server refuses (`NO`/`BAD`) is reported (see
+    /// [`Mailbox::refused`]), never read as another instance's. Returns how many messages
+    /// stay in the inbox: other instances' and refused ones.
     pub async fn claim_new(&mut self, go_on: impl Fn() -> bool) -> Result<u32, ImapError> {
         let new = self.imap.list_uids().await?;
         let keyword = format!("{CLAIM_KEYWORD_PREFIX}{}", self.settings.instance);
-        let claim = self.settings.claim_folder.clone();
+        let claim = self.claim_folder.clone();
         let mut others = 0u32;
         for &uid in &new {
             if !go_on() {
                 break;
             }
-            if self.imap.claim(uid, CLAIM_KEYWORD_PREFIX, &keyword).await? {
-                self.imap.move_to(uid, &claim).await?;
-            } else {
-                others += 1;
+            // A failed move still ends the session as before: the reconnect recreates a
+            // claim folder someone deleted.
+            match self.imap.claim(uid, CLAIM_KEYWORD_PREFIX, &keyword).await {
+                Ok(true) => self.imap.move_to(uid, &claim).await?,
+                Ok(false) => others += 1,
+                Err(e) if self.imap.is_connected() => {
+                    self.refused(uid, "claim", &e).await;
+                    others += 1;
+                }
+                Err(e) => return Err(e),
             }
         }
         if !new.is_empty() {
@@ -146,7 +281,7 @@ impl Mailbox {
     /// what we remembered about its UIDs (reports are keyed by their identity, so nothing
     /// is duplicated by a rescan).
     pub async fn pending(&mut self) -> Result<Vec<u32>, ImapError> {
-        let claim = self.settings.claim_folder.clone();
+        let claim = self.claim_folder.clone();
         let state = self.imap.select_folder(&claim).await?;
         if self.memory.uidvalidity != Some(state.uidvalidity) {
             if self.memory.uidvalidity.is_some() {
@@ -173,7 +308,21 @@ impl Mailbox {
             return Ok(Fetched::Deferred(until));
         }
         let max = self.settings.limits.max_message_bytes;
-        Ok(match self.imap.fetch(uid, max).await? {
+        let outcome = match self.imap.fetch(uid, max).await {
+            Ok(outcome) => outcome,
+            Err(e) if self.imap.is_connected() => {
+                // A NO to the fetch is not "gone": the message stays and is tried again.
+                self.refused(uid, "fetch", &e).await;
+                let until = now
+                    + chrono::Duration::from_std(self.refused_retry())
+                        .unwrap_or(chrono::Duration::seconds(60));
+                let key = self.key(uid);
+                self.memory.deferred.insert(key, until);
+                return Ok(Fetched::Deferred(until));
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(match outcome {
             FetchOutcome::Gone => Fetched::Gone,
             FetchOutcome::TooLarge { size } => Fetched::Message(Incoming::TooLarge {
                 size,
@@ -263,7 +412,33 @@ impl Mailbox {
         let config = &self.settings.config.imap;
         let poll = Duration::from_secs(config.poll_interval_secs);
         let idle = config.idle;
-        self.imap.wait(idle, poll, max_wait, interrupt).await
+        let recheck = Duration::from_secs(config.idle_recheck_secs);
+        if !idle || !self.imap.capabilities().idle || recheck.is_zero() {
+            return self.imap.wait(idle, poll, max_wait, interrupt).await;
+        }
+        // Every IDLE lasts at most `recheck`; then one NOOP asks for news, for servers
+        // that push new mail late (or never) during IDLE.
+        let deadline = tokio::time::Instant::now() + max_wait;
+        tokio::pin!(interrupt);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(Wake::Timeout);
+            }
+            let bound = left.min(recheck);
+            match self
+                .imap
+                .wait(true, poll, bound, interrupt.as_mut())
+                .await?
+            {
+                Wake::Timeout if bound < left => {
+                    if self.imap.poll_news().await? {
+                        return Ok(Wake::Changed);
+                    }
+                }
+                wake => return Ok(wake),
+            }
+        }
     }
 
     /// Logs out politely.

@@ -199,15 +199,11 @@ async fn check(config: Config) -> Result<ExitCode> {
     report("state directory", check_state_dir(&config.state_dir).await);
     let resolved = Resolved::new(config.clone());
     let imap = async {
-        let settings = &resolved.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?.imap;
-        let (session, state) =
-            source::ImapSource::connect(settings, &config.imap.mailbox, &[]).await?;
+        let resolved = resolved.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut session = source::ImapSource::open(&resolved.imap).await?;
+        let outcome = check_imap(&mut session, resolved).await;
         let _ = session.logout().await;
-        println!(
-            "        mailbox {} holds {} message(s)",
-            config.imap.mailbox, state.exists
-        );
-        Ok(())
+        outcome
     };
     report(
         &format!("IMAP {}:{}", config.imap.host, config.imap.port()),
@@ -278,6 +274,71 @@ async fn check(config: Config) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Shows what `run` would use on this server, creating nothing: its name, the
+/// capabilities, the namespace, and every folder as the server names it.
+async fn check_imap(session: &mut source::ImapSource, resolved: &Resolved) -> Result<()> {
+    let imap = &resolved.config.imap;
+    println!(
+        "        server: {}",
+        session.identity().unwrap_or("(no ID, no greeting text)")
+    );
+    let namespace = session.namespace().clone();
+    println!(
+        "        namespace: prefix `{}`, delimiter {}",
+        namespace.prefix,
+        namespace
+            .delimiter
+            .map_or("none (flat)".to_owned(), |d| format!("`{d}`"))
+    );
+    let existing = session.folder_names().await?;
+    let state = session.prepare(&imap.mailbox, &[]).await?;
+    println!(
+        "        mailbox {} holds {} message(s)",
+        session.resolve(&imap.mailbox),
+        state.exists
+    );
+    println!("        uses: {}", session.describe());
+    let claim = match session.claim_mode() {
+        source::ClaimMode::Conditional => {
+            "conditional keyword (CONDSTORE): several instances are safe"
+        }
+        source::ClaimMode::Plain => "plain keyword (no CONDSTORE): run one instance only",
+        source::ClaimMode::MoveOnly => "move only (no custom keywords): run one instance only",
+    };
+    println!("        claims: {claim}");
+    let claim_folder = namespace.child(&imap.processing_folder, &resolved.instance);
+    let mut folders = vec![
+        ("mailbox", imap.mailbox.clone()),
+        ("processed_folder", imap.processed_folder.clone()),
+        ("ignored_folder", imap.ignored_folder.clone()),
+        ("quarantine_folder", imap.quarantine_folder.clone()),
+        ("held_folder", imap.held_folder.clone()),
+        ("claim folder", claim_folder),
+    ];
+    if let Some(sent) = &imap.sent_folder {
+        folders.push(("sent_folder", sent.clone()));
+    }
+    for (key, name) in folders {
+        let server_name = namespace.resolve(&name);
+        let exists = existing.contains(&server_name) || server_name.eq_ignore_ascii_case("INBOX");
+        println!(
+            "        {key}: `{server_name}` {}",
+            if exists {
+                "exists"
+            } else {
+                "missing; `run` creates it"
+            }
+        );
+        if !exists && namespace.delimiter.is_none() && server_name.contains('.') {
+            anyhow::bail!(
+                "folder `{server_name}` ({key}) needs a hierarchy, but the server has none; \
+                 use a name without `.`"
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn check_state_dir(dir: &Path) -> Result<()> {
@@ -381,6 +442,13 @@ async fn status(
             println!("{}", serde_json::to_string(&status_json(e))?);
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    let refusal = journal
+        .call(|db| db.meta(advisory_bridge::mailbox::REFUSAL_META_KEY))
+        .await?
+        .unwrap_or_default();
+    if !refusal.is_empty() {
+        println!("IMAP refusing: {refusal}");
     }
     println!(
         "{:<17} {:<12} {:<28} {:<20} {:<10} {:<16} {:<24} last error / outcome",

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub held: Counter,
     /// Notices sent to reporters about changes on GitHub.
     pub notices_sent: Counter,
+    /// Commands on one message (claim, fetch) the IMAP server refused with `NO`/`BAD`.
+    pub imap_refusals: Counter,
     /// 1 while a mailbox session is up.
     mailbox_connected_gauge: Gauge,
     /// How many parts of the daemon wait for ops to fix their configuration.
@@ -110,6 +112,10 @@ impl Metrics {
             "notices_sent",
             "Notices sent to reporters about changes on GitHub.",
         );
+        let imap_refusals = counter(
+            "imap_refusals",
+            "Claims and fetches of one message the IMAP server refused (NO or BAD).",
+        );
         let mailbox_connected_gauge = Gauge::default();
         registry.register(
             "mailbox_connected",
@@ -136,6 +142,7 @@ impl Metrics {
             followups_added,
             held,
             notices_sent,
+            imap_refusals,
             mailbox_connected_gauge,
             paused_gauge,
             mailbox_connected: AtomicBool::new(false),

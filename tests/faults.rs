@@ -197,8 +197,8 @@ async fn smtp_550_quarantines_and_keeps_the_advisory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_imap_connection_cut_mid_idle_reconnects_and_new_mail_still_arrives() {
     let mut stack = Stack::start().await;
-    let proxy = Proxy::start(stack.dovecot.imaps_port()).await;
-    let imaps = stack.dovecot.imaps_port();
+    let proxy = Proxy::start(stack.imap.imaps_port()).await;
+    let imaps = stack.imap.imaps_port();
     stack.write_config(|t| {
         t.replace(
             &format!("port = {imaps}\n"),
@@ -229,7 +229,7 @@ async fn dovecot_restarted_in_place_is_reconnected_to() {
         daemon_log_has(&daemon, "watching the mailbox")
     })
     .await;
-    stack.dovecot.restart();
+    stack.imap.restart();
     stack
         .deliver(&report(
             "dovecot-restart",
@@ -250,8 +250,8 @@ fn daemon_log_has(daemon: &support::Process, text: &str) -> bool {
 async fn connections_cut_at_random_moments_during_a_backlog_lose_and_duplicate_nothing() {
     use rand::{Rng, SeedableRng};
     let mut stack = Stack::start().await;
-    let proxy = Proxy::start(stack.dovecot.imaps_port()).await;
-    let imaps = stack.dovecot.imaps_port();
+    let proxy = Proxy::start(stack.imap.imaps_port()).await;
+    let imaps = stack.imap.imaps_port();
     stack.write_config(|t| {
         t.replace(
             &format!("port = {imaps}\n"),

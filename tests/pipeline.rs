@@ -414,7 +414,7 @@ async fn check_reaches_every_server_and_names_what_is_wrong() {
 
     let wrong = stack.dir.join("wrong-password");
     std::fs::write(&wrong, "not-the-password-42").unwrap();
-    let security = stack.dovecot.security();
+    let security = stack.imap.security();
     stack.write_config(|t| {
         t.replace(
             &security.password_file.display().to_string(),

@@ -14,6 +14,7 @@ mod hostile;
 mod hostile_mail;
 mod imap_source;
 mod infra;
+mod interop;
 mod journal_upgrade;
 mod pipeline;
 mod properties;

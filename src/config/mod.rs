@@ -132,7 +132,8 @@ pub struct ImapConfig {
     #[serde(default = "default_held")]
     pub held_folder: String,
     /// Parent of the per-instance claim folders; default `Processing`. Each instance
-    /// first moves new mail into `<processing_folder>.<instance_name>` and works only
+    /// first moves new mail into its child `<instance_name>` (joined with the server's
+    /// delimiter, e.g. `Processing.mail1` or `Processing/mail1`) and works only
     /// there, so two instances on one mailbox never handle the same message.
     #[serde(default = "default_processing")]
     pub processing_folder: String,
@@ -145,6 +146,12 @@ pub struct ImapConfig {
     /// Seconds between polls when IDLE is off or not offered; default 60.
     #[serde(default = "default_poll_interval")]
     pub poll_interval_secs: u64,
+    /// Longest an IDLE lasts before the daemon asks the server for news itself (`NOOP`);
+    /// default 15. Servers that announce new mail late during IDLE (Courier without FAM,
+    /// Cyrus without idled: every 60 s) are thereby still handled within this bound. 0
+    /// trusts IDLE alone.
+    #[serde(default = "default_idle_recheck")]
+    pub idle_recheck_secs: u64,
     /// Seconds before an IMAP command without an answer counts as failed; default 60.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -562,6 +569,10 @@ fn default_processing() -> String {
 fn default_true() -> bool {
     true
 }
+fn default_idle_recheck() -> u64 {
+    15
+}
+
 fn default_poll_interval() -> u64 {
     60
 }
@@ -654,7 +665,9 @@ impl ImapConfig {
         self.instance_name.clone().unwrap_or_else(host_name)
     }
 
-    /// The folder this instance claims new mail into before working on it.
+    /// The folder this instance claims new mail into before working on it, as written
+    /// with `.`; the daemon asks the server for its delimiter and namespace and uses
+    /// `source::Namespace::child` instead.
     pub fn claim_folder(&self) -> String {
         format!("{}.{}", self.processing_folder, self.instance())
     }
@@ -1287,6 +1300,7 @@ name = "pallets/flask"
         let c = parse(text).unwrap();
         let d = parse(MINIMAL).unwrap();
         assert_eq!(c.imap.poll_interval_secs, d.imap.poll_interval_secs);
+        assert_eq!(c.imap.idle_recheck_secs, d.imap.idle_recheck_secs);
         assert_eq!(c.imap.timeout_secs, d.imap.timeout_secs);
         assert_eq!(c.smtp.timeout_secs, d.smtp.timeout_secs);
         assert_eq!(c.github.timeout_secs, d.github.timeout_secs);

@@ -3,18 +3,21 @@
 
 mod errors;
 mod transport;
+mod wire;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
 use async_imap::imap_proto::{Response, Status};
 use async_imap::types::UnsolicitedResponse;
-use futures::TryStreamExt;
 
 use crate::config::{Secret, TlsMode};
 use crate::failure::{Classify, FailureKind};
 use errors::{already_exists, breaks_session, from_imap, permanent, server_text, transient};
 use transport::{BoxedTransport, Endpoint};
+pub use wire::Namespace;
 
 /// A failed IMAP operation. Connection trouble is transient; a refused login or a
 /// missing mailbox is permanent for the session but the daemon keeps retrying.
@@ -93,8 +96,8 @@ pub const IDLE_MAX: Duration = Duration::from_secs(28 * 60);
 
 type ImapSession = async_imap::Session<BoxedTransport>;
 
-/// The optional IMAP extensions this client makes use of, as the server announced them
-/// after login.
+/// The optional IMAP extensions this client makes use of to wait and to move, as the
+/// server announced them after login (see [`ServerFeatures`] for the rest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ServerCapabilities {
     /// `IDLE` (RFC 2177): the server pushes news, so no polling is needed.
@@ -103,6 +106,59 @@ pub struct ServerCapabilities {
     pub move_command: bool,
     /// `UIDPLUS` (RFC 4315): `UID EXPUNGE` removes exactly our message after a copy.
     pub uidplus: bool,
+}
+
+/// What else the server offers that decides how we claim and name folders: announced
+/// after login, and, for `keywords`, the selected mailbox's `PERMANENTFLAGS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerFeatures {
+    /// `CONDSTORE` (RFC 7162): the claim keyword is stored only if nobody changed the
+    /// message since we looked (`UNCHANGEDSINCE`).
+    pub condstore: bool,
+    /// `NAMESPACE` (RFC 2342): the personal prefix and delimiter come from the server.
+    pub namespace: bool,
+    /// `SPECIAL-USE` (RFC 6154): announced (not used to pick folders; see the README).
+    pub special_use: bool,
+    /// `ID` (RFC 2971): the server says its name and version.
+    pub id: bool,
+    /// The selected mailbox's `PERMANENTFLAGS` contain `\*`: claim keywords can be kept.
+    pub keywords: bool,
+}
+
+/// The names of the capabilities in use, for logs and `check`, e.g.
+/// `IDLE MOVE UIDPLUS CONDSTORE keywords`.
+pub fn describe(capabilities: ServerCapabilities, features: ServerFeatures) -> String {
+    {
+        let all = [
+            (capabilities.idle, "IDLE"),
+            (capabilities.move_command, "MOVE"),
+            (capabilities.uidplus, "UIDPLUS"),
+            (features.condstore, "CONDSTORE"),
+            (features.namespace, "NAMESPACE"),
+            (features.special_use, "SPECIAL-USE"),
+            (features.id, "ID"),
+            (features.keywords, "keywords"),
+        ];
+        let used: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+        if used.is_empty() {
+            "none".into()
+        } else {
+            used.join(" ")
+        }
+    }
+}
+
+/// How a claim is made on this server, from what it offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimMode {
+    /// A claim keyword stored with `UNCHANGEDSINCE`: safe for several instances.
+    Conditional,
+    /// A claim keyword stored plainly: two instances can both claim one message in a
+    /// narrow window (the advisory marker and stable reply ids cover it).
+    Plain,
+    /// No keyword at all (the server keeps no custom keywords): only the move claims, so
+    /// only one instance may watch the mailbox.
+    MoveOnly,
 }
 
 /// Runs one command on the source's session under its timeout: `run!(source, "search",
@@ -152,6 +208,13 @@ pub struct ImapSource {
     /// The limit for one command.
     timeout: Duration,
     capabilities: ServerCapabilities,
+    features: ServerFeatures,
+    /// The personal namespace every configured folder name is resolved against.
+    namespace: Namespace,
+    /// Set when a command we read by hand (see `wire`) saw `EXISTS` or `RECENT`.
+    news: Arc<AtomicBool>,
+    /// What the server said about itself: `ID` name and version, or the greeting.
+    identity: Option<String>,
 }
 
 impl std::fmt::Debug for ImapSource {
@@ -161,6 +224,7 @@ impl std::fmt::Debug for ImapSource {
             .field("mailbox", &self.mailbox)
             .field("connected", &self.session.is_some())
             .field("capabilities", &self.capabilities)
+            .field("namespace", &self.namespace)
             .finish()
     }
 }
@@ -176,6 +240,14 @@ impl ImapSource {
         mailbox: &str,
         folders: &[&str],
     ) -> Result<(ImapSource, MailboxState), ImapError> {
+        let mut source = ImapSource::open(settings).await?;
+        let state = source.prepare(mailbox, folders).await?;
+        Ok((source, state))
+    }
+
+    /// Connects, (STARTTLS,) logs in and learns what the server offers (capabilities,
+    /// namespace, delimiter, identity), selecting nothing and creating nothing.
+    pub async fn open(settings: &ImapSettings) -> Result<ImapSource, ImapError> {
         let server = format!("{}:{}", settings.host, settings.port);
         let endpoint = Endpoint {
             host: &settings.host,
@@ -186,16 +258,22 @@ impl ImapSource {
         };
         let (stream, greeted) = transport::open(&endpoint).await?;
         let mut client = async_imap::Client::new(stream);
-        if !greeted {
-            read_greeting(&mut client, &server, settings.timeout).await?;
-        }
+        let greeting = if greeted {
+            None
+        } else {
+            read_greeting(&mut client, &server, settings.timeout).await?
+        };
         let session = login(client, settings, &server).await?;
         let mut source = ImapSource {
             session: Some(session),
             server,
-            mailbox: mailbox.to_owned(),
+            mailbox: "INBOX".to_owned(),
             timeout: settings.timeout,
             capabilities: ServerCapabilities::default(),
+            features: ServerFeatures::default(),
+            namespace: Namespace::default(),
+            news: Arc::new(AtomicBool::new(false)),
+            identity: greeting,
         };
         let announced = run!(&mut source, "capability", |s| s.capabilities().await).await?;
         source.capabilities = ServerCapabilities {
@@ -203,23 +281,140 @@ impl ImapSource {
             move_command: announced.has_str("MOVE"),
             uidplus: announced.has_str("UIDPLUS"),
         };
-        source.create_missing(folders).await?;
-        let state = source.select().await?;
+        source.features = ServerFeatures {
+            condstore: announced.has_str("CONDSTORE"),
+            namespace: announced.has_str("NAMESPACE"),
+            special_use: announced.has_str("SPECIAL-USE"),
+            id: announced.has_str("ID"),
+            keywords: false,
+        };
+        source.discover_namespace().await?;
+        if source.features.id {
+            source.identify().await;
+        }
+        Ok(source)
+    }
+
+    /// Creates the missing `folders`, selects `mailbox` (names resolved against the
+    /// namespace) and says what the session will use.
+    pub async fn prepare(
+        &mut self,
+        mailbox: &str,
+        folders: &[&str],
+    ) -> Result<MailboxState, ImapError> {
+        self.mailbox = self.namespace.resolve(mailbox);
+        self.create_missing(folders).await?;
+        let state = self.select().await?;
         tracing::debug!(
-            server = %source.server,
-            tls = ?settings.tls,
-            mailbox,
+            server = %self.server,
+            mailbox = %self.mailbox,
             uidvalidity = state.uidvalidity,
             exists = state.exists,
-            capabilities = ?source.capabilities,
+            capabilities = %describe(self.capabilities, self.features),
+            prefix = %self.namespace.prefix,
+            delimiter = ?self.namespace.delimiter,
             "IMAP session ready"
         );
-        Ok((source, state))
+        Ok(state)
+    }
+
+    /// The personal namespace: from `NAMESPACE` when offered, the delimiter from
+    /// `LIST "" ""` when that gave none.
+    async fn discover_namespace(&mut self) -> Result<(), ImapError> {
+        if self.features.namespace {
+            let limit = self.timeout;
+            let session = self
+                .session
+                .as_mut()
+                .ok_or_else(|| transient("namespace", "not connected"))?;
+            match tokio::time::timeout(limit, wire::namespace(session)).await {
+                Ok(Ok(Some(namespace))) => self.namespace = namespace,
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    self.session = None;
+                    return Err(transient("namespace", format!("connection failed: {e}")));
+                }
+                Err(_) => {
+                    self.session = None;
+                    return Err(self.timed_out("namespace"));
+                }
+            }
+        }
+        if self.namespace.delimiter.is_none() {
+            let news = self.news.clone();
+            let root = run!(self, "list delimiter", |s| wire::list(s, "", &news).await).await?;
+            self.namespace.delimiter = root
+                .iter()
+                .find_map(|l| l.delimiter.as_deref().and_then(|d| d.chars().next()));
+        }
+        Ok(())
+    }
+
+    /// Asks the server's name and version (`ID`); a refusal only leaves it unknown.
+    async fn identify(&mut self) {
+        let version = env!("CARGO_PKG_VERSION");
+        let answer = run!(self, "id", |s| s
+            .id([
+                ("name", Some("advisory-bridge")),
+                ("version", Some(version))
+            ])
+            .await)
+        .await;
+        if let Ok(Some(fields)) = answer {
+            let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+            let name = format!("{} {}", get("name"), get("version"))
+                .trim()
+                .to_owned();
+            if !name.is_empty() {
+                self.identity = Some(name);
+            }
+        }
+    }
+
+    /// What the server said about itself: its `ID` name and version, else its greeting.
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
+    }
+
+    /// The personal namespace prefix and delimiter configured names are resolved against.
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    /// The server's name for a configured folder (see [`Namespace::resolve`]).
+    pub fn resolve(&self, folder: &str) -> String {
+        self.namespace.resolve(folder)
+    }
+
+    /// How claims are made on this server (after a mailbox was selected).
+    pub fn claim_mode(&self) -> ClaimMode {
+        match (self.features.keywords, self.features.condstore) {
+            (false, _) => ClaimMode::MoveOnly,
+            (true, true) => ClaimMode::Conditional,
+            (true, false) => ClaimMode::Plain,
+        }
+    }
+
+    /// Every folder the user has, as the server names them.
+    pub async fn folder_names(&mut self) -> Result<Vec<String>, ImapError> {
+        let news = self.news.clone();
+        let listed = run!(self, "list folders", |s| wire::list(s, "*", &news).await).await?;
+        Ok(listed.into_iter().map(|l| l.name).collect())
     }
 
     /// The extensions the server offers that this client uses.
     pub fn capabilities(&self) -> ServerCapabilities {
         self.capabilities
+    }
+
+    /// What else the server offers (CONDSTORE, NAMESPACE, keywords, ...).
+    pub fn features(&self) -> ServerFeatures {
+        self.features
+    }
+
+    /// Every extension in use, as one line for logs and `check`.
+    pub fn describe(&self) -> String {
+        describe(self.capabilities, self.features)
     }
 
     /// Stops using extensions the server announces but that ops want off (a server whose
@@ -238,15 +433,10 @@ impl ImapSource {
     }
 
     async fn create_missing(&mut self, folders: &[&str]) -> Result<(), ImapError> {
-        let existing: Vec<String> = run!(self, "list folders", |s| {
-            s.list(Some(""), Some("*"))
-                .await?
-                .map_ok(|name| name.name().to_owned())
-                .try_collect()
-                .await
-        })
-        .await?;
-        for &folder in folders {
+        let existing = self.folder_names().await?;
+        for folder in folders {
+            let folder = self.namespace.resolve(folder);
+            let folder = folder.as_str();
             if folder.eq_ignore_ascii_case("INBOX") || existing.iter().any(|e| e == folder) {
                 continue;
             }
@@ -281,6 +471,12 @@ impl ImapSource {
                 e
             })?;
         self.discard_pending_changes();
+        // A server that sends no PERMANENTFLAGS allows what FLAGS lists (RFC 3501), which
+        // never includes `\*`: no keywords then.
+        self.features.keywords = selected
+            .permanent_flags
+            .iter()
+            .any(|f| matches!(f, async_imap::types::Flag::MayCreate));
         let uidvalidity = selected.uid_validity.ok_or_else(|| {
             permanent(
                 "select",
@@ -302,7 +498,7 @@ impl ImapSource {
     /// [`ImapSource::list_uids`], [`ImapSource::fetch`], [`ImapSource::move_to`] and
     /// [`ImapSource::wait`] work on.
     pub async fn select_folder(&mut self, folder: &str) -> Result<MailboxState, ImapError> {
-        self.mailbox = folder.to_owned();
+        self.mailbox = self.namespace.resolve(folder);
         self.select().await
     }
 
@@ -312,16 +508,10 @@ impl ImapSource {
         &mut self,
         prefix: &str,
     ) -> Result<Vec<(String, u32)>, ImapError> {
-        let names: Vec<String> = run!(self, "list folders", |s| {
-            s.list(Some(""), Some("*"))
-                .await?
-                .map_ok(|name| name.name().to_owned())
-                .try_collect()
-                .await
-        })
-        .await?;
+        let prefix = self.namespace.resolve(prefix);
+        let names = self.folder_names().await?;
         let mut found = Vec::new();
-        for name in names.into_iter().filter(|n| n.starts_with(prefix)) {
+        for name in names.into_iter().filter(|n| n.starts_with(&prefix)) {
             let status = run!(self, "status", |s| s.status(&name, "(MESSAGES)").await).await?;
             found.push((name, status.exists));
         }
@@ -330,6 +520,7 @@ impl ImapSource {
 
     /// Appends a message to `folder` marked `\Seen` (our copy of a reply we sent).
     pub async fn append(&mut self, folder: &str, raw: &[u8]) -> Result<(), ImapError> {
+        let folder = &self.namespace.resolve(folder);
         run!(self, "append", |s| s
             .append(folder, Some("(\\Seen)"), None, raw)
             .await)
@@ -362,16 +553,17 @@ impl ImapSource {
     /// such message exists (any more), [`FetchOutcome::TooLarge`] if it is larger than
     /// `max_bytes` (checked with `RFC822.SIZE` before the body is read).
     pub async fn fetch(&mut self, uid: u32, max_bytes: usize) -> Result<FetchOutcome, ImapError> {
-        let uid_set = uid.to_string();
-        let sizes: Vec<Option<u32>> = run!(self, "fetch size", |s| {
-            s.uid_fetch(&uid_set, "(UID RFC822.SIZE)")
-                .await?
-                .try_filter(|f| futures::future::ready(f.uid == Some(uid)))
-                .map_ok(|f| f.size)
-                .try_collect()
-                .await
-        })
-        .await?;
+        let news = self.news.clone();
+        let command = format!("UID FETCH {uid} (UID RFC822.SIZE)");
+        let sizes: Vec<Option<u32>> =
+            run!(self, "fetch size", |s| wire::fetches(s, &command, &news)
+                .await)
+            .await
+            .map_err(|e| self.about_uid(uid, e))?
+            .into_iter()
+            .filter(|f| f.uid == Some(uid))
+            .map(|f| f.size)
+            .collect();
         if sizes.is_empty() {
             return Ok(FetchOutcome::Gone);
         }
@@ -386,21 +578,22 @@ impl ImapSource {
         if size > max_bytes {
             return Ok(FetchOutcome::TooLarge { size });
         }
-        let fetched: Vec<Option<Fetched>> = run!(self, "fetch", |s| {
-            s.uid_fetch(&uid_set, "(UID BODY.PEEK[] INTERNALDATE)")
-                .await?
-                .try_filter(|f| futures::future::ready(f.uid == Some(uid)))
-                .map_ok(|f| {
-                    f.body().map(|raw| Fetched {
+        let command = format!("UID FETCH {uid} (UID BODY.PEEK[] INTERNALDATE)");
+        let fetched: Vec<Option<Fetched>> =
+            run!(self, "fetch", |s| wire::fetches(s, &command, &news).await)
+                .await
+                .map_err(|e| self.about_uid(uid, e))?
+                .into_iter()
+                .filter(|f| f.uid == Some(uid))
+                .map(|f| {
+                    let internal_date = f.internal_date.map(|d| d.with_timezone(&chrono::Utc));
+                    f.body.map(|raw| Fetched {
                         uid,
-                        raw: raw.to_vec(),
-                        internal_date: f.internal_date().map(|d| d.with_timezone(&chrono::Utc)),
+                        raw,
+                        internal_date,
                     })
                 })
-                .try_collect()
-                .await
-        })
-        .await?;
+                .collect();
         // Expunged between the two commands: Dovecot answers with no FETCH at all, others
         // may send one without the body.
         Ok(match fetched.into_iter().flatten().next() {
@@ -415,6 +608,7 @@ impl ImapSource {
     /// folders; moving it again is harmless. Without `UIDPLUS` either, the last resort is a
     /// plain `EXPUNGE`, which also removes messages other clients marked `\Deleted`.
     pub async fn move_to(&mut self, uid: u32, folder: &str) -> Result<(), ImapError> {
+        let folder = &self.namespace.resolve(folder);
         let uid_set = uid.to_string();
         let in_folder = |mut e: ImapError| {
             e.message = format!("UID {uid} to folder `{folder}`: {}", e.message);
@@ -429,23 +623,15 @@ impl ImapSource {
             .await
             .map_err(in_folder)?;
         self.store_flag(&uid_set, "\\Deleted").await?;
-        if self.capabilities.uidplus {
-            run!(self, "expunge", |s| {
-                s.uid_expunge(&uid_set)
-                    .await?
-                    .try_for_each(|_| futures::future::ready(Ok(())))
-                    .await
-            })
-            .await
+        let news = self.news.clone();
+        let command = if self.capabilities.uidplus {
+            format!("UID EXPUNGE {uid_set}")
         } else {
-            run!(self, "expunge", |s| {
-                s.expunge()
-                    .await?
-                    .try_for_each(|_| futures::future::ready(Ok(())))
-                    .await
-            })
+            "EXPUNGE".to_owned()
+        };
+        run!(self, "expunge", |s| wire::simple(s, &command, &news).await)
             .await
-        }
+            .map_err(in_folder)
     }
 
     /// Adds a flag (`\Seen`, `\Flagged` or a keyword such as `$Processed`) to a message
@@ -478,29 +664,25 @@ impl ImapSource {
         uid: u32,
         prefix: &str,
     ) -> Result<Option<(Vec<String>, Option<u64>)>, ImapError> {
-        let uid_set = uid.to_string();
-        let prefix = prefix.to_owned();
-        let found: Vec<(Vec<String>, Option<u64>)> = run!(self, "fetch flags", |s| {
-            s.uid_fetch(&uid_set, "(UID FLAGS MODSEQ)")
-                .await?
-                .try_filter(|f| futures::future::ready(f.uid == Some(uid)))
-                .map_ok(|f| {
-                    let claims = f
-                        .flags()
-                        .filter_map(|flag| match flag {
-                            async_imap::types::Flag::Custom(k) if k.starts_with(&prefix) => {
-                                Some(k.to_string())
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    (claims, f.modseq)
-                })
-                .try_collect()
-                .await
-        })
-        .await?;
-        Ok(found.into_iter().next())
+        // MODSEQ only where CONDSTORE is announced: Courier answers NO to it otherwise.
+        let command = if self.features.condstore {
+            format!("UID FETCH {uid} (UID FLAGS MODSEQ)")
+        } else {
+            format!("UID FETCH {uid} (UID FLAGS)")
+        };
+        let news = self.news.clone();
+        let found = run!(self, "fetch flags", |s| wire::fetches(s, &command, &news)
+            .await)
+        .await
+        .map_err(|e| self.about_uid(uid, e))?;
+        Ok(found.into_iter().find(|f| f.uid == Some(uid)).map(|f| {
+            let claims = f
+                .flags
+                .into_iter()
+                .filter(|k| k.starts_with(prefix))
+                .collect();
+            (claims, f.modseq)
+        }))
     }
 
     /// Claims a message for this instance, atomically across clients: a conditional
@@ -513,12 +695,19 @@ impl ImapSource {
     /// store is not atomic across sessions on every server), the smallest keyword wins;
     /// an instance that looked before the other's claim was visible can still go ahead
     /// too, a narrow window the advisory marker and the reply's stable Message-ID cover.
+    /// Servers that keep no custom keywords ([`ClaimMode::MoveOnly`]) get no store at all:
+    /// true at once, and the caller's move is the claim. A `NO`/`BAD` to the flag fetch or
+    /// the store is an error, never "theirs".
     pub async fn claim(
         &mut self,
         uid: u32,
         prefix: &str,
         keyword: &str,
     ) -> Result<bool, ImapError> {
+        if self.claim_mode() == ClaimMode::MoveOnly {
+            // Nothing to mark: the move into our claim folder is the claim.
+            return Ok(true);
+        }
         let Some((claims, modseq)) = self.claim_state(uid, prefix).await? else {
             return Ok(false);
         };
@@ -526,17 +715,16 @@ impl ImapSource {
             return Ok(Self::winner(&claims) == Some(keyword));
         }
         let query = match modseq {
-            Some(m) => format!("(UNCHANGEDSINCE {m}) +FLAGS.SILENT ({keyword})"),
-            None => format!("+FLAGS.SILENT ({keyword})"),
+            Some(m) if self.features.condstore => {
+                format!("(UNCHANGEDSINCE {m}) +FLAGS.SILENT ({keyword})")
+            }
+            _ => format!("+FLAGS.SILENT ({keyword})"),
         };
-        let uid_set = uid.to_string();
-        run!(self, "claim", |s| {
-            s.uid_store(&uid_set, &query)
-                .await?
-                .try_for_each(|_| futures::future::ready(Ok(())))
-                .await
-        })
-        .await?;
+        let command = format!("UID STORE {uid} {query}");
+        let news = self.news.clone();
+        run!(self, "claim", |s| wire::simple(s, &command, &news).await)
+            .await
+            .map_err(|e| self.about_uid(uid, e))?;
         // A lost race leaves the other instance's keyword (or none, if the message
         // changed otherwise: the next pass tries again).
         Ok(match self.claim_state(uid, prefix).await? {
@@ -553,14 +741,9 @@ impl ImapSource {
     }
 
     async fn store_flag(&mut self, uid_set: &str, flag: &str) -> Result<(), ImapError> {
-        let query = format!("+FLAGS.SILENT ({flag})");
-        run!(self, "store", |s| {
-            s.uid_store(uid_set, &query)
-                .await?
-                .try_for_each(|_| futures::future::ready(Ok(())))
-                .await
-        })
-        .await
+        let command = format!("UID STORE {uid_set} +FLAGS.SILENT ({flag})");
+        let news = self.news.clone();
+        run!(self, "store", |s| wire::simple(s, &command, &news).await).await
     }
 
     /// Waits for new mail: IDLE (re-issued before 29 minutes) when offered and `idle` is
@@ -580,7 +763,7 @@ impl ImapSource {
         let Some(session) = &self.session else {
             return Err(self.lost("wait"));
         };
-        if has_new_mail(&session.unsolicited_responses) {
+        if self.news.swap(false, Ordering::Relaxed) | has_new_mail(&session.unsolicited_responses) {
             return Ok(Wake::Changed);
         }
         if idle && self.capabilities.idle {
@@ -707,7 +890,25 @@ impl ImapSource {
         }
     }
 
+    /// Asks the server for news without waiting (`NOOP`): true when it announced new mail
+    /// now or during an earlier command. For servers that push news late during IDLE.
+    pub async fn poll_news(&mut self) -> Result<bool, ImapError> {
+        let news = self.news.clone();
+        run!(self, "noop", |s| wire::simple(s, "NOOP", &news).await).await?;
+        let Some(session) = &self.session else {
+            return Err(self.lost("noop"));
+        };
+        Ok(self.news.swap(false, Ordering::Relaxed) | has_new_mail(&session.unsolicited_responses))
+    }
+
+    /// Names the message in an error about it.
+    fn about_uid(&self, uid: u32, mut e: ImapError) -> ImapError {
+        e.message = format!("UID {uid} in `{}`: {}", self.mailbox, e.message);
+        e
+    }
+
     fn discard_pending_changes(&self) {
+        self.news.store(false, Ordering::Relaxed);
         if let Some(session) = &self.session {
             while session.unsolicited_responses.try_recv().is_ok() {}
         }
@@ -751,7 +952,7 @@ async fn read_greeting(
     client: &mut async_imap::Client<BoxedTransport>,
     server: &str,
     limit: Duration,
-) -> Result<(), ImapError> {
+) -> Result<Option<String>, ImapError> {
     let greeting = tokio::time::timeout(limit, client.read_response())
         .await
         .map_err(|_| {
@@ -774,8 +975,9 @@ async fn read_greeting(
         })?;
     match greeting.parsed() {
         Response::Data {
-            status: Status::Ok, ..
-        } => Ok(()),
+            status: Status::Ok,
+            outcome,
+        } => Ok(outcome.information.as_deref().map(str::to_owned)),
         Response::Data {
             status: Status::Bye,
             outcome,

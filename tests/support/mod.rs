@@ -251,47 +251,142 @@ pub struct MailUser {
     pub password: String,
     /// A file holding the password, for a daemon config's `password_file`.
     pub password_file: PathBuf,
-    /// Its Maildir (INBOX), e.g. for delivering into it directly.
+    /// Its Maildir (INBOX), e.g. for delivering into it directly; empty on Cyrus.
     pub maildir: PathBuf,
 }
 
-/// A private Dovecot IMAP server on 127.0.0.1, started by `scripts/dovecot-instance`
-/// and stopped by its master PID on drop.
-///
-/// It has two users, [`Dovecot::security`] (the watched mailbox) and
-/// [`Dovecot::reporter`]; the plain port offers STARTTLS and also allows plaintext login,
-/// the IMAPS port speaks TLS from the first byte. Certificates are signed by a test CA
-/// ([`Dovecot::ca_file`]).
-pub struct Dovecot {
-    dir: PathBuf,
-    env: HashMap<String, String>,
-    pid: Option<u32>,
+/// Which IMAP server a test runs, and with which options of its instance script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerKind {
+    /// `scripts/dovecot-instance start DIR ARGS` (`--capabilities "..."`,
+    /// `--namespace-prefix P --separator S`); no arguments is the default Dovecot.
+    Dovecot(Vec<String>),
+    /// `scripts/cyrus-instance start DIR --namespace debian|alt [--idlepoll N]`.
+    Cyrus {
+        /// `debian` (`INBOX.` and `.`) or `alt` (`""` and `/`).
+        namespace: &'static str,
+        /// How often IDLE reports new mail; the script's default (60 s) when `None`.
+        idlepoll: Option<u32>,
+    },
+    /// `scripts/courier-instance start DIR [--idle-timeout N]` (root only).
+    Courier {
+        /// How often IDLE looks for new mail; the script's default (60 s) when `None`.
+        idle_timeout: Option<u32>,
+    },
 }
 
-impl Dovecot {
-    /// Starts an instance living in `dir` (created when missing) and waits until it
+impl ServerKind {
+    /// Dovecot as it is configured by default.
+    pub fn dovecot() -> ServerKind {
+        ServerKind::Dovecot(Vec::new())
+    }
+
+    fn script_and_args(&self) -> (&'static str, Vec<String>) {
+        match self {
+            ServerKind::Dovecot(args) => ("dovecot-instance", args.clone()),
+            ServerKind::Cyrus {
+                namespace,
+                idlepoll,
+            } => {
+                let mut args = vec!["--namespace".to_owned(), namespace.to_string()];
+                if let Some(n) = idlepoll {
+                    args.extend(["--idlepoll".to_owned(), n.to_string()]);
+                }
+                ("cyrus-instance", args)
+            }
+            ServerKind::Courier { idle_timeout } => {
+                let mut args = Vec::new();
+                if let Some(n) = idle_timeout {
+                    args.extend(["--idle-timeout".to_owned(), n.to_string()]);
+                }
+                ("courier-instance", args)
+            }
+        }
+    }
+}
+
+/// The Dovecot harness is the general one started with [`ServerKind::dovecot`].
+pub type Dovecot = ImapServer;
+
+/// A private IMAP server on 127.0.0.1 (Dovecot, Cyrus or Courier), started by its
+/// `scripts/*-instance` script and stopped by PID on drop.
+///
+/// It has two users, [`ImapServer::security`] (the watched mailbox) and
+/// [`ImapServer::reporter`]; the plain port offers STARTTLS and also allows plaintext
+/// login, the IMAPS port speaks TLS from the first byte. Certificates are signed by a test
+/// CA ([`ImapServer::ca_file`]).
+pub struct ImapServer {
+    dir: PathBuf,
+    kind: ServerKind,
+    env: HashMap<String, String>,
+    pid: Option<u32>,
+    /// Courier's pid-namespace init (`DIR/ns-init.pid`), read at start: `Stack` removes
+    /// DIR before its server is dropped.
+    ns_init: Option<u32>,
+}
+
+impl ImapServer {
+    /// Starts a default Dovecot living in `dir` (created when missing) and waits until it
     /// accepts connections.
-    pub fn start(dir: &Path) -> Dovecot {
-        let mut dovecot = Dovecot {
+    pub fn start(dir: &Path) -> ImapServer {
+        ImapServer::start_kind(dir, ServerKind::dovecot())
+    }
+
+    /// Starts a server of `kind` living in `dir` and waits until it accepts connections.
+    pub fn start_kind(dir: &Path, kind: ServerKind) -> ImapServer {
+        let mut server = ImapServer {
             dir: dir.to_owned(),
+            kind,
             env: HashMap::new(),
             pid: None,
+            ns_init: None,
         };
-        dovecot.start_again();
-        dovecot
+        server.start_again();
+        server
+    }
+
+    /// What this server is.
+    pub fn kind(&self) -> &ServerKind {
+        &self.kind
     }
 
     fn start_again(&mut self) {
-        run_script(
-            "dovecot-instance",
-            &[OsStr::new("start"), self.dir.as_os_str()],
-        );
+        let (script, args) = self.kind.script_and_args();
+        let mut all: Vec<&OsStr> = vec![OsStr::new("start"), self.dir.as_os_str()];
+        all.extend(args.iter().map(OsStr::new));
+        run_script(script, &all);
         self.env = read_env_file(&self.dir.join("env"));
         let pid = self
             .var("PID")
             .parse()
             .expect("the script writes a numeric PID");
         self.pid = Some(pid);
+        self.ns_init = fs::read_to_string(self.dir.join("ns-init.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+    }
+
+    /// The server's name for a folder the daemon's config names simply: under the
+    /// personal namespace prefix (`INBOX.Processed` on Courier), `INBOX` as is.
+    pub fn folder_name(&self, name: &str) -> String {
+        let prefix = self
+            .env
+            .get("NAMESPACE_PREFIX")
+            .cloned()
+            .unwrap_or_default();
+        if name.eq_ignore_ascii_case("INBOX") || name.starts_with(&prefix) {
+            name.to_owned()
+        } else {
+            format!("{prefix}{name}")
+        }
+    }
+
+    /// The hierarchy delimiter the server reports.
+    pub fn delimiter(&self) -> String {
+        self.env
+            .get("DELIMITER")
+            .cloned()
+            .unwrap_or_else(|| ".".into())
     }
 
     /// Stops the server and starts it again on the same ports with the same users and
@@ -302,8 +397,14 @@ impl Dovecot {
     }
 
     /// Stops the server (SIGTERM to the master, waiting until it is gone). Idempotent.
+    /// For Courier the pid namespace's init (`DIR/ns-init.pid`) gets SIGTERM first: it
+    /// ends the servers, and `unshare` (`PID`) exits with it; `unshare` itself waits out
+    /// a SIGTERM.
     pub fn stop(&mut self) {
         if let Some(pid) = self.pid.take() {
+            if let Some(init) = self.ns_init.take() {
+                stop_pid(init, Duration::from_secs(20));
+            }
             stop_pid(pid, Duration::from_secs(20));
         }
     }
@@ -358,7 +459,12 @@ impl Dovecot {
             user: self.var(&format!("{prefix}_USER")).to_owned(),
             password: self.var(&format!("{prefix}_PASSWORD")).to_owned(),
             password_file: PathBuf::from(self.var(&format!("{prefix}_PASSWORD_FILE"))),
-            maildir: PathBuf::from(self.var(&format!("{prefix}_MAILDIR"))),
+            // Cyrus keeps mail in its own store: no Maildir to name.
+            maildir: self
+                .env
+                .get(&format!("{prefix}_MAILDIR"))
+                .map(PathBuf::from)
+                .unwrap_or_default(),
         }
     }
 
@@ -424,15 +530,16 @@ impl Dovecot {
     }
 }
 
-impl Drop for Dovecot {
+impl Drop for ImapServer {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-impl fmt::Debug for Dovecot {
+impl fmt::Debug for ImapServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dovecot")
+        f.debug_struct("ImapServer")
+            .field("kind", &self.kind)
             .field("dir", &self.dir)
             .field("pid", &self.pid)
             .finish()
@@ -928,4 +1035,5 @@ impl Drop for Process {
     }
 }
 pub mod proxy;
+pub mod refusing;
 pub mod stack;

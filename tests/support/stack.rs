@@ -1,4 +1,5 @@
-//! The whole local stack for end-to-end tests: a private Dovecot holding the security@
+//! The whole local stack for end-to-end tests: a private IMAP server (Dovecot by
+//! default, or Cyrus or Courier: [`Stack::start_on`]) holding the security@
 //! mailbox, an SMTP sink receiving replies (STARTTLS + AUTH), the fake GitHub, a config
 //! file pointing the real `advisory-bridge` binary at them, and helpers to drive it.
 
@@ -10,8 +11,8 @@ use fake_github::{FakeGitHub, FakeHandle, FakeOptions};
 use serde_json::Value;
 
 use super::{
-    Dovecot, ImapAccount, Process, SinkAuth, SinkTls, SmtpSink, SmtpSinkOptions, TestDir,
-    daemon_binary, wait_for_async,
+    ImapAccount, ImapServer, Process, ServerKind, SinkAuth, SinkTls, SmtpSink, SmtpSinkOptions,
+    TestDir, daemon_binary, wait_for_async,
 };
 
 /// The repositories every end-to-end test configures (see `tests/fixtures/README.md`).
@@ -36,7 +37,7 @@ pub struct Stack {
     /// Everything lives here.
     pub dir: TestDir,
     /// The IMAP server.
-    pub dovecot: Dovecot,
+    pub imap: ImapServer,
     /// The SMTP server replies go to.
     pub smtp: SmtpSink,
     /// The fake GitHub.
@@ -52,8 +53,14 @@ pub struct Stack {
 impl Stack {
     /// Starts Dovecot, the SMTP sink and the fake GitHub, and writes a config.
     pub async fn start() -> Stack {
+        Stack::start_on(ServerKind::dovecot()).await
+    }
+
+    /// Starts an IMAP server of `kind`, the SMTP sink and the fake GitHub, and writes a
+    /// config with the default folder names.
+    pub async fn start_on(kind: ServerKind) -> Stack {
         let dir = TestDir::new();
-        let dovecot = Dovecot::start(&dir.join("dovecot"));
+        let imap = ImapServer::start_kind(&dir.join("imap"), kind);
         let smtp = SmtpSink::start(
             &dir.join("smtp"),
             SmtpSinkOptions {
@@ -83,7 +90,7 @@ impl Stack {
             config_path: dir.join("config.toml"),
             state_dir: dir.join("state"),
             dir,
-            dovecot,
+            imap,
             smtp,
             github,
             token_file,
@@ -95,7 +102,7 @@ impl Stack {
 
     /// The config the tests start from; `edit` may change it (e.g. `str::replace`).
     pub fn write_config(&self, edit: impl FnOnce(String) -> String) {
-        let security = self.dovecot.security();
+        let security = self.imap.security();
         let text = format!(
             r#"state_dir = "{state}"
 default_repository = "pallets/flask"
@@ -166,8 +173,8 @@ name = "pallets/markupsafe"
 name = "pallets-eco/flask-sqlalchemy"
 "#,
             state = self.state_dir.display(),
-            imaps = self.dovecot.imaps_port(),
-            imap_ca = self.dovecot.ca_file().display(),
+            imaps = self.imap.imaps_port(),
+            imap_ca = self.imap.ca_file().display(),
             imap_user = security.user,
             imap_pw = security.password_file.display(),
             smtp_port = self.smtp.port(),
@@ -213,7 +220,7 @@ name = "pallets-eco/flask-sqlalchemy"
 
     /// The security@ mailbox, as the test's own IMAP client sees it.
     pub fn mailbox(&self) -> ImapAccount {
-        self.dovecot.security_imap()
+        self.imap.security_imap()
     }
 
     /// Delivers a message into the watched INBOX.
@@ -228,9 +235,17 @@ name = "pallets-eco/flask-sqlalchemy"
         raw
     }
 
-    /// The messages in one folder of the security@ mailbox.
+    /// The messages in one folder of the security@ mailbox; `name` as the daemon's config
+    /// writes it (`Processed`), resolved as the server names it (`INBOX.Processed`).
     pub async fn folder(&self, name: &str) -> Vec<Vec<u8>> {
-        self.mailbox().folder_messages(name).await
+        let name = self.imap.folder_name(name);
+        self.mailbox().folder_messages(&name).await
+    }
+
+    /// The claim folder of `instance` as the server names it.
+    pub fn claim_folder(&self, instance: &str) -> String {
+        self.imap
+            .folder_name(&format!("Processing{}{instance}", self.imap.delimiter()))
     }
 
     /// Every advisory the fake GitHub holds, with its repository.
