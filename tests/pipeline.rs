@@ -739,7 +739,7 @@ async fn at_trace_level_no_secret_and_no_report_text_reaches_the_log() {
         log.lines().filter(|l| l.contains("TRACE")).count() > 10,
         "the daemon really logged at trace level:\n{log}"
     );
-    let imap_password = stack.dovecot.security().password;
+    let imap_password = stack.imap.security().password;
     for (what, secret) in [
         ("the IMAP password", imap_password.as_str()),
         ("the SMTP password", "smtp-secret"),
