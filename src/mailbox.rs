@@ -28,6 +28,9 @@ pub const REFUSAL_META_KEY: &str = "imap_refusal";
 /// Claim keywords are this plus the instance name (see `ImapSource::claim`).
 const CLAIM_KEYWORD_PREFIX: &str = "$AdvisoryBridgeClaim_";
 
+/// The keyword a held message carries into the held folder.
+pub const HELD_KEYWORD: &str = "$AdvisoryBridgeHeld";
+
 /// Why a mailbox step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MailboxError {
@@ -329,6 +332,11 @@ impl Mailbox {
                 key: format!("{}-{uid}", self.memory.uidvalidity.unwrap_or(0)),
             }),
             FetchOutcome::Message(m) => Fetched::Message(Incoming::Message {
+                held_mark: self
+                    .imap
+                    .features()
+                    .keywords
+                    .then(|| m.flags.iter().any(|f| f.eq_ignore_ascii_case(HELD_KEYWORD))),
                 raw: m.raw,
                 received_at: m.internal_date,
             }),
@@ -361,6 +369,16 @@ impl Mailbox {
             Action::Hold { .. } => folders.held_folder.clone(),
         };
         record_before_move(&self.journal, &disposition.action, Utc::now()).await?;
+        if matches!(disposition.action, Action::Hold { .. }) && self.imap.features().keywords {
+            // What tells this message, moved back by a person, from a fresh copy: the
+            // keyword travels with a move, and no mail can set it.
+            if let Err(e) = self.imap.set_flag(uid, HELD_KEYWORD).await {
+                warn!(error = %e, "cannot mark the held message; its arrival time tells a release instead");
+                if !self.imap.is_connected() {
+                    return Err(e.into());
+                }
+            }
+        }
         self.imap.move_to(uid, &target).await?;
         record_after_move(&self.journal, &disposition.action, Utc::now()).await?;
         match &disposition.action {

@@ -624,3 +624,31 @@ async fn an_owner_without_the_app_installed_is_our_misconfiguration() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_422_for_spam_detection_is_retried_and_a_validation_422_is_not() {
+    let fake = fake().await;
+    fake.push_fault(Fault::Json {
+        code: 422,
+        headers: Vec::new(),
+        body: json!({
+            "message": "Validation Failed: the endpoint has been spammed.",
+            "documentation_url": "https://docs.github.com/rest/security-advisories/repository-advisories#create-a-repository-security-advisory",
+        }),
+    });
+    let error = client(&fake)
+        .create_draft(&draft("pallets/flask", "s", "spam@example.org"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        expect_transient(&error),
+        Some(Duration::from_secs(60)),
+        "waits at least a minute, as after a secondary limit: {error}"
+    );
+    fake.push_fault(Fault::status(422));
+    let error = client(&fake)
+        .create_draft(&draft("pallets/flask", "s", "invalid@example.org"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, FailureKind::Permanent, "{error}");
+}

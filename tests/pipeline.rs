@@ -752,3 +752,75 @@ async fn at_trace_level_no_secret_and_no_report_text_reaches_the_log() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_organisations_one_github_app_each_report_lands_in_its_repository() {
+    use fake_github::{AppSpec, InstallationSpec, keys};
+    let mut stack = Stack::start_with(support::ServerKind::dovecot(), |o| {
+        fake_github::FakeOptions {
+            // No token: everything goes through the App's two installations, whose tokens
+            // see only their own organisation and expire quickly (refreshes are exercised).
+            token: String::new(),
+            apps: vec![AppSpec::new(4242, keys::APP_PUBLIC_KEY_PEM)],
+            installations: vec![
+                InstallationSpec::new(31, 4242, "pallets"),
+                InstallationSpec::new(32, 4242, "pallets-eco"),
+            ],
+            installation_token_ttl: Duration::from_secs(2),
+            ..o
+        }
+    })
+    .await;
+    let key = stack.dir.join("app-key.pem");
+    std::fs::write(&key, keys::APP_PRIVATE_KEY_PEM).unwrap();
+    let token_line = std::fs::read_to_string(&stack.config_path)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("token_file = "))
+        .unwrap()
+        .to_owned();
+    stack.write_config(|t| {
+        t.replace(
+            &token_line,
+            &format!("app_id = 4242\nprivate_key_file = \"{}\"", key.display()),
+        )
+    });
+    for i in 0..2 {
+        stack
+            .deliver(&report(
+                &format!("app-flask-{i}"),
+                &format!("Flask: issue {i}"),
+                "text",
+            ))
+            .await;
+        let eco = format!(
+            "From: Rita Reporter <rita@example.net>\r\nTo: security+flask-sqlalchemy@palletsprojects.com\r\n\
+             Subject: Session fixation {i}\r\nMessage-ID: <app-eco-{i}@example.net>\r\n\
+             Content-Type: text/plain\r\n\r\nA problem in the extension.\r\n"
+        );
+        stack.deliver(eco.as_bytes()).await;
+    }
+    let once = stack.drain();
+    assert_eq!(
+        stack.github.advisories("pallets/flask").len(),
+        2,
+        "{}",
+        once.log()
+    );
+    assert_eq!(
+        stack
+            .github
+            .advisories("pallets-eco/flask-sqlalchemy")
+            .len(),
+        2,
+        "{}",
+        once.log()
+    );
+    assert_eq!(stack.replies().len(), 4);
+    assert!(stack.folder("Quarantine").await.is_empty());
+    assert!(
+        once.log().contains("using the GitHub App's installation"),
+        "{}",
+        once.log()
+    );
+}

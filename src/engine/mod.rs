@@ -67,6 +67,9 @@ pub enum Incoming {
         raw: Vec<u8>,
         /// The server's `INTERNALDATE`, when given.
         received_at: Option<DateTime<Utc>>,
+        /// Whether it carries the held keyword (`mailbox::HELD_KEYWORD`); `None` where
+        /// the server keeps no keywords.
+        held_mark: Option<bool>,
     },
     /// A message over `limits.max_message_bytes`, never read.
     TooLarge {
@@ -288,7 +291,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
     /// Moves one message as far through the pipeline as it can go now.
     pub async fn handle(&self, incoming: Incoming) -> Result<Disposition, EngineError> {
         let now = self.clock.now();
-        let (raw, received_at) = match incoming {
+        let (raw, received_at, held_mark) = match incoming {
             Incoming::TooLarge { size, key } => {
                 // Never read into memory; the message itself stays intact in quarantine.
                 let id = ReportId(format!("oversize-{key}"));
@@ -307,7 +310,11 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 .await?;
                 return Ok(self.quarantine(id, reason));
             }
-            Incoming::Message { raw, received_at } => (raw, received_at),
+            Incoming::Message {
+                raw,
+                received_at,
+                held_mark,
+            } => (raw, received_at, held_mark),
         };
         self.metrics.messages_seen.inc();
         let internal_date = received_at;
@@ -360,7 +367,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         let was_held = matches!(entry.state, State::Held | State::Holding);
         let span = info_span!("report", report_id = %report.report_id);
         let disposition = self
-            .advance(&report, entry, received_at, internal_date)
+            .advance(&report, entry, received_at, internal_date, held_mark)
             .instrument(span)
             .await?;
         if let Action::Hold { report_id, .. } = &disposition.action
@@ -387,17 +394,24 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         entry: Entry,
         received_at: DateTime<Utc>,
         internal_date: Option<DateTime<Utc>>,
+        held_mark: Option<bool>,
     ) -> Result<Disposition, EngineError> {
         let id = &report.report_id;
         let now = self.clock.now();
         let entry = match entry.state {
             // A copy of a held report (same Message-ID, same text) arriving anew does not
-            // release it: only the held message itself, moved back by a person, does. A
-            // move keeps the server's arrival time; a new copy has its own.
+            // release it: only the held message itself, moved back by a person, does. It
+            // carries the held keyword (where the server keeps keywords); elsewhere its
+            // arrival time, which a move keeps, tells it from a new copy.
             State::Held
-                if internal_date.is_none()
-                    || internal_date.map(|t| t.timestamp())
-                        != entry.held_received_at.map(|t| t.timestamp()) =>
+                if match held_mark {
+                    Some(marked) => !marked,
+                    None => {
+                        internal_date.is_none()
+                            || internal_date.map(|t| t.timestamp())
+                                != entry.held_received_at.map(|t| t.timestamp())
+                    }
+                } =>
             {
                 let reason = "a copy of a held report; moving the held message back to the inbox releases it".to_owned();
                 warn!(outcome = "held", reason, "copy of a held report held too");

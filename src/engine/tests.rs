@@ -379,6 +379,7 @@ impl Harness {
             .handle(Incoming::Message {
                 raw: raw.to_vec(),
                 received_at: Some(self.clock.now()),
+                held_mark: None,
             })
             .await
             .unwrap();
@@ -612,6 +613,7 @@ async fn a_hold_interrupted_before_its_move_finishes_the_move_instead_of_releasi
         .handle(Incoming::Message {
             raw: raw.clone(),
             received_at: None,
+            held_mark: None,
         })
         .await
         .unwrap();
@@ -1025,6 +1027,7 @@ async fn a_fresh_copy_of_a_held_report_does_not_release_it() {
         .handle(Incoming::Message {
             raw: held.clone(),
             received_at: Some(start()),
+            held_mark: None,
         })
         .await
         .unwrap();
@@ -1216,4 +1219,26 @@ async fn revoked_github_credentials_pause_that_owner_and_nothing_is_quarantined(
     assert!(h.metrics.health().is_ok_or_mailbox_only());
     assert_eq!(h.github.advisories().len(), 2);
     assert_eq!(h.metrics.quarantined.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn where_the_server_keeps_keywords_the_held_mark_tells_a_release_from_a_copy() {
+    let h = Harness::new("[limits]\nmax_advisories_per_sender_per_day = 1\n");
+    assert!(filed(&h.handle(&report("k1@example.net")).await));
+    let held = report("k2@example.net");
+    assert!(matches!(h.handle(&held).await.action, Action::Hold { .. }));
+    let arrive = |mark| Incoming::Message {
+        raw: held.clone(),
+        // The same second as the held one: the arrival time alone could not tell.
+        received_at: Some(h.clock.now()),
+        held_mark: Some(mark),
+    };
+    let copy = h.engine.handle(arrive(false)).await.unwrap();
+    assert!(
+        held_reason(&copy).contains("a copy of a held report"),
+        "{copy:?}"
+    );
+    let moved_back = h.engine.handle(arrive(true)).await.unwrap();
+    assert!(filed(&moved_back), "{moved_back:?}");
+    assert_eq!(h.github.advisories().len(), 2);
 }

@@ -77,6 +77,8 @@ pub struct Fetched {
     pub raw: Vec<u8>,
     /// The server's `INTERNALDATE`, when given.
     pub internal_date: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its flags and keywords, as the server wrote them.
+    pub flags: Vec<String>,
 }
 
 /// What ended a wait for new mail.
@@ -578,7 +580,7 @@ impl ImapSource {
         if size > max_bytes {
             return Ok(FetchOutcome::TooLarge { size });
         }
-        let command = format!("UID FETCH {uid} (UID BODY.PEEK[] INTERNALDATE)");
+        let command = format!("UID FETCH {uid} (UID FLAGS BODY.PEEK[] INTERNALDATE)");
         let fetched: Vec<Option<Fetched>> =
             run!(self, "fetch", |s| wire::fetches(s, &command, &news).await)
                 .await
@@ -587,10 +589,12 @@ impl ImapSource {
                 .filter(|f| f.uid == Some(uid))
                 .map(|f| {
                     let internal_date = f.internal_date.map(|d| d.with_timezone(&chrono::Utc));
+                    let flags = f.flags;
                     f.body.map(|raw| Fetched {
                         uid,
                         raw,
                         internal_date,
+                        flags,
                     })
                 })
                 .collect();

@@ -59,6 +59,15 @@ impl Stack {
     /// Starts an IMAP server of `kind`, the SMTP sink and the fake GitHub, and writes a
     /// config with the default folder names.
     pub async fn start_on(kind: ServerKind) -> Stack {
+        Stack::start_with(kind, |options| options).await
+    }
+
+    /// [`Stack::start_on`] with the fake GitHub's options changed by `github` (Apps,
+    /// installations, tokens per owner).
+    pub async fn start_with(
+        kind: ServerKind,
+        github: impl FnOnce(FakeOptions) -> FakeOptions,
+    ) -> Stack {
         let dir = TestDir::new();
         let imap = ImapServer::start_kind(&dir.join("imap"), kind);
         let smtp = SmtpSink::start(
@@ -73,11 +82,11 @@ impl Stack {
             },
         );
         let token = "ghp_testtoken0123456789";
-        let github = FakeGitHub::start(FakeOptions {
+        let github = FakeGitHub::start(github(FakeOptions {
             token: token.into(),
             repos: REPOSITORIES.iter().map(|r| r.to_string()).collect(),
             ..FakeOptions::default()
-        })
+        }))
         .await
         .expect("the fake GitHub starts");
         let token_file = dir.join("github-token");
