@@ -540,6 +540,19 @@ async fn a_next_page_on_another_host_is_refused_with_a_clear_error() {
     );
 }
 
+/// A client that authenticates as the test App (id 42) and nothing else.
+fn app_client(fake: &FakeHandle) -> GitHub {
+    GitHub::new(&GitHubSettings {
+        api_url: fake.url(),
+        token: None,
+        owner_tokens: Vec::new(),
+        app: Some((42, Secret::new(fake_github::keys::APP_PRIVATE_KEY_PEM))),
+        timeout: Duration::from_secs(30),
+        min_mutation_interval: Duration::ZERO,
+    })
+    .unwrap()
+}
+
 #[tokio::test]
 async fn two_organisations_through_one_app_with_tokens_that_expire() {
     use fake_github::{AppSpec, InstallationSpec, keys};
@@ -557,15 +570,7 @@ async fn two_organisations_through_one_app_with_tokens_that_expire() {
     })
     .await
     .unwrap();
-    let github = GitHub::new(&GitHubSettings {
-        api_url: fake.url(),
-        token: None,
-        owner_tokens: Vec::new(),
-        app: Some((42, Secret::new(keys::APP_PRIVATE_KEY_PEM))),
-        timeout: Duration::from_secs(30),
-        min_mutation_interval: Duration::ZERO,
-    })
-    .unwrap();
+    let github = app_client(&fake);
     for round in 0..3 {
         for repo in ["pallets/flask", "pallets-eco/blinker"] {
             github
@@ -605,15 +610,7 @@ async fn an_owner_without_the_app_installed_is_our_misconfiguration() {
     })
     .await
     .unwrap();
-    let github = GitHub::new(&GitHubSettings {
-        api_url: fake.url(),
-        token: None,
-        owner_tokens: Vec::new(),
-        app: Some((42, Secret::new(keys::APP_PRIVATE_KEY_PEM))),
-        timeout: Duration::from_secs(30),
-        min_mutation_interval: Duration::ZERO,
-    })
-    .unwrap();
+    let github = app_client(&fake);
     let error = github
         .create_draft(&draft("pallets-eco/blinker", "r", "x@example.org"))
         .await
