@@ -638,10 +638,18 @@ pub const ECOSYSTEMS: &[&str] = &[
 ];
 
 /// The machine's host name, or `advisory-bridge` when it cannot be read.
+/// The machine's name for the default instance name: `uname(2)` (the systemd unit hides
+/// most of `/proc`, so reading `/proc/sys/kernel/hostname` would fail there), then
+/// `/etc/hostname`; reduced to letters, digits, `-` and `_`.
 fn host_name() -> String {
-    let name: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .unwrap_or_default()
+    let uname = rustix::system::uname();
+    let from_kernel = uname.nodename().to_string_lossy().trim().to_owned();
+    let raw = if from_kernel.is_empty() || from_kernel == "(none)" {
+        std::fs::read_to_string("/etc/hostname").unwrap_or_default()
+    } else {
+        from_kernel
+    };
+    let name: String = raw
         .trim()
         .chars()
         .map(|c| {
@@ -1252,6 +1260,31 @@ name = "pallets/flask"
         );
         let c = parse(&covered).unwrap();
         assert_eq!(c.github.credentials.len(), 2);
+    }
+
+    #[test]
+    fn the_default_instance_name_is_the_machines_name_made_safe() {
+        let name = host_name();
+        assert!(!name.is_empty());
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "{name}"
+        );
+        let expected: String = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        assert_eq!(name, expected, "uname(2), which needs no /proc");
     }
 
     #[test]
