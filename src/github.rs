@@ -75,9 +75,9 @@ pub struct GitHubSettings {
 #[derive(Clone)]
 pub struct GitHub {
     /// The client for owners without credentials of their own.
-    default: Option<Octocrab>,
+    default: Option<std::sync::Arc<Octocrab>>,
     /// One client per owner with its own credentials (lower-cased owner).
-    owners: std::sync::Arc<std::collections::HashMap<String, Octocrab>>,
+    owners: std::sync::Arc<Installations>,
     /// The App's own client (authenticated by JWT), when App authentication is set.
     app: Option<std::sync::Arc<Octocrab>>,
     /// Per owner, the client of the App's installation there: one each, shared by every
@@ -149,7 +149,11 @@ impl GitHub {
                 .build()
                 .map_err(|e| invalid(format!("cannot build the HTTP client: {}", describe(&e))))
         };
-        let default = settings.token.as_ref().map(build).transpose()?;
+        let default = settings
+            .token
+            .as_ref()
+            .map(|t| build(t).map(std::sync::Arc::new))
+            .transpose()?;
         let app = match &settings.app {
             None => None,
             Some((id, pem)) => {
@@ -175,7 +179,12 @@ impl GitHub {
         let owners = settings
             .owner_tokens
             .iter()
-            .map(|(owner, token)| Ok((owner.to_ascii_lowercase(), build(token)?)))
+            .map(|(owner, token)| {
+                Ok((
+                    owner.to_ascii_lowercase(),
+                    std::sync::Arc::new(build(token)?),
+                ))
+            })
             .collect::<Result<_, GitHubError>>()?;
         let url: http::Uri = settings.api_url.parse().map_err(|e| {
             invalid(format!(
@@ -205,7 +214,7 @@ impl GitHub {
         let owner = repository.split_once('/').map_or(repository, |(o, _)| o);
         let key = owner.to_ascii_lowercase();
         if let Some(c) = self.owners.get(&key) {
-            return Ok(std::sync::Arc::new(c.clone()));
+            return Ok(c.clone());
         }
         if let Some(app) = &self.app {
             let mut installations = self.installations.lock().await;
@@ -252,7 +261,6 @@ impl GitHub {
         }
         self.default
             .clone()
-            .map(std::sync::Arc::new)
             .ok_or_else(|| GitHubError {
                 operation,
                 repository: repository.to_owned(),
@@ -636,7 +644,7 @@ pub struct AdvisoryText {
     pub state: String,
 }
 
-/// The App's installation clients, by lower-cased owner.
+/// Clients by lower-cased owner (tokens per owner, the App's installations).
 type Installations = std::collections::HashMap<String, std::sync::Arc<Octocrab>>;
 
 /// Scheme, host and port of `uri` (the port filled in for http and https).

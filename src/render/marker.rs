@@ -58,15 +58,28 @@ impl MarkerQuery {
     /// True when `description` carries this report's marker: the authenticated one, or
     /// a legacy one on an advisory created before authenticated markers were written.
     pub fn matches(&self, description: &str, created_at: Option<DateTime<Utc>>) -> bool {
-        if description.contains(&self.current) {
-            return true;
-        }
-        let old_enough = match (self.legacy_before, created_at) {
-            (Some(cutoff), Some(created)) => created < cutoff,
-            _ => false,
-        };
-        old_enough && description.contains(&self.legacy)
+        description.contains(&self.current)
+            || (legacy_counts(self.legacy_before, created_at) && description.contains(&self.legacy))
     }
+}
+
+/// True when untagged markers count on an advisory created at `created_at`: only
+/// before `cutoff`, the time authenticated markers started being written.
+fn legacy_counts(cutoff: Option<DateTime<Utc>>, created_at: Option<DateTime<Utc>>) -> bool {
+    matches!((cutoff, created_at), (Some(cutoff), Some(created)) if created < cutoff)
+}
+
+/// The report markers in `description`, each as its report id and what follows the id
+/// (` mac=<tag> -->` or, for a legacy marker, ` -->`).
+fn report_markers(description: &str) -> impl Iterator<Item = (ReportId, &str)> {
+    const OPEN: &str = "<!-- advisory-bridge report-id=";
+    let mut rest = description;
+    std::iter::from_fn(move || {
+        let at = rest.find(OPEN)?;
+        rest = &rest[at + OPEN.len()..];
+        let end = rest.find(' ')?;
+        Some((ReportId(rest[..end].to_owned()), &rest[end..]))
+    })
 }
 
 impl MarkerKey {
@@ -161,38 +174,22 @@ impl MarkerKey {
     /// this `description`: authenticated ones, and legacy ones on advisories older than
     /// the cutoff. What thread recovery and the watcher's adoption read.
     pub fn claimed(&self, description: &str, created_at: Option<DateTime<Utc>>) -> Vec<ReportId> {
-        let mut found = self.reports_in(description);
-        let old_enough = matches!(
-            (self.legacy_before, created_at),
-            (Some(cutoff), Some(created)) if created < cutoff
-        );
-        if old_enough {
-            const OPEN: &str = "<!-- advisory-bridge report-id=";
-            let mut rest = description;
-            while let Some(at) = rest.find(OPEN) {
-                rest = &rest[at + OPEN.len()..];
-                let Some(end) = rest.find(' ') else { break };
-                let id = ReportId(rest[..end].to_owned());
-                if rest[end..].starts_with(" -->") && !found.contains(&id) {
-                    found.push(id);
-                }
-            }
-        }
-        found
+        self.markers(description, legacy_counts(self.legacy_before, created_at))
     }
 
     /// Every report whose authenticated marker `description` carries.
     pub fn reports_in(&self, description: &str) -> Vec<ReportId> {
-        const OPEN: &str = "<!-- advisory-bridge report-id=";
+        self.markers(description, false)
+    }
+
+    /// The reports whose markers count in `description`, each once: authenticated
+    /// ones, and untagged ones too when `legacy` is true.
+    fn markers(&self, description: &str, legacy: bool) -> Vec<ReportId> {
         let mut found = Vec::new();
-        let mut rest = description;
-        while let Some(at) = rest.find(OPEN) {
-            rest = &rest[at + OPEN.len()..];
-            let Some(end) = rest.find(' ') else { break };
-            let id = ReportId(rest[..end].to_owned());
-            if rest[end..].starts_with(&format!(" mac={} -->", self.tag("report", &id)))
-                && !found.contains(&id)
-            {
+        for (id, tail) in report_markers(description) {
+            let counts = tail.starts_with(&format!(" mac={} -->", self.tag("report", &id)))
+                || (legacy && tail.starts_with(" -->"));
+            if counts && !found.contains(&id) {
                 found.push(id);
             }
         }
