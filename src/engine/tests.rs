@@ -16,7 +16,7 @@ use crate::journal::AdvisoryState;
 use crate::mailbox::{record_after_move, record_before_move};
 use crate::render::notice::NoticeTemplates;
 use crate::render::{MarkerQuery, ReplyMessage};
-use crate::watcher::{Watcher, copies};
+use crate::watcher::{CopiesRx, Watcher, copies};
 
 /// One advisory the fake holds.
 #[derive(Debug, Clone)]
@@ -297,6 +297,9 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// The marker key of every engine under test.
+const KEY: MarkerKey = MarkerKey::new([4; 32]);
+
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap()
 }
@@ -356,7 +359,7 @@ impl Harness {
             github.clone(),
             outbox.clone(),
             templates,
-            MarkerKey::new([4; 32]),
+            KEY,
             metrics.clone(),
             clock,
         );
@@ -391,6 +394,23 @@ impl Harness {
             .await
             .unwrap();
         d
+    }
+
+    /// A watcher over the same journal, GitHub and outbox, and where its copies go.
+    fn watcher(&self) -> (Watcher<MemoryGitHub, MemoryOutbox>, CopiesRx) {
+        let (tx, rx) = copies();
+        let watcher = Watcher::new(
+            self.settings.clone(),
+            self.engine.journal().clone(),
+            self.github.clone(),
+            self.outbox.clone(),
+            NoticeTemplates::load(None).unwrap(),
+            KEY,
+            self.metrics.clone(),
+            self.clock,
+            tx,
+        );
+        (watcher, rx)
     }
 
     async fn entry(&self, raw: &[u8]) -> Entry {
@@ -653,7 +673,7 @@ async fn follow_ups_are_answered_at_most_once_a_day_per_thread() {
     assert!(
         h.github.advisories()[0]
             .description
-            .contains(&MarkerKey::new([4; 32]).followup(&f1.report_id))
+            .contains(&KEY.followup(&f1.report_id))
     );
 
     tokio::time::advance(Duration::from_secs(25 * 3600)).await;
@@ -810,18 +830,7 @@ async fn the_watcher_tells_the_reporter_once_per_change() {
     let h = Harness::new("");
     assert!(filed(&h.handle(&report("w@example.net")).await));
     let ghsa = h.github.advisories()[0].ghsa_id.clone();
-    let (tx, mut rx) = copies();
-    let watcher = Watcher::new(
-        h.settings.clone(),
-        h.engine.journal().clone(),
-        h.github.clone(),
-        h.outbox.clone(),
-        NoticeTemplates::load(None).unwrap(),
-        MarkerKey::new([4; 32]),
-        h.metrics.clone(),
-        h.clock,
-        tx,
-    );
+    let (watcher, mut rx) = h.watcher();
     watcher.look().await.unwrap();
     assert_eq!(h.outbox.sent().len(), 1, "nothing changed yet");
 
@@ -1092,18 +1101,7 @@ async fn after_a_lost_journal_the_watcher_adopts_every_marked_advisory() {
         ));
     }
     let h = Harness::in_dir(tempfile::tempdir().unwrap(), "", github.clone());
-    let (tx, _rx) = copies();
-    let watcher = Watcher::new(
-        h.settings.clone(),
-        h.engine.journal().clone(),
-        github.clone(),
-        h.outbox.clone(),
-        NoticeTemplates::load(None).unwrap(),
-        MarkerKey::new([4; 32]),
-        h.metrics.clone(),
-        h.clock,
-        tx,
-    );
+    let (watcher, _rx) = h.watcher();
     watcher.look().await.unwrap();
     for a in github.advisories() {
         let listed = h
