@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Resolved;
 use crate::engine::{Action, Disposition, Folder, Incoming};
@@ -62,6 +62,10 @@ pub struct Mailbox {
     memory: Memory,
     /// This instance's claim folder as the server names it (namespace and delimiter).
     claim_folder: String,
+    /// Where copies of sent mail go: `imap.sent_folder`, else the server's `\Sent`.
+    sent_folder: Option<String>,
+    /// Where spam goes: `imap.junk_folder`, else the server's `\Junk`, else ignored.
+    junk_folder: String,
     /// Refusals of single-message commands in the current pass.
     refusals: u32,
     /// A refusal is noted in the journal for `status` and not yet cleared.
@@ -100,8 +104,24 @@ impl Mailbox {
             claim_folder.clone(),
         ];
         folders.extend(imap_config.sent_folder.clone());
+        folders.extend(imap_config.junk_folder.clone());
         let folders: Vec<&str> = folders.iter().map(String::as_str).collect();
         let state = imap.prepare(&imap_config.mailbox, &folders).await?;
+        let special = imap.special_folders().clone();
+        let sent_folder = imap_config.sent_folder.clone().or(special.sent);
+        let junk_folder = imap_config
+            .junk_folder
+            .clone()
+            .or(special.junk)
+            .unwrap_or_else(|| imap_config.ignored_folder.clone());
+        if imap_config.sent_folder.is_none()
+            && let Some(sent) = &sent_folder
+        {
+            info!(folder = %sent, "copies of sent mail go to the server's \\Sent folder");
+        }
+        if imap_config.junk_folder.is_none() && junk_folder != imap_config.ignored_folder {
+            info!(folder = %junk_folder, "mail flagged as spam goes to the server's \\Junk folder");
+        }
         let mut mailbox = Mailbox {
             imap,
             settings,
@@ -109,6 +129,8 @@ impl Mailbox {
             metrics,
             memory,
             claim_folder,
+            sent_folder,
+            junk_folder,
             refusals: 0,
             // A note left by an earlier session or run is cleared by the first clean pass.
             refusal_noted: true,
@@ -364,6 +386,7 @@ impl Mailbox {
             Action::File { folder, .. } => match folder {
                 Folder::Processed => folders.processed_folder.clone(),
                 Folder::Ignored => folders.ignored_folder.clone(),
+                Folder::Junk => self.junk_folder.clone(),
                 Folder::Quarantine => folders.quarantine_folder.clone(),
             },
             Action::Hold { .. } => folders.held_folder.clone(),
@@ -398,11 +421,11 @@ impl Mailbox {
         Ok(None)
     }
 
-    /// Appends a copy of mail we sent to `imap.sent_folder`, when configured. The mail
+    /// Appends a copy of mail we sent to `imap.sent_folder` (or the server's `\Sent`), if any. The mail
     /// went out already: a failed copy is a warning, never a reason to send again, unless
     /// the session broke (then the caller reconnects).
     pub async fn keep_copy(&mut self, raw: &[u8]) -> Result<(), ImapError> {
-        let Some(folder) = self.settings.config.imap.sent_folder.clone() else {
+        let Some(folder) = self.sent_folder.clone() else {
             return Ok(());
         };
         if let Err(e) = self.imap.append(&folder, raw).await {

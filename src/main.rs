@@ -292,7 +292,7 @@ async fn check_imap(session: &mut source::ImapSource, resolved: &Resolved) -> Re
             .delimiter
             .map_or("none (flat)".to_owned(), |d| format!("`{d}`"))
     );
-    let existing = session.folder_names().await?;
+    let listed = session.folders().await?;
     let state = session.prepare(&imap.mailbox, &[]).await?;
     println!(
         "        mailbox {} holds {} message(s)",
@@ -317,28 +317,91 @@ async fn check_imap(session: &mut source::ImapSource, resolved: &Resolved) -> Re
         ("held_folder", imap.held_folder.clone()),
         ("claim folder", claim_folder),
     ];
-    if let Some(sent) = &imap.sent_folder {
-        folders.push(("sent_folder", sent.clone()));
+    let special = session.special_folders().clone();
+    match (&imap.sent_folder, &special.sent) {
+        (Some(sent), _) => folders.push(("sent_folder", sent.clone())),
+        (None, Some(sent)) => println!("        sent copies: `{sent}`, the server's \\Sent"),
+        (None, None) => println!("        sent copies: none (no sent_folder, no \\Sent folder)"),
+    }
+    match (&imap.junk_folder, &special.junk) {
+        (Some(junk), _) => folders.push(("junk_folder", junk.clone())),
+        (None, Some(junk)) => println!("        spam: `{junk}`, the server's \\Junk"),
+        (None, None) => println!("        spam: ignored_folder (no junk_folder, no \\Junk folder)"),
     }
     for (key, name) in folders {
         let server_name = namespace.resolve(&name);
-        let exists = existing.contains(&server_name) || server_name.eq_ignore_ascii_case("INBOX");
-        println!(
-            "        {key}: `{server_name}` {}",
-            if exists {
-                "exists"
-            } else {
-                "missing; `run` creates it"
-            }
-        );
-        if !exists && namespace.delimiter.is_none() && server_name.contains('.') {
-            anyhow::bail!(
-                "folder `{server_name}` ({key}) needs a hierarchy, but the server has none; \
-                 use a name without `.`"
-            );
+        if server_name.eq_ignore_ascii_case("INBOX") || listed.iter().any(|l| l.name == server_name)
+        {
+            println!("        {key}: `{server_name}` exists");
+            continue;
         }
+        let verdict = may_create(session, &namespace, &listed, &server_name)
+            .await
+            .map_err(|why| {
+                anyhow::anyhow!("folder `{server_name}` ({key}) is missing and {why}")
+            })?;
+        println!("        {key}: `{server_name}` missing; {verdict}");
     }
     Ok(())
+}
+
+/// Whether `run` may create the missing folder `name`, as far as the server tells
+/// beforehand: the parent must take children (else `Err` says why not), and with `ACL`
+/// our rights on the nearest existing parent should include creating folders.
+async fn may_create(
+    session: &mut source::ImapSource,
+    namespace: &source::Namespace,
+    listed: &[source::Listed],
+    name: &str,
+) -> std::result::Result<String, String> {
+    let Some(delimiter) = namespace.delimiter else {
+        if name.contains('.') || name.contains('/') {
+            return Err(
+                "needs a hierarchy, but the server has none; use a name without `.`".into(),
+            );
+        }
+        return Ok("`run` creates it (the server cannot say beforehand whether it may)".into());
+    };
+    // The nearest existing ancestor: `INBOX.Processing` for `INBOX.Processing.mail1`.
+    let mut parent = name;
+    let ancestor = loop {
+        match parent.rfind(delimiter) {
+            Some(at) => parent = &parent[..at],
+            None => break None,
+        }
+        if let Some(found) = listed.iter().find(|l| l.name == parent) {
+            break Some(found);
+        }
+        if parent.eq_ignore_ascii_case("INBOX") {
+            break listed.iter().find(|l| l.name.eq_ignore_ascii_case("INBOX"));
+        }
+    };
+    if let Some(ancestor) = ancestor
+        && ancestor.no_inferiors
+    {
+        return Err(format!(
+            "cannot be created: `{}` takes no child folders (\\Noinferiors)",
+            ancestor.name
+        ));
+    }
+    let Some(ancestor) = ancestor else {
+        return Ok("`run` creates it (the server cannot say beforehand whether it may)".into());
+    };
+    match session.may_create_under(&ancestor.name).await {
+        Ok(Some(true)) => Ok(format!(
+            "`run` creates it (we may create folders under `{}`)",
+            ancestor.name
+        )),
+        // Only a hint: Cyrus lets owners create under their own INBOX whatever its ACL.
+        Ok(Some(false)) => Ok(format!(
+            "`run` tries to create it, but the server's ACL grants no right to create \
+             folders under `{}` (MYRIGHTS has no `k`); if `run` is refused, grant it",
+            ancestor.name
+        )),
+        Ok(None) | Err(_) => {
+            Ok("`run` creates it (the server cannot say beforehand whether it may)".into())
+        }
+    }
 }
 
 async fn check_state_dir(dir: &Path) -> Result<()> {

@@ -235,7 +235,7 @@ async fn check_against_cyrus_with_debian_defaults_shows_the_resolved_folders_and
         "ok      IMAP",
         "server: ",
         "prefix `INBOX.`, delimiter `.`",
-        "processed_folder: `INBOX.Processed` missing; `run` creates it",
+        "processed_folder: `INBOX.Processed` missing; `run` creates it (we may create folders under `INBOX`)",
         "claim folder: `INBOX.Processing.",
         "mailbox INBOX holds 0 message(s)",
         "uses: ",
@@ -454,5 +454,82 @@ async fn check_fails_when_the_watched_mailbox_cannot_be_opened() {
     assert!(
         out.contains("FAILED  IMAP") && out.contains("INBOX.Reports"),
         "the failure names the resolved mailbox:\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_sent_and_junk_folders_the_servers_special_use_folders_are_used() {
+    let kind = ServerKind::Dovecot(vec![
+        "--special-use".into(),
+        "Sent Messages:Junk Mail".into(),
+    ]);
+    let mut stack = Stack::start_on(kind).await;
+    let text = std::fs::read_to_string(&stack.config_path).expect("the stack's config");
+    assert!(
+        !text.contains("sent_folder") && !text.contains("junk_folder"),
+        "neither folder is configured:\n{text}"
+    );
+    let mut check = stack.daemon(&["check"]);
+    let status = check.wait(Duration::from_secs(120));
+    let out = check.log();
+    assert!(status.success(), "check failed: {status:?}\n{out}");
+    for expected in [
+        "sent copies: `Sent Messages`, the server's \\Sent",
+        "spam: `Junk Mail`, the server's \\Junk",
+    ] {
+        assert!(out.contains(expected), "`{expected}` missing:\n{out}");
+    }
+
+    stack
+        .deliver(&report("special-1", "Click: shell injection", "the report"))
+        .await;
+    let spam = String::from_utf8(report("special-2", "Cheap pills", "buy now"))
+        .expect("ASCII")
+        .replacen("Subject:", "X-Spam-Flag: YES\r\nSubject:", 1);
+    stack.deliver(spam.as_bytes()).await;
+    let once = stack.drain();
+    let log = once.log();
+    assert_eq!(stack.folder("Processed").await.len(), 1, "{log}");
+    let sent = stack.folder("Sent Messages").await;
+    assert_eq!(sent.len(), 1, "the acknowledgement's copy:\n{log}");
+    assert_eq!(
+        header_value(&sent[0], "In-Reply-To").as_deref(),
+        Some("<special-1@example.net>")
+    );
+    let junk = stack.folder("Junk Mail").await;
+    assert_eq!(
+        junk.len(),
+        1,
+        "the spam is in the server's junk folder:\n{log}"
+    );
+    assert!(String::from_utf8_lossy(&junk[0]).contains("Cheap pills"));
+    assert!(stack.folder("Ignored").await.is_empty(), "{log}");
+    assert_eq!(stack.replies().len(), 1, "the spam got no reply");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_when_the_servers_acl_grants_no_right_to_create_the_folders() {
+    let kind = ServerKind::Cyrus {
+        namespace: "debian",
+        idlepoll: None,
+    };
+    let mut stack = Stack::start_on(kind).await;
+    let account = stack.mailbox();
+    let mut session = account.connect().await;
+    // Everything on its own INBOX but `k` and `x` (which Cyrus also reports as `c`).
+    session
+        .run_command_and_check_ok(&format!("SETACL INBOX {} lrswipteda", account.user))
+        .await
+        .expect("the owner may change the ACL of its INBOX");
+    let _ = session.logout().await;
+    let mut check = stack.daemon(&["check"]);
+    let status = check.wait(Duration::from_secs(120));
+    let out = check.log();
+    // Cyrus still lets an owner create under its own INBOX, so this is a warning only.
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("processed_folder: `INBOX.Processed` missing; `run` tries to create it")
+            && out.contains("grants no right to create folders under `INBOX`"),
+        "check says which folder may be refused and why:\n{out}"
     );
 }

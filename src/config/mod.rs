@@ -125,8 +125,12 @@ pub struct ImapConfig {
     #[serde(default = "default_quarantine")]
     pub quarantine_folder: String,
     /// Where a copy of every reply we send is appended (marked read), so the people
-    /// sharing the mailbox see the whole conversation; no copies when absent.
+    /// sharing the mailbox see the whole conversation. When absent, the folder the server
+    /// marks `\Sent` (SPECIAL-USE), and no copies on a server that marks none.
     pub sent_folder: Option<String>,
+    /// Where mail the receiving server flagged as spam goes. When absent, the folder the
+    /// server marks `\Junk` (SPECIAL-USE), else `ignored_folder`.
+    pub junk_folder: Option<String>,
     /// Where messages over a per-sender limit wait for a person; default `Held`.
     /// Moving one back to the inbox releases it.
     #[serde(default = "default_held")]
@@ -877,6 +881,7 @@ impl Config {
             ));
         }
         let sent = self.imap.sent_folder.clone().unwrap_or_default();
+        let junk = self.imap.junk_folder.clone().unwrap_or_default();
         let mut folders = vec![
             ("imap.mailbox", &self.imap.mailbox),
             ("imap.processed_folder", &self.imap.processed_folder),
@@ -887,6 +892,9 @@ impl Config {
         ];
         if self.imap.sent_folder.is_some() {
             folders.push(("imap.sent_folder", &sent));
+        }
+        if self.imap.junk_folder.is_some() {
+            folders.push(("imap.junk_folder", &junk));
         }
         for (i, (key, name)) in folders.iter().enumerate() {
             if name.trim().is_empty() || has_line_break(name) {

@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::classify::{Classification, ReplyDecision};
+use crate::classify::{Classification, NoiseReason, ReplyDecision};
 use crate::config::{GithubMode, Resolved};
 use crate::failure::{Classify, FailureKind};
 use crate::github::GitHubError;
@@ -87,6 +87,8 @@ pub enum Folder {
     Processed,
     /// Noise.
     Ignored,
+    /// Noise the receiving server flagged as spam: the junk folder, else `Ignored`.
+    Junk,
     /// Could not be handled.
     Quarantine,
 }
@@ -465,11 +467,15 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         let config = &self.settings.config;
         let prepared = pipeline::prepare(config, &self.marker, report, received_at);
         if let Classification::Noise(reason) = &prepared.classification {
+            let folder = match reason {
+                NoiseReason::Spam(_) => Folder::Junk,
+                _ => Folder::Ignored,
+            };
             let reason = reason.to_string();
             info!(outcome = "ignored", reason = %reason, "message is not a report");
             return Ok(Action::File {
                 report_id: id.clone(),
-                folder: Folder::Ignored,
+                folder,
                 state: State::Ignored,
                 reason: Some(reason),
             }

@@ -17,7 +17,7 @@ use crate::config::{Secret, TlsMode};
 use crate::failure::{Classify, FailureKind};
 use errors::{already_exists, breaks_session, from_imap, permanent, server_text, transient};
 use transport::{BoxedTransport, Endpoint};
-pub use wire::Namespace;
+pub use wire::{Listed, Namespace, SpecialUse};
 
 /// A failed IMAP operation. Connection trouble is transient; a refused login or a
 /// missing mailbox is permanent for the session but the daemon keeps retrying.
@@ -119,8 +119,11 @@ pub struct ServerFeatures {
     pub condstore: bool,
     /// `NAMESPACE` (RFC 2342): the personal prefix and delimiter come from the server.
     pub namespace: bool,
-    /// `SPECIAL-USE` (RFC 6154): announced (not used to pick folders; see the README).
+    /// `SPECIAL-USE` (RFC 6154): the server names its `\Sent` and `\Junk` folders
+    /// (some servers mark them in `LIST` without announcing it; those marks count too).
     pub special_use: bool,
+    /// `ACL` (RFC 4314): `MYRIGHTS` tells whether we may create a folder.
+    pub acl: bool,
     /// `ID` (RFC 2971): the server says its name and version.
     pub id: bool,
     /// The selected mailbox's `PERMANENTFLAGS` contain `\*`: claim keywords can be kept.
@@ -217,6 +220,17 @@ pub struct ImapSource {
     news: Arc<AtomicBool>,
     /// What the server said about itself: `ID` name and version, or the greeting.
     identity: Option<String>,
+    /// The folders the server marked `\Sent` and `\Junk`, from the last full `LIST`.
+    special: SpecialFolders,
+}
+
+/// The server's own `\Sent` and `\Junk` folders (RFC 6154), as it names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecialFolders {
+    /// The folder marked `\Sent`.
+    pub sent: Option<String>,
+    /// The folder marked `\Junk`.
+    pub junk: Option<String>,
 }
 
 impl std::fmt::Debug for ImapSource {
@@ -276,6 +290,7 @@ impl ImapSource {
             namespace: Namespace::default(),
             news: Arc::new(AtomicBool::new(false)),
             identity: greeting,
+            special: SpecialFolders::default(),
         };
         let announced = run!(&mut source, "capability", |s| s.capabilities().await).await?;
         source.capabilities = ServerCapabilities {
@@ -287,6 +302,7 @@ impl ImapSource {
             condstore: announced.has_str("CONDSTORE"),
             namespace: announced.has_str("NAMESPACE"),
             special_use: announced.has_str("SPECIAL-USE"),
+            acl: announced.has_str("ACL"),
             id: announced.has_str("ID"),
             keywords: false,
         };
@@ -399,9 +415,54 @@ impl ImapSource {
 
     /// Every folder the user has, as the server names them.
     pub async fn folder_names(&mut self) -> Result<Vec<String>, ImapError> {
+        Ok(self.folders().await?.into_iter().map(|l| l.name).collect())
+    }
+
+    /// Every folder the user has, with its attributes; remembers the special-use ones.
+    pub async fn folders(&mut self) -> Result<Vec<Listed>, ImapError> {
         let news = self.news.clone();
         let listed = run!(self, "list folders", |s| wire::list(s, "*", &news).await).await?;
-        Ok(listed.into_iter().map(|l| l.name).collect())
+        let marked = |use_: SpecialUse| {
+            listed
+                .iter()
+                .find(|l| l.special == Some(use_))
+                .map(|l| l.name.clone())
+        };
+        self.special = SpecialFolders {
+            sent: marked(SpecialUse::Sent),
+            junk: marked(SpecialUse::Junk),
+        };
+        Ok(listed)
+    }
+
+    /// The folders the server marked `\Sent` and `\Junk` (known after [`Self::prepare`]
+    /// or [`Self::folders`]).
+    pub fn special_folders(&self) -> &SpecialFolders {
+        &self.special
+    }
+
+    /// Whether the server's `ACL` rights let us create a folder under `parent`: `None`
+    /// when the server offers no `ACL` or would not say.
+    pub async fn may_create_under(&mut self, parent: &str) -> Result<Option<bool>, ImapError> {
+        use async_imap::imap_proto::rfc4314::AclRight;
+        if !self.features.acl {
+            return Ok(None);
+        }
+        let news = self.news.clone();
+        let answer = run!(self, "myrights", |s| wire::my_rights(s, parent, &news)
+            .await)
+        .await;
+        match answer {
+            Ok(rights) if rights.is_empty() => Ok(None),
+            Ok(rights) => {
+                Ok(Some(rights.iter().any(|r| {
+                    matches!(r, AclRight::CreateMailbox | AclRight::OldCreate)
+                })))
+            }
+            // A NO (no ACL on that name, say) leaves the session usable and says nothing.
+            Err(e) if !e.kind.is_transient() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The extensions the server offers that this client uses.

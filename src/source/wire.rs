@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_imap::error::Error;
-use async_imap::imap_proto::{AttributeValue, MailboxDatum, Response, Status};
+use async_imap::imap_proto::rfc4314::AclRight;
+use async_imap::imap_proto::{AttributeValue, MailboxDatum, NameAttribute, Response, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ImapSession;
@@ -36,11 +37,24 @@ pub(crate) struct FetchData {
 
 /// One `LIST` answer.
 #[derive(Debug, Clone)]
-pub(crate) struct Listed {
+pub struct Listed {
     /// The folder's name.
     pub name: String,
     /// Its hierarchy delimiter, `None` for a flat name space.
     pub delimiter: Option<String>,
+    /// The special use the server gave it (RFC 6154), among those we file into.
+    pub special: Option<SpecialUse>,
+    /// `\Noinferiors`: no folder can be created under it.
+    pub no_inferiors: bool,
+}
+
+/// The RFC 6154 special uses the daemon files into when no folder is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialUse {
+    /// `\Sent`: copies of the mail we send.
+    Sent,
+    /// `\Junk`: mail the receiving server flagged as spam.
+    Junk,
 }
 
 /// Sends `command` and reads until its tagged reply: every `FETCH` response is collected,
@@ -71,14 +85,41 @@ pub(crate) async fn list(
     let command = format!("LIST \"\" {}", quote(pattern));
     tagged(session, &command, news, |response| {
         if let Response::MailboxData(MailboxDatum::List(data)) = response {
+            let has = |wanted: &NameAttribute<'_>| data.name_attributes.iter().any(|f| f == wanted);
+            let special = if has(&NameAttribute::Sent) {
+                Some(SpecialUse::Sent)
+            } else if has(&NameAttribute::Junk) {
+                Some(SpecialUse::Junk)
+            } else {
+                None
+            };
             found.push(Listed {
                 name: data.name.to_string(),
                 delimiter: data.delimiter.as_ref().map(|d| d.to_string()),
+                special,
+                no_inferiors: has(&NameAttribute::NoInferiors),
             });
         }
     })
     .await?;
     Ok(found)
+}
+
+/// `MYRIGHTS mailbox` (RFC 4314): the rights the logged-in user has on it, as letters.
+pub(crate) async fn my_rights(
+    session: &mut ImapSession,
+    mailbox: &str,
+    news: &Arc<AtomicBool>,
+) -> Result<Vec<AclRight>, Error> {
+    let mut rights = Vec::new();
+    let command = format!("MYRIGHTS {}", quote(mailbox));
+    tagged(session, &command, news, |response| {
+        if let Response::MyRights(answer) = response {
+            rights.clone_from(&answer.rights);
+        }
+    })
+    .await?;
+    Ok(rights)
 }
 
 /// Runs a command that returns nothing we read, checking its tagged status.
