@@ -140,7 +140,8 @@ fn hostile_file_names_are_shown_escaped_and_never_used_for_storage() {
     assert!(d.contains(&inline_code("../../../../etc/passwd")));
     assert!(!d.contains("../"), "no raw path in the description");
     assert!(d.contains(
-        "<code>&#46;&#46;&#47;&#46;&#46;&#47;&#46;&#46;&#47;&#46;&#46;&#47;etc&#47;passwd</code>"
+        "<code>&#46;&#8203;&#46;&#8203;&#47;&#46;&#8203;&#46;&#8203;&#47;&#46;&#8203;&#46;&#8203;\
+         &#47;&#46;&#8203;&#46;&#8203;&#47;etc&#47;passwd</code>"
     ));
 }
 
@@ -220,7 +221,7 @@ fn a_forged_authentication_result_below_ours_is_not_shown() {
     assert!(
         d.contains(
             "| Sender authentication | <code>dkim&#61;fail spf&#61;fail dmarc&#61;fail</code> \
-             (according to <code>mx&#46;palletsprojects&#46;com</code>) **(unauthenticated \
+             (according to <code>mx&#46;&#8203;palletsprojects&#46;&#8203;com</code>) **(unauthenticated \
              sender: the From address may be forged; no reply was sent)** |"
         ),
         "{d}"

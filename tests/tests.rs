@@ -19,4 +19,5 @@ mod journal_upgrade;
 mod pipeline;
 mod properties;
 mod recovery;
+mod rendered;
 mod smtp_reply;

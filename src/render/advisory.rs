@@ -7,7 +7,9 @@ use crate::mail::clean::single_line;
 use crate::mail::{Address, Report};
 use crate::route::{Route, RouteReason};
 
-use super::markdown::{escape_pre, github_len, inline_code, pre_block};
+use super::markdown::{
+    DIGESTS_CLOSE, DIGESTS_OPEN, escape_pre, github_len, inline_code, pre_block,
+};
 
 /// GitHub's limit on an advisory summary, in characters.
 pub const SUMMARY_LIMIT: usize = 1024;
@@ -317,6 +319,9 @@ pub(super) fn inline_attachments(
     out
 }
 
+/// Hex digits of an attachment's SHA-256 shown in the table, as in the stored name.
+const SHORT_HASH: usize = 12;
+
 /// Room the attachment table may take at most; the rest is left for the report text.
 const LISTING_MAX_CHARS: usize = 24_000;
 
@@ -335,6 +340,7 @@ pub(super) fn attachment_listing(
          below; small text attachments are also shown.\n\n\
          | # | Name | Type | Size | SHA-256 | Stored as |\n| --- | --- | --- | --- | --- | --- |\n",
     );
+    let mut listed = 0;
     for (i, a) in report.attachments.iter().enumerate() {
         let stored_as = stored
             .iter()
@@ -348,7 +354,7 @@ pub(super) fn attachment_listing(
                 .map_or_else(|| "(no name)".to_owned(), inline_code),
             inline_code(&a.content_type),
             human_size(a.data.len()),
-            inline_code(&a.sha256),
+            inline_code(&a.sha256[..a.sha256.len().min(SHORT_HASH)]),
             stored_as
         );
         if github_len(&s) + github_len(&row) > LISTING_MAX_CHARS {
@@ -359,8 +365,18 @@ pub(super) fn attachment_listing(
             break;
         }
         s.push_str(&row);
+        listed += 1;
     }
-    s.push('\n');
+    // The full digests, for whoever verifies a file, folded away under the table.
+    let digests: String = report.attachments[..listed]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}  {}\n", i + 1, a.sha256))
+        .collect();
+    s.push_str(&format!(
+        "\n{DIGESTS_OPEN}{}{DIGESTS_CLOSE}\n",
+        pre_block(&digests)
+    ));
     s
 }
 
@@ -481,7 +497,7 @@ fn truncate_utf16(s: &str, max: usize) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::render::test_support::{TEST_KEY, fixture};
     use chrono::TimeZone;
@@ -529,7 +545,18 @@ mod tests {
             match (&mut current, line) {
                 (None, "<pre>") => current = Some(Vec::new()),
                 (Some(lines), "</pre>") => {
-                    blocks.push(lines.join("\n"));
+                    // The folded digest list is ours, not report content.
+                    let digests = !lines.is_empty()
+                        && lines.iter().all(|l| {
+                            l.split_once("  ").is_some_and(|(n, h)| {
+                                n.parse::<usize>().is_ok()
+                                    && h.len() == 64
+                                    && h.chars().all(|c| c.is_ascii_hexdigit())
+                            })
+                        });
+                    if !digests {
+                        blocks.push(lines.join("\n"));
+                    }
                     current = None;
                 }
                 (Some(lines), l) => {
@@ -544,6 +571,13 @@ mod tests {
         }
         assert!(current.is_none(), "unclosed <pre>");
         blocks
+    }
+
+    /// The description without the digest `<details>` wrapper we write ourselves.
+    pub(in crate::render) fn without_our_details(description: &str) -> String {
+        description
+            .replace(DIGESTS_OPEN, "")
+            .replace(DIGESTS_CLOSE, "")
     }
 
     /// The description with `<pre>` blocks and `<code>` spans removed: what GitHub would
@@ -643,7 +677,7 @@ mod tests {
         let d = render_with(&r, &settings);
         assert!(
             d.description.contains(
-                "| Reporter | <code>Alice Reporter &lt;alice&#64;example&#46;net&gt;</code> |"
+                "| Reporter | <code>Alice Reporter &lt;alice&#64;&#8203;example&#46;&#8203;net&gt;</code> |"
             ),
             "{}",
             d.description
@@ -660,8 +694,9 @@ mod tests {
         assert!(desc.ends_with(&format!("{}\n", TEST_KEY.report(&r.report_id))));
         assert!(desc.contains("&lt;!-- advisory-bridge report-id=0000"));
         // No raw HTML from the report.
+        let report_html = without_our_details(desc);
         for raw in ["<img", "<script", "</details>", "<b>"] {
-            assert!(!desc.contains(raw), "{raw} in {desc}");
+            assert!(!report_html.contains(raw), "{raw} in {desc}");
         }
         // Mentions, images and fences only inside <pre> or <code>, where they are inert.
         let md = markdown_outside_code(desc);
@@ -692,7 +727,7 @@ mod tests {
         let row = desc.lines().find(|l| l.starts_with("| 1 |")).unwrap();
         assert_eq!(row.matches('|').count(), 7, "{row}");
         assert!(
-            row.contains("&#46;&#46;&#47;&#46;&#46;&#47;etc&#47;evil&#124;&#96;name&#96;&#46;txt"),
+            row.contains("&#46;&#8203;&#46;&#8203;&#47;&#46;&#8203;&#46;&#8203;&#47;etc&#47;evil&#124;&#96;name&#96;&#46;&#8203;txt"),
             "{row}"
         );
         let sha = &r.attachments[0].sha256;
@@ -734,16 +769,30 @@ mod tests {
         assert!(blocks[1].starts_with("diff --git a/src/markupsafe/__init__.py"));
         assert!(
             d.description
-                .contains("### Attachment 1: <code>fix&#45;escape&#46;patch</code>")
+                .contains("### Attachment 1: <code>fix&#45;escape&#46;&#8203;patch</code>")
         );
         assert!(!d.description.contains("### Attachment 2"));
         assert!(
             d.description.contains(
-                "| 2 | <code>alert&#46;png</code> | <code>image&#47;png</code> | 70 bytes |"
+                "| 2 | <code>alert&#46;&#8203;png</code> | <code>image&#47;png</code> | 70 bytes |"
             ),
             "{}",
             d.description
         );
+        // The table shows 12 hex digits; a details block has every full digest.
+        let full = &r.attachments[1].sha256;
+        let row = d
+            .description
+            .lines()
+            .find(|l| l.starts_with("| 2 |"))
+            .unwrap();
+        assert!(
+            row.contains(&format!("<code>{}</code>", &full[..12])),
+            "{row}"
+        );
+        assert!(!row.contains(full.as_str()), "{row}");
+        let details = &d.description[d.description.find("<details>").expect("details")..];
+        assert!(details.contains(&format!("2  {full}")), "{details}");
         let names: Vec<_> = d
             .stored_attachments
             .iter()
@@ -820,7 +869,7 @@ mod tests {
         assert!(!d.description.contains("### Attachment 1"));
         assert!(
             d.description
-                .contains("| 1 | <code>fix&#45;escape&#46;patch</code>")
+                .contains("| 1 | <code>fix&#45;escape&#46;&#8203;patch</code>")
         );
         assert_eq!(d.stored_attachments.len(), 3);
     }
@@ -933,7 +982,7 @@ mod tests {
             assert_eq!(desc.matches("<!--").count(), 1, "{desc}");
             assert!(desc.ends_with(&format!("{}\n", TEST_KEY.report(&r.report_id))));
             pre_blocks(desc);
-            let ours = desc
+            let ours = without_our_details(desc)
                 .replace("<pre>", "")
                 .replace("</pre>", "")
                 .replace("<code>", "")

@@ -293,7 +293,7 @@ mod tests {
 
     /// What remains of a description once our own tags and markers are taken out.
     fn outside_our_tags(description: &str, markers: &[String]) -> String {
-        let mut s = description
+        let mut s = crate::render::advisory::tests::without_our_details(description)
             .replace("<pre>", "")
             .replace("</pre>", "")
             .replace("<code>", "")
@@ -347,7 +347,7 @@ mod tests {
         assert!(
             added.contains("| Sender address | **a different address than the original report** |")
         );
-        assert!(added.contains("| From | <code>Mallory X&#45;Injected&#58; yes</code> |"));
+        assert!(added.contains("| From | <code>Mallory X&#45;Injected&#58;&#8203; yes</code> |"));
         assert!(
             !added.contains("mallory@example.com"),
             "address not shown by default"

@@ -64,6 +64,19 @@ pub fn pre_block(escaped: &str) -> String {
     format!("\n<pre>\n{body}\n</pre>\n\n")
 }
 
+/// Opens the folded block of full attachment digests: our own HTML, never report text.
+pub const DIGESTS_OPEN: &str = "<details>\n<summary>Full SHA-256 digests</summary>\n";
+
+/// Closes [`DIGESTS_OPEN`].
+pub const DIGESTS_CLOSE: &str = "</details>\n";
+
+/// A zero-width space as a character reference: invisible, not a Markdown character, and
+/// a line-break opportunity.
+const ZWSP_REF: &str = "&#8203;";
+
+/// After this many characters without a space, [`inline_code`] offers a line break.
+const WRAP_RUN: usize = 24;
+
 /// Longest value [`inline_code`] shows, in characters; longer ones end in `…`. Keeps a
 /// hostile 100 KB subject or file name from eating the description's room.
 pub const INLINE_MAX_CHARS: usize = 200;
@@ -73,6 +86,7 @@ pub const INLINE_MAX_CHARS: usize = 200;
 pub fn inline_code(value: &str) -> String {
     let mut out = String::from("<code>");
     let mut last_space = false;
+    let mut run = 0;
     let value = value.trim();
     let cut = value.chars().count() > INLINE_MAX_CHARS;
     for c in value.chars().take(if cut {
@@ -88,6 +102,7 @@ pub fn inline_code(value: &str) -> String {
             continue;
         }
         last_space = c == ' ';
+        run = if last_space { 0 } else { run + 1 };
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -95,6 +110,13 @@ pub fn inline_code(value: &str) -> String {
             c if c.is_ascii_punctuation() => out.push_str(&format!("&#{};", c as u32)),
             c if is_disguising(c) => push_visible_escape(&mut out, c),
             c => out.push(c),
+        }
+        // GFM autolinks emails and `www.` in the decoded text even inside `<code>`: a
+        // zero-width space after `@`, `.` and `:` breaks every such pattern, and one in
+        // each long unbroken run lets a table cell wrap.
+        if matches!(c, '@' | '.' | ':') || run >= WRAP_RUN {
+            out.push_str(ZWSP_REF);
+            run = 0;
         }
     }
     if cut {
@@ -148,16 +170,22 @@ mod tests {
         let s = inline_code("a|b *c* @team <b>x</b>\r\n`tick` [l](http://x)");
         assert_eq!(
             s,
-            "<code>a&#124;b &#42;c&#42; &#64;team &lt;b&gt;x&lt;&#47;b&gt; &#96;tick&#96; \
-             &#91;l&#93;&#40;http&#58;&#47;&#47;x&#41;</code>"
+            "<code>a&#124;b &#42;c&#42; &#64;&#8203;team &lt;b&gt;x&lt;&#47;b&gt; &#96;tick&#96; \
+             &#91;l&#93;&#40;http&#58;&#8203;&#47;&#47;x&#41;</code>"
         );
         assert!(!s[6..s.len() - 7].contains(['|', '<', '>', '`', '*', '@', '[', '\n']));
     }
 
     #[test]
+    fn long_unbroken_inline_values_may_wrap() {
+        let s = inline_code(&"a".repeat(60));
+        assert_eq!(s.matches(ZWSP_REF).count(), 2, "{s}");
+    }
+
+    #[test]
     fn long_inline_values_are_cut() {
         let s = inline_code(&"a".repeat(10_000));
-        assert_eq!(s.chars().count(), "<code></code>".len() + INLINE_MAX_CHARS);
+        assert_eq!(s.matches('a').count(), INLINE_MAX_CHARS - 1);
         assert!(s.ends_with("…</code>"));
         assert_eq!(
             inline_code(&"a".repeat(INLINE_MAX_CHARS))

@@ -12,7 +12,7 @@ use advisory_bridge::config::Config;
 use advisory_bridge::mail::clean::is_bidi_control;
 use advisory_bridge::mail::{self, Address, Limits, ParseError, Report};
 use advisory_bridge::pipeline::{self, Prepared};
-use advisory_bridge::render::markdown::github_len;
+use advisory_bridge::render::markdown::{self, github_len};
 use advisory_bridge::render::{
     self, AdvisoryDraft, AdvisoryRef, DESCRIPTION_LIMIT, FollowupContext, FollowupRender,
     MarkerKey, ReplyMessage, SUMMARY_LIMIT, Templates,
@@ -416,6 +416,8 @@ fn check_markdown(description: &str, markers: &[String]) {
     }
     assert!(!in_pre, "an unclosed <pre>");
     let mut rest = description
+        .replace(markdown::DIGESTS_OPEN, "")
+        .replace(markdown::DIGESTS_CLOSE, "")
         .replace("<pre>", "")
         .replace("</pre>", "")
         .replace("<code>", "")
