@@ -131,11 +131,15 @@ pub fn append_followup(
             "\nThe message was HTML only; this is its text, with link targets in parentheses.\n",
         );
     }
-    if report.text.trim().is_empty() {
-        section.push_str("\nThe message had no text.\n\n");
+    let (text, dropped) = without_our_quotes(&report.text);
+    if text.trim().is_empty() {
+        section.push_str("\nThe message had no text of its own.\n\n");
     } else {
-        let (escaped, _) = escape_pre(&report.text, usize::MAX);
+        let (escaped, _) = escape_pre(&text, usize::MAX);
         section.push_str(&pre_block(&escaped));
+    }
+    if dropped {
+        section.push_str("Our own message, quoted in the reply, is left out.\n\n");
     }
     section.push_str(&attachment_listing(
         report,
@@ -187,6 +191,63 @@ pub fn append_followup(
         stored_attachments: stored,
         overflowed: true,
     }
+}
+
+/// Phrases only our acknowledgements and notes carry: the advisory link and the closing
+/// line of the built-in templates.
+const OUR_PHRASES: &[&str] = &[
+    "/security/advisories/GHSA-",
+    "sent automatically on behalf of",
+];
+
+/// `text` without the quoted copies of our own mail: each run of `>` lines that carries
+/// one of [`OUR_PHRASES`], with the "On … wrote:" line (one or two lines) just before it.
+/// Returns whether anything was left out. Quotes of anyone else stay.
+fn without_our_quotes(text: &str) -> (String, bool) {
+    let lines: Vec<&str> = text.lines().collect();
+    let quoted = |l: &str| l.trim_start().starts_with('>');
+    let mut keep = vec![true; lines.len()];
+    let mut dropped = false;
+    let mut i = 0;
+    while i < lines.len() {
+        if !quoted(lines[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < lines.len() && (quoted(lines[i]) || lines[i].trim().is_empty()) {
+            i += 1;
+        }
+        let block = lines[start..i].join("\n");
+        if !OUR_PHRASES.iter().any(|p| block.contains(p)) {
+            continue;
+        }
+        dropped = true;
+        keep[start..i].iter_mut().for_each(|k| *k = false);
+        // The attribution: `On <date>, <us> wrote:`, which clients may wrap in two.
+        let mut a = start;
+        while a > 0 && lines[a - 1].trim().is_empty() {
+            a -= 1;
+        }
+        if a > 0 && lines[a - 1].trim_end().ends_with("wrote:") {
+            keep[a - 1..start].iter_mut().for_each(|k| *k = false);
+            if a > 1
+                && lines[a - 2].trim_start().starts_with("On ")
+                && !lines[a - 2].contains("wrote:")
+            {
+                keep[a - 2] = false;
+            }
+        }
+    }
+    if !dropped {
+        return (text.to_owned(), false);
+    }
+    let kept: Vec<&str> = lines
+        .iter()
+        .zip(&keep)
+        .filter_map(|(l, k)| k.then_some(*l))
+        .collect();
+    (kept.join("\n").trim_end().to_owned() + "\n", true)
 }
 
 /// `f<first 12 hex of the follow-up's id>-`: keeps a follow-up's stored names apart from
@@ -359,6 +420,27 @@ mod tests {
         assert!(added.contains("### Attachments of the follow-up"));
         assert!(added.contains("#### Follow-up attachment 1: "));
         assert!(github_len(d) <= DESCRIPTION_LIMIT);
+    }
+
+    #[test]
+    fn our_quoted_acknowledgement_is_left_out_but_other_quotes_stay() {
+        let text = "Here is the PoC you asked for.\n\n\
+            > the maintainer's question stays\n\n\
+            On Tue, Nov 24, 2026 at 12:00 PM Pallets Security\n\
+            <security@palletsprojects.com> wrote:\n\
+            > Hello Rita,\n\
+            >\n\
+            > Your report has been converted to a private draft GitHub security advisory,\n\
+            >     https://github.com/pallets/click/security/advisories/GHSA-abcd-efgh-ijkl\n\
+            > This acknowledgement was sent automatically on behalf of Pallets.\n";
+        let (kept, dropped) = without_our_quotes(text);
+        assert!(dropped);
+        assert_eq!(
+            kept,
+            "Here is the PoC you asked for.\n\n> the maintainer's question stays\n"
+        );
+        let theirs = "> someone else's words\nmy answer\n";
+        assert_eq!(without_our_quotes(theirs), (theirs.to_owned(), false));
     }
 
     #[test]
