@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use octocrab::Octocrab;
 use octocrab::models::security_advisories::{
-    CreatePackage, CreateRepositoryAdvisory, CreateVulnerability, ReportVulnerability,
-    RepositoryAdvisory, UpdateRepositoryAdvisory,
+    CreateCredit, CreatePackage, CreateRepositoryAdvisory, CreateVulnerability,
+    ReportVulnerability, RepositoryAdvisory, UpdateRepositoryAdvisory,
 };
 
 use crate::config::Secret;
@@ -612,6 +612,38 @@ impl GitHub {
         }
     }
 
+    /// The account type of `login` (`User`, `Organization`, `Bot`), `None` when GitHub
+    /// has no such account; asked with `repository`'s credentials.
+    pub async fn account_type(
+        &self,
+        repository: &str,
+        login: &str,
+    ) -> Result<Option<String>, GitHubError> {
+        const OPERATION: &str = "look up user";
+        self.pacer.wait_turn().await;
+        let crab = self.client(OPERATION, repository).await?;
+        let users = crab.users(login);
+        match tokio::time::timeout(self.timeout, users.profile()).await {
+            Ok(Ok(profile)) => Ok(Some(profile.r#type)),
+            // An unknown login is an answer, not a misconfiguration.
+            Ok(Err(octocrab::Error::GitHub { source, .. }))
+                if source.status_code.as_u16() == 404 =>
+            {
+                Ok(None)
+            }
+            Ok(Err(error)) => Err(classify(OPERATION, repository, &error, SystemTime::now())),
+            Err(_) => Err(GitHubError {
+                operation: OPERATION,
+                repository: repository.to_owned(),
+                message: format!(
+                    "no answer within {} s (github.timeout_secs); will retry",
+                    self.timeout.as_secs_f32()
+                ),
+                kind: FailureKind::TRANSIENT,
+            }),
+        }
+    }
+
     /// Runs one octocrab call under the overall deadline and classifies its failure.
     async fn call<T>(
         &self,
@@ -692,6 +724,16 @@ pub fn create_body(draft: &AdvisoryDraft) -> CreateRepositoryAdvisory {
                 ..CreateVulnerability::default()
             })
             .collect(),
+        credits: (!draft.credits.is_empty()).then(|| {
+            draft
+                .credits
+                .iter()
+                .map(|login| CreateCredit {
+                    login: login.clone(),
+                    r#type: "reporter".into(),
+                })
+                .collect()
+        }),
         ..CreateRepositoryAdvisory::default()
     }
 }

@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod classify;
 pub mod config;
+pub mod credit;
 pub mod daemon;
 pub mod engine;
 pub mod failure;

@@ -66,6 +66,7 @@ fn draft(repository: &str, summary: &str, report: &str) -> AdvisoryDraft {
             name: repository.rsplit('/').next().unwrap().into(),
         }],
         stored_attachments: Vec::new(),
+        credits: Vec::new(),
     }
 }
 

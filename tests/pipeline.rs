@@ -824,3 +824,42 @@ async fn two_organisations_one_github_app_each_report_lands_in_its_repository() 
         once.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_login_in_the_signature_is_prefilled_as_the_reporter_credit() {
+    let mut stack = Stack::start().await;
+    stack.github.add_user("danaok");
+    stack
+        .deliver(&report(
+            "credit-1",
+            "Click: shell injection",
+            "the details\r\n\r\n-- \r\nDana (@danaok on GitHub)",
+        ))
+        .await;
+    stack
+        .deliver(&report(
+            "credit-2",
+            "Click: another one",
+            "more details\r\n\r\n-- \r\nGitHub: nobody-by-this-name",
+        ))
+        .await;
+    let once = stack.drain();
+    let advisories = stack.github.advisories("pallets/click");
+    assert_eq!(advisories.len(), 2, "{}", once.log());
+    let credits = |summary: &str| {
+        advisories
+            .iter()
+            .find(|a| a["summary"].as_str().is_some_and(|s| s.contains(summary)))
+            .map(|a| a["credits"].clone())
+            .expect("the advisory")
+    };
+    assert_eq!(
+        credits("shell injection"),
+        serde_json::json!([{"login": "danaok", "type": "reporter"}])
+    );
+    assert_eq!(
+        credits("another one"),
+        serde_json::json!([]),
+        "an unknown login is not credited"
+    );
+}

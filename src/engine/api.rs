@@ -25,6 +25,13 @@ pub trait AdvisoryApi: Send + Sync {
         mode: GithubMode,
         draft: &AdvisoryDraft,
     ) -> impl Future<Output = Result<AdvisoryRef, GitHubError>> + Send;
+    /// The account type (`User`, `Organization`, `Bot`) of a login, `None` when GitHub
+    /// knows no such account; asked through `repository`'s credentials.
+    fn account_type(
+        &self,
+        repository: &str,
+        login: &str,
+    ) -> impl Future<Output = Result<Option<String>, GitHubError>> + Send;
     /// An advisory's current description and state.
     fn description(
         &self,
@@ -85,6 +92,14 @@ impl AdvisoryApi for GitHub {
         GitHub::description(self, repository, ghsa_id).await
     }
 
+    async fn account_type(
+        &self,
+        repository: &str,
+        login: &str,
+    ) -> Result<Option<String>, GitHubError> {
+        GitHub::account_type(self, repository, login).await
+    }
+
     async fn update_description(
         &self,
         repository: &str,
@@ -124,6 +139,13 @@ impl<T: AdvisoryApi> AdvisoryApi for std::sync::Arc<T> {
         draft: &AdvisoryDraft,
     ) -> impl Future<Output = Result<AdvisoryRef, GitHubError>> + Send {
         (**self).create(mode, draft)
+    }
+    fn account_type(
+        &self,
+        repository: &str,
+        login: &str,
+    ) -> impl Future<Output = Result<Option<String>, GitHubError>> + Send {
+        (**self).account_type(repository, login)
     }
     fn description(
         &self,

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::classify::{Classification, NoiseReason, ReplyDecision};
 use crate::config::{GithubMode, Resolved};
@@ -1131,6 +1131,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             return Ok(found);
         }
         let mode = self.settings.config.github.mode;
+        let draft = &self.with_credit(report, draft).await;
         let created = self
             .github
             .create(mode, draft)
@@ -1144,6 +1145,30 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         };
         info!(ghsa = %created.ghsa_id, repository = %created.repository, "{what}");
         Ok(created)
+    }
+
+    /// The draft with the GitHub login the reporter stated credited as `reporter`, when
+    /// GitHub knows it as a user. A failed lookup only costs the credit (the login stays
+    /// in the report for a maintainer to add), never the report.
+    async fn with_credit(&self, report: &Report, draft: &AdvisoryDraft) -> AdvisoryDraft {
+        let mut draft = draft.clone();
+        let Some(login) = crate::credit::stated_login(&report.text) else {
+            return draft;
+        };
+        match self.github.account_type(&draft.repository, &login).await {
+            Ok(Some(kind)) if kind == "User" => {
+                info!(login = %login, "the reporter's GitHub login is credited");
+                draft.credits.push(login);
+            }
+            Ok(Some(kind)) => {
+                debug!(login = %login, kind = %kind, "the stated login is not a person")
+            }
+            Ok(None) => debug!(login = %login, "the stated login does not exist on GitHub"),
+            Err(e) => {
+                warn!(login = %login, error = %e, "cannot check the reporter's GitHub login; no credit")
+            }
+        }
+        draft
     }
 
     /// When `scope` is paused and its probe is not due: the disposition that leaves the

@@ -28,6 +28,7 @@ struct Stored {
     cve_id: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    credits: Vec<String>,
 }
 
 /// What the next call of an operation does instead of succeeding.
@@ -46,6 +47,8 @@ struct GitHubState {
     advisories: Vec<Stored>,
     faults: VecDeque<Fault>,
     calls: Vec<&'static str>,
+    /// Logins GitHub knows, with their account type.
+    users: Vec<(String, &'static str)>,
 }
 
 /// GitHub in memory: advisories, faults queued per operation, and a log of calls.
@@ -100,6 +103,7 @@ impl MemoryGitHub {
                     "create" => "create advisory",
                     "read" => "read advisory",
                     "update" => "update advisory",
+                    "user" => "look up user",
                     _ => "list advisories",
                 };
                 Err((
@@ -179,12 +183,26 @@ impl AdvisoryApi for MemoryGitHub {
             cve_id: None,
             created_at: start(),
             updated_at: start(),
+            credits: draft.credits.clone(),
         };
         s.advisories.push(stored.clone());
         match outcome {
             Err((e, _)) => Err(e),
             Ok(()) => Ok(reference(&stored)),
         }
+    }
+
+    async fn account_type(
+        &self,
+        repository: &str,
+        login: &str,
+    ) -> Result<Option<String>, GitHubError> {
+        self.enter("user", repository).map_err(|(e, _)| e)?;
+        let s = self.0.lock().unwrap();
+        Ok(s.users
+            .iter()
+            .find(|(l, _)| l.eq_ignore_ascii_case(login))
+            .map(|(_, kind)| (*kind).to_owned()))
     }
 
     async fn description(
@@ -471,6 +489,48 @@ async fn a_report_becomes_one_draft_one_reply_and_is_filed() {
     assert_eq!(e.state, State::Filed);
     assert_eq!(e.reply, Reply::Sent);
     assert_eq!(e.reply_to.as_deref(), Some("rita@example.net"));
+}
+
+fn signed_report(id: &str, signature: &str) -> Vec<u8> {
+    let raw = String::from_utf8(report(id)).unwrap();
+    format!("{}\r\n-- \r\nRita\r\n{signature}\r\n", raw.trim_end()).into_bytes()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_github_login_the_reporter_states_is_credited_once_github_knows_the_user() {
+    let h = Harness::new("");
+    h.github.0.lock().unwrap().users.extend([
+        ("ritar".to_owned(), "User"),
+        ("pallets".to_owned(), "Organization"),
+    ]);
+    let d = h
+        .handle(&signed_report("c1@example.net", "@ritar on GitHub"))
+        .await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(h.github.advisories()[0].credits, ["ritar"]);
+
+    // Unknown logins, organisations and a failed lookup credit no one, and still file.
+    h.handle(&signed_report("c2@example.net", "GitHub: nobody-here"))
+        .await;
+    h.handle(&signed_report(
+        "c3@example.net",
+        "https://github.com/pallets",
+    ))
+    .await;
+    h.github
+        .fail("user", FailureKind::TRANSIENT, "HTTP 502: Bad Gateway");
+    let d = h
+        .handle(&signed_report("c4@example.net", "GitHub: ritar"))
+        .await;
+    assert!(filed(&d), "a failed lookup costs only the credit: {d:?}");
+    let credits: Vec<_> = h
+        .github
+        .advisories()
+        .iter()
+        .map(|a| a.credits.clone())
+        .collect();
+    assert_eq!(credits, [vec!["ritar".to_owned()], vec![], vec![], vec![]]);
+    assert_eq!(h.github.calls("user"), 4);
 }
 
 #[tokio::test(start_paused = true)]

@@ -65,6 +65,8 @@ pub struct AdvisoryDraft {
     pub vulnerabilities: Vec<Package>,
     /// Attachments the daemon must store under `state_dir/attachments/<report id>/`.
     pub stored_attachments: Vec<StoredAttachment>,
+    /// GitHub logins credited as `reporter` (checked to exist by the engine).
+    pub credits: Vec<String>,
 }
 
 /// Everything the advisory renderer needs besides the report.
@@ -180,6 +182,7 @@ pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
             name: ctx.repository.package_name().to_owned(),
         }],
         stored_attachments: stored,
+        credits: Vec::new(),
     }
 }
 
