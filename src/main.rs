@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use advisory_bridge::classify::{Classification, ReplyDecision};
 use advisory_bridge::config::{Config, Resolved, from_address};
@@ -44,7 +44,12 @@ enum Command {
     /// Handle every message in the mailbox now, then exit (75 if some wait for a retry).
     Once,
     /// Validate the config and reach IMAP, SMTP and GitHub with the configured credentials.
-    Check,
+    Check {
+        /// Where secrets written as `/run/credentials/<unit>/NAME` are read from when
+        /// run outside the service: `$CREDENTIALS_DIRECTORY` when set, else this folder.
+        #[arg(long, default_value = advisory_bridge::config::DEFAULT_CREDENTIALS_DIR)]
+        credentials_dir: PathBuf,
+    },
     /// Show the advisory and the reply a message would produce; touches nothing.
     Preview {
         /// A raw message (.eml).
@@ -112,7 +117,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            error!("{e:#}");
+            // Once: the log and this line both reach stderr (and the journal).
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
@@ -124,7 +129,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run => run(config, Mode::Run).await,
         Command::Once => run(config, Mode::Once).await,
-        Command::Check => check(config).await,
+        Command::Check { credentials_dir } => {
+            let mut config = config;
+            config.credentials_dir = Some(credentials_dir);
+            check(config).await
+        }
         Command::Preview { file } => preview(&config, &file),
         Command::Status { state, limit, json } => {
             status(&config, state.as_deref(), limit, json).await
@@ -190,6 +199,9 @@ async fn check(config: Config) -> Result<ExitCode> {
         }
     };
     report(&format!("config {}", config.path.display()), Ok(()));
+    if let Some(warning) = unreadable_for_the_service(&config.path) {
+        println!("warn    {warning}");
+    }
     report(
         "reply template",
         Templates::load(&config.reply)
@@ -402,6 +414,21 @@ async fn may_create(
             Ok("`run` creates it (the server cannot say beforehand whether it may)".into())
         }
     }
+}
+
+/// Why the service, which runs as a dynamic user (`DynamicUser=yes`), could not read
+/// the config file at `path`, if it could not.
+fn unreadable_for_the_service(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o004 == 0).then(|| {
+        format!(
+            "config {} has mode {:04o}: the service runs as a dynamic user and cannot read \
+             it; chmod 0644 it (secrets belong in the credentials directory, not here)",
+            path.display(),
+            mode & 0o7777
+        )
+    })
 }
 
 async fn check_state_dir(dir: &Path) -> Result<()> {

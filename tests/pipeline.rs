@@ -863,3 +863,51 @@ async fn a_github_login_in_the_signature_is_prefilled_as_the_reporter_credit() {
         "an unknown login is not credited"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_systemd_credentials_from_the_credentials_dir_and_warns_of_an_unreadable_config()
+ {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = Stack::start().await;
+    // The secret as the Debian package keeps it, the config as the unit refers to it.
+    let credentials = stack.dir.join("credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    let text = std::fs::read_to_string(&stack.config_path).unwrap();
+    let password_file = text
+        .lines()
+        .find_map(|l| l.strip_prefix("password_file = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("the IMAP password file")
+        .to_owned();
+    std::fs::copy(&password_file, credentials.join("imap-password")).unwrap();
+    stack.write_config(|text| {
+        text.replacen(
+            &format!("password_file = \"{password_file}\""),
+            "password_file = \"/run/credentials/advisory-bridge.service/imap-password\"",
+            1,
+        )
+    });
+    std::fs::set_permissions(&stack.config_path, std::fs::Permissions::from_mode(0o640)).unwrap();
+
+    let dir = credentials.to_str().unwrap().to_owned();
+    let mut check = stack.daemon(&["check", "--credentials-dir", &dir]);
+    let status = check.wait(Duration::from_secs(120));
+    let out = check.log();
+    assert!(status.success(), "check failed: {status:?}\n{out}");
+    assert!(out.contains("ok      IMAP"), "{out}");
+    assert!(
+        out.contains("has mode 0640: the service runs as a dynamic user and cannot read it"),
+        "the unreadable config is pointed out:\n{out}"
+    );
+
+    // Without the secret there, the error names where it looked.
+    std::fs::remove_file(credentials.join("imap-password")).unwrap();
+    let mut check = stack.daemon(&["check", "--credentials-dir", &dir]);
+    let status = check.wait(Duration::from_secs(120));
+    let out = check.log();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!("cannot read secret file {dir}/imap-password")),
+        "{out}"
+    );
+}

@@ -544,6 +544,12 @@ pub struct Config {
     /// The file this was read from, for error messages.
     #[serde(skip)]
     pub path: PathBuf,
+    /// Where secret files written as systemd credentials
+    /// (`/run/credentials/<unit>/NAME`) are found outside the running unit: `NAME` in
+    /// `$CREDENTIALS_DIRECTORY` when set, else here (`--credentials-dir`; default
+    /// [`DEFAULT_CREDENTIALS_DIR`]).
+    #[serde(skip)]
+    pub credentials_dir: Option<PathBuf>,
 }
 
 fn default_tls() -> TlsMode {
@@ -634,6 +640,10 @@ fn default_ecosystem() -> String {
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/advisory-bridge")
 }
+
+/// Where the Debian package keeps the service's secrets, which systemd hands to the
+/// unit as credentials (`LoadCredential=`).
+pub const DEFAULT_CREDENTIALS_DIR: &str = "/etc/advisory-bridge/credentials";
 
 /// GitHub's ecosystem names accepted in `vulnerabilities[].package.ecosystem`.
 pub const ECOSYSTEMS: &[&str] = &[
@@ -1060,6 +1070,7 @@ impl Config {
         let (Some(id), Some(file)) = (self.github.app_id, &self.github.private_key_file) else {
             return Ok(None);
         };
+        let file = &self.secret_path(file);
         let pem = std::fs::read_to_string(file).map_err(|e| {
             self.invalid(
                 "github.private_key_file",
@@ -1090,6 +1101,32 @@ impl Config {
             .collect()
     }
 
+    /// Where a secret file is read from: the path as written when it exists; a systemd
+    /// credential path (`/run/credentials/<unit>/NAME`) outside the running unit is
+    /// `$CREDENTIALS_DIRECTORY/NAME` when that is set, else `NAME` in the credentials
+    /// directory (`--credentials-dir`, default [`DEFAULT_CREDENTIALS_DIR`]), so `check`
+    /// works from a shell before the service ever ran.
+    pub fn secret_path(&self, file: &Path) -> PathBuf {
+        let Ok(rest) = file.strip_prefix("/run/credentials") else {
+            return file.to_owned();
+        };
+        if file.exists() {
+            return file.to_owned();
+        }
+        // `<unit>/NAME`: the name is what follows the unit's directory.
+        let mut parts = rest.components();
+        parts.next();
+        let name = parts.as_path();
+        if name.as_os_str().is_empty() {
+            return file.to_owned();
+        }
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(PathBuf::from)
+            .or_else(|| self.credentials_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CREDENTIALS_DIR));
+        dir.join(name)
+    }
+
     fn read_secret(
         &self,
         key: &str,
@@ -1097,6 +1134,7 @@ impl Config {
         env: &Option<String>,
     ) -> Result<Secret, ConfigError> {
         if let Some(file) = file {
+            let file = &self.secret_path(file);
             let text = std::fs::read_to_string(file).map_err(|e| {
                 self.invalid(
                     key,
