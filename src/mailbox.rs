@@ -14,7 +14,7 @@ use crate::config::Resolved;
 use crate::engine::{Action, Disposition, Folder, Incoming};
 use crate::failure::Classify;
 use crate::journal::{Journal, JournalError, State};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Server};
 use crate::source::{ClaimMode, FetchOutcome, ImapError, ImapSource, MailboxState, Wake};
 
 /// The pause scope that marks `/healthz` degraded while the server refuses commands on
@@ -80,6 +80,8 @@ pub struct Memory {
     deferred: HashMap<(u32, u32), DateTime<Utc>>,
     /// The claim folder's UIDVALIDITY when last selected.
     uidvalidity: Option<u32>,
+    /// Per claim-folder UID: when this instance first saw it waiting (for the backlog age).
+    waiting_since: HashMap<(u32, u32), DateTime<Utc>>,
 }
 
 impl Mailbox {
@@ -316,9 +318,21 @@ impl Mailbox {
                 );
             }
             self.memory.deferred.clear();
+            self.memory.waiting_since.clear();
             self.memory.uidvalidity = Some(state.uidvalidity);
         }
-        self.imap.list_uids().await
+        let uids = self.imap.list_uids().await?;
+        self.metrics.contact(Server::Imap);
+        let now = Utc::now();
+        let validity = self.memory.uidvalidity.unwrap_or(0);
+        let since = &mut self.memory.waiting_since;
+        since.retain(|(v, uid), _| *v == validity && uids.contains(uid));
+        for &uid in &uids {
+            since.entry((validity, uid)).or_insert(now);
+        }
+        let oldest = since.values().min().map_or(0, |t| (now - *t).num_seconds());
+        self.metrics.waiting(uids.len(), oldest);
+        Ok(uids)
     }
 
     fn key(&self, uid: u32) -> (u32, u32) {

@@ -15,6 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
@@ -52,9 +53,26 @@ pub struct Metrics {
     mailbox_connected_gauge: Gauge,
     /// How many parts of the daemon wait for ops to fix their configuration.
     paused_gauge: Gauge,
+    /// Messages in this instance's claim folder at the start of the last pass.
+    messages_waiting: Gauge,
+    /// Seconds the longest-waiting of those has waited since this instance first saw it.
+    oldest_waiting_seconds: Gauge,
+    /// Unix time of the last successful exchange, by `server` (`imap`, `github`, `smtp`).
+    last_success: Family<Vec<(String, String)>, Gauge>,
     mailbox_connected: AtomicBool,
     /// Paused scopes (`GitHub pallets`, `SMTP`, …) with why and when to probe again.
     paused: Mutex<BTreeMap<String, Pause>>,
+}
+
+/// A server whose last successful exchange is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// The mailbox.
+    Imap,
+    /// The GitHub API.
+    Github,
+    /// The outgoing mail server.
+    Smtp,
 }
 
 /// Why one part of the daemon waits for ops.
@@ -128,8 +146,29 @@ impl Metrics {
             "Parts of the daemon waiting for ops to fix their configuration.",
             paused_gauge.clone(),
         );
+        let messages_waiting = Gauge::default();
+        registry.register(
+            "messages_waiting",
+            "Messages in this instance's claim folder at the start of the last pass.",
+            messages_waiting.clone(),
+        );
+        let oldest_waiting_seconds = Gauge::default();
+        registry.register(
+            "oldest_waiting_seconds",
+            "Seconds the longest-waiting message has waited since this instance first saw it.",
+            oldest_waiting_seconds.clone(),
+        );
+        let last_success = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last successful exchange with each server (imap, github, smtp).",
+            last_success.clone(),
+        );
         Metrics {
             registry,
+            messages_waiting,
+            oldest_waiting_seconds,
+            last_success,
             messages_seen,
             advisories_created,
             advisories_adopted,
@@ -165,6 +204,26 @@ impl Metrics {
     }
 
     /// True while a mailbox session is up.
+    /// Records a successful exchange with `server` now.
+    pub fn contact(&self, server: Server) {
+        let name = match server {
+            Server::Imap => "imap",
+            Server::Github => "github",
+            Server::Smtp => "smtp",
+        };
+        self.last_success
+            .get_or_create(&vec![("server".to_owned(), name.to_owned())])
+            .set(chrono::Utc::now().timestamp());
+    }
+
+    /// Records the backlog: how many messages wait, and the oldest one's wait in seconds.
+    pub fn waiting(&self, count: usize, oldest_seconds: i64) {
+        self.messages_waiting
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.oldest_waiting_seconds.set(oldest_seconds.max(0));
+    }
+
+    /// 1 while a mailbox session is up.
     pub fn mailbox_connected(&self) -> bool {
         self.mailbox_connected.load(Ordering::Relaxed)
     }

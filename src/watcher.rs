@@ -331,6 +331,7 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
             .call(move |db| db.record_notice(&id, event.as_str(), &mid, now))
             .await?;
         self.metrics.notices_sent.inc();
+        self.metrics.contact(crate::metrics::Server::Smtp);
         info!(event = event.as_str(), ghsa = %advisory.ghsa_id, "reporter notified");
         self.copies.send(sent);
         Ok(true)

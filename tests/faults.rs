@@ -396,6 +396,39 @@ async fn revoked_github_credentials_pause_and_the_backlog_drains_once_restored()
     assert!(stack.all_advisories().is_empty());
     let (_, metrics) = http_get(port, "/metrics");
     assert!(metrics.contains("advisory_bridge_paused 1"), "{metrics}");
+    // The backlog is visible, and so is which server last answered.
+    wait_for_async(PATIENCE, "the backlog gauge", || async {
+        http_get(port, "/metrics")
+            .1
+            .contains("advisory_bridge_messages_waiting 3")
+    })
+    .await;
+    let (_, metrics) = http_get(port, "/metrics");
+    let last = |server: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "advisory_bridge_last_success_timestamp_seconds{{server=\"{server}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        last("imap").is_some_and(|t| (now - 300..=now + 5).contains(&t)),
+        "{metrics}"
+    );
+    assert_eq!(
+        last("github"),
+        None,
+        "GitHub never answered yet:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("advisory_bridge_oldest_waiting_seconds "),
+        "{metrics}"
+    );
 
     stack.github.restore_token("ghp_testtoken0123456789");
     stack.wait_for_folder("Processed", 3).await;
@@ -403,6 +436,15 @@ async fn revoked_github_credentials_pause_and_the_backlog_drains_once_restored()
         http_get(port, "/healthz").0 == 200
     })
     .await;
+    let (_, metrics) = http_get(port, "/metrics");
+    for server in ["imap", "github", "smtp"] {
+        assert!(
+            metrics.contains(&format!(
+                "advisory_bridge_last_success_timestamp_seconds{{server=\"{server}\"}}"
+            )),
+            "{server} answered:\n{metrics}"
+        );
+    }
     daemon.terminate();
     assert_eq!(stack.all_advisories().len(), 3);
     assert_eq!(stack.replies().len(), 3);

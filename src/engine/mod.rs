@@ -1109,6 +1109,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             .call(move |db| db.record_reply(&rid, &Reply::Sent, Some((&mid, &addr)), now))
             .await?;
         self.metrics.replies_sent.inc();
+        self.metrics.contact(crate::metrics::Server::Smtp);
         Ok(ControlFlow::Continue(Some(sent)))
     }
 
@@ -1188,6 +1189,9 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
 
     /// Ends a pause of `scope` after a call that needed it succeeded.
     fn resumed(&self, scope: &str) {
+        if scope.starts_with("GitHub") {
+            self.metrics.contact(crate::metrics::Server::Github);
+        }
         if self.metrics.resume(scope) {
             info!(scope, "credentials work again; resuming");
         }
