@@ -67,6 +67,10 @@ enum Command {
         /// Print one JSON object per report instead of the table.
         #[arg(long)]
         json: bool,
+        /// Print the wide table (full repository, GitHub state, reply address, error
+        /// on one line) instead of the one that fits 100 columns.
+        #[arg(long, conflicts_with = "json")]
+        long: bool,
     },
 }
 
@@ -135,8 +139,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             check(config).await
         }
         Command::Preview { file } => preview(&config, &file),
-        Command::Status { state, limit, json } => {
-            status(&config, state.as_deref(), limit, json).await
+        Command::Status {
+            state,
+            limit,
+            json,
+            long,
+        } => {
+            let format = match (json, long) {
+                (true, _) => StatusFormat::Json,
+                (_, true) => StatusFormat::Long,
+                _ => StatusFormat::Short,
+            };
+            status(&config, state.as_deref(), limit, format).await
         }
     }
 }
@@ -512,11 +526,35 @@ fn preview(config: &Config, file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How `status` prints the reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatusFormat {
+    /// A table that fits 100 columns, the error on a line of its own.
+    Short,
+    /// The wide table, one line per report.
+    Long,
+    /// One JSON object per report.
+    Json,
+}
+
+/// Width `status` fits by default.
+const STATUS_WIDTH: usize = 100;
+
+/// `text` cut to `width` characters, ending in `…` when cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 async fn status(
     config: &Config,
     state: Option<&str>,
     limit: usize,
-    json: bool,
+    format: StatusFormat,
 ) -> Result<ExitCode> {
     let state = match state {
         None => None,
@@ -527,7 +565,7 @@ async fn status(
     };
     let journal = Journal::open(&config.state_dir)?;
     let entries = journal.call(move |db| db.recent(limit, state)).await?;
-    if json {
+    if format == StatusFormat::Json {
         for e in &entries {
             println!("{}", serde_json::to_string(&status_json(e))?);
         }
@@ -538,7 +576,60 @@ async fn status(
         .await?
         .unwrap_or_default();
     if !refusal.is_empty() {
-        println!("IMAP refusing: {refusal}");
+        let line = format!("IMAP refusing: {refusal}");
+        match format {
+            StatusFormat::Short => {
+                // Wrapped, not cut: the server's answer is the point of this line.
+                let mut current = String::new();
+                for word in line.split_whitespace() {
+                    if !current.is_empty() && current.len() + 1 + word.len() > STATUS_WIDTH {
+                        println!("{current}");
+                        current = "  ".to_owned();
+                    }
+                    if !current.trim().is_empty() {
+                        current.push(' ');
+                    }
+                    current.push_str(word);
+                }
+                println!("{current}");
+            }
+            _ => println!("{line}"),
+        }
+    }
+    if format == StatusFormat::Short {
+        println!(
+            "{:<16} {:<8} {:<22} {:<19} {:<20} {}",
+            "received", "report", "repository", "ghsa", "state", "reply"
+        );
+        for e in entries {
+            let state = match (e.thread_of.is_some(), e.github_state) {
+                (true, _) => format!("{} (follow-up)", e.state.as_str()),
+                (false, Some(g)) => format!("{} ({})", e.state.as_str(), g.as_str()),
+                (false, None) => e.state.as_str().to_owned(),
+            };
+            let reply = e.reply.to_string();
+            let reply = reply.split([':', ' ']).next().unwrap_or("-");
+            let line = format!(
+                "{:<16} {:<8} {:<22} {:<19} {:<20} {}",
+                e.first_seen_at.format("%Y-%m-%d %H:%M"),
+                e.report_id.0.chars().take(8).collect::<String>(),
+                fit(e.repository.as_deref().unwrap_or("-"), 22),
+                e.ghsa_id.as_deref().unwrap_or("-"),
+                fit(&state, 20),
+                if matches!(e.reply, Reply::Pending) {
+                    "-"
+                } else {
+                    reply
+                }
+            );
+            println!("{}", fit(&line, STATUS_WIDTH));
+            if let Some(note) = e.last_error.as_deref().or(e.outcome.as_deref())
+                && !note.is_empty()
+            {
+                println!("  {}", fit(&single_line_of(note), STATUS_WIDTH - 2));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     println!(
         "{:<17} {:<12} {:<28} {:<20} {:<10} {:<16} {:<24} last error / outcome",
@@ -570,6 +661,11 @@ async fn status(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `text` on one line: line breaks and runs of white space become one space.
+fn single_line_of(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// One report as `status --json` prints it.

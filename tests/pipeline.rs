@@ -711,8 +711,21 @@ async fn status_lists_recent_reports_and_filters_by_state() {
     let out = all.log();
     assert!(out.contains("pallets/werkzeug"), "{out}");
     assert!(out.contains("GHSA-"), "{out}");
-    assert!(out.contains("sent to"), "{out}");
+    assert!(out.contains(" sent"), "{out}");
     assert!(out.contains("ignored"), "{out}");
+    for line in out.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "wider than 100 columns: {line:?}"
+        );
+    }
+    let mut long = stack.daemon(&["status", "--long"]);
+    assert!(long.wait(Duration::from_secs(30)).success());
+    let out = long.log();
+    assert!(
+        out.contains("sent to"),
+        "the long form names the address:\n{out}"
+    );
     let mut filtered = stack.daemon(&["status", "--state", "ignored"]);
     assert!(filtered.wait(Duration::from_secs(30)).success());
     let out = filtered.log();
