@@ -598,8 +598,8 @@ async fn status(
     }
     if format == StatusFormat::Short {
         println!(
-            "{:<16} {:<8} {:<22} {:<19} {:<20} {}",
-            "received", "report", "repository", "ghsa", "state", "reply"
+            "{:<16} {:<8} {:<22} {:<19} {:<20} reply",
+            "received", "report", "repository", "ghsa", "state"
         );
         for e in entries {
             let state = match (e.thread_of.is_some(), e.github_state) {
