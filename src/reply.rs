@@ -16,9 +16,9 @@ use crate::render::outgoing::{clean_id, references};
 
 /// A failed send.
 #[derive(Debug, thiserror::Error)]
-#[error("SMTP send to {recipient}: {message}")]
+#[error("SMTP{}: {message}", if recipient.is_empty() { String::new() } else { format!(" send to {recipient}") })]
 pub struct SendError {
-    /// The reply's recipient.
+    /// The reply's recipient; empty for a failure that concerns no one message.
     pub recipient: String,
     /// What the server or the network said.
     pub message: String,
@@ -145,7 +145,7 @@ impl Mailer {
 
     /// Connects, upgrades to TLS and authenticates, then quits (for `check`).
     pub async fn check(&self) -> Result<(), SendError> {
-        let recipient = format!("(connection check of {})", self.server);
+        let recipient = String::new();
         match tokio::time::timeout(self.timeout, self.transport.test_connection()).await {
             Ok(Ok(true)) => Ok(()),
             Ok(Ok(false)) => Err(SendError {
@@ -176,6 +176,17 @@ impl Mailer {
             )
         } else if error.is_permanent() || error.is_client() {
             (FailureKind::Permanent, "")
+        } else if crate::tls::peer_spoke_plain_text(error) {
+            let text = format!(
+                "{} does not speak TLS on this port (it answered in plain text); use its \
+                 implicit-TLS port (465) or set smtp.tls = \"starttls\"",
+                self.server
+            );
+            return SendError {
+                recipient,
+                message: text,
+                kind: FailureKind::Misconfigured,
+            };
         } else if involves_tls(error) {
             (
                 FailureKind::TRANSIENT,

@@ -69,3 +69,22 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
+
+/// True when a TLS handshake failed because the peer answered in plain text (a TLS
+/// client pointed at a plain-text port: the server's greeting is no TLS record).
+pub fn peer_spoke_plain_text(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map_or(e, |inner| inner as &(dyn std::error::Error + 'static));
+        if let Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) =
+            inner.downcast_ref::<rustls::Error>()
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}

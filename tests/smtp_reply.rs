@@ -318,3 +318,50 @@ async fn an_address_lettre_cannot_parse_is_permanent_and_nothing_is_sent() {
     assert_eq!(error.kind, FailureKind::Permanent, "{error}");
     assert!(sink.sink.messages().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_plainly_when_tls_meets_a_plain_text_port() {
+    let mut stack = support::stack::Stack::start().await;
+    let (imaps, imap) = (stack.imap.imaps_port(), stack.imap.imap_port());
+    stack.write_config(|text| {
+        text.replacen(&format!("port = {imaps}"), &format!("port = {imap}"), 1)
+            .replacen("tls = \"starttls\"", "tls = \"implicit\"", 1)
+    });
+    let mut check = stack.daemon(&["check"]);
+    let status = check.wait(Duration::from_secs(120));
+    let out = check.log();
+    assert_eq!(status.code(), Some(1), "{out}");
+    let line = |what: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("FAILED  {what}")))
+            .unwrap_or_else(|| panic!("no {what} line:\n{out}"))
+            .to_owned()
+    };
+    let imap_line = line("IMAP");
+    assert!(
+        imap_line.contains("does not speak TLS") && imap_line.contains("imap.tls"),
+        "{imap_line}"
+    );
+    assert!(
+        !imap_line.contains("ca_file"),
+        "not a CA problem: {imap_line}"
+    );
+    let smtp_line = line("SMTP");
+    assert!(
+        smtp_line.contains("does not speak TLS") && smtp_line.contains("smtp.tls"),
+        "{smtp_line}"
+    );
+    assert!(!smtp_line.contains("connection check of"), "{smtp_line}");
+    for l in [&imap_line, &smtp_line] {
+        let parts: Vec<&str> = l.split(": ").collect();
+        assert!(
+            parts.windows(2).all(|w| w[0] != w[1]),
+            "no phrase repeated: {l}"
+        );
+    }
+    assert_eq!(
+        out.matches("error:").count(),
+        0,
+        "check reports, it does not die:\n{out}"
+    );
+}

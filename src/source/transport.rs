@@ -97,6 +97,15 @@ async fn handshake(
     )
     .await?
     .map_err(|e| {
+        if crate::tls::peer_spoke_plain_text(&e) {
+            return permanent(
+                "TLS",
+                format!(
+                    "{server} does not speak TLS on this port (it answered in plain text); \
+                     use its implicit-TLS port (993) or set imap.tls = \"starttls\""
+                ),
+            );
+        }
         transient(
             "TLS",
             format!(
