@@ -134,29 +134,24 @@ impl Metrics {
             "imap_refusals",
             "Claims and fetches of one message the IMAP server refused (NO or BAD).",
         );
-        let mailbox_connected_gauge = Gauge::default();
-        registry.register(
-            "mailbox_connected",
-            "1 while a mailbox session is up.",
-            mailbox_connected_gauge.clone(),
-        );
-        let paused_gauge = Gauge::default();
-        registry.register(
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let mailbox_connected_gauge =
+            gauge("mailbox_connected", "1 while a mailbox session is up.");
+        let paused_gauge = gauge(
             "paused",
             "Parts of the daemon waiting for ops to fix their configuration.",
-            paused_gauge.clone(),
         );
-        let messages_waiting = Gauge::default();
-        registry.register(
+        let messages_waiting = gauge(
             "messages_waiting",
             "Messages in this instance's claim folder at the start of the last pass.",
-            messages_waiting.clone(),
         );
-        let oldest_waiting_seconds = Gauge::default();
-        registry.register(
+        let oldest_waiting_seconds = gauge(
             "oldest_waiting_seconds",
             "Seconds the longest-waiting message has waited since this instance first saw it.",
-            oldest_waiting_seconds.clone(),
         );
         let last_success = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register(
