@@ -623,25 +623,19 @@ impl GitHub {
         self.pacer.wait_turn().await;
         let crab = self.client(OPERATION, repository).await?;
         let users = crab.users(login);
-        match tokio::time::timeout(self.timeout, users.profile()).await {
-            Ok(Ok(profile)) => Ok(Some(profile.r#type)),
-            // An unknown login is an answer, not a misconfiguration.
-            Ok(Err(octocrab::Error::GitHub { source, .. }))
-                if source.status_code.as_u16() == 404 =>
-            {
-                Ok(None)
+        let lookup = async {
+            match users.profile().await {
+                Ok(profile) => Ok(Some(profile.r#type)),
+                // An unknown login is an answer, not a misconfiguration.
+                Err(octocrab::Error::GitHub { source, .. })
+                    if source.status_code.as_u16() == 404 =>
+                {
+                    Ok(None)
+                }
+                Err(error) => Err(error),
             }
-            Ok(Err(error)) => Err(classify(OPERATION, repository, &error, SystemTime::now())),
-            Err(_) => Err(GitHubError {
-                operation: OPERATION,
-                repository: repository.to_owned(),
-                message: format!(
-                    "no answer within {} s (github.timeout_secs); will retry",
-                    self.timeout.as_secs_f32()
-                ),
-                kind: FailureKind::TRANSIENT,
-            }),
-        }
+        };
+        self.call(OPERATION, repository, lookup).await
     }
 
     /// Runs one octocrab call under the overall deadline and classifies its failure.

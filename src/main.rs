@@ -13,6 +13,7 @@ use advisory_bridge::classify::{Classification, ReplyDecision};
 use advisory_bridge::config::{Config, Resolved, from_address};
 use advisory_bridge::daemon::{Daemon, Mode};
 use advisory_bridge::journal::{Entry, Journal, Reply, State};
+use advisory_bridge::mail::clean::single_line;
 use advisory_bridge::metrics::{self, Metrics};
 use advisory_bridge::render::{self, AdvisoryRef, MarkerKey, Templates};
 use advisory_bridge::{github, pipeline, reply, source};
@@ -626,7 +627,7 @@ async fn status(
             if let Some(note) = e.last_error.as_deref().or(e.outcome.as_deref())
                 && !note.is_empty()
             {
-                println!("  {}", fit(&single_line_of(note), STATUS_WIDTH - 2));
+                println!("  {}", fit(&single_line(note), STATUS_WIDTH - 2));
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -661,11 +662,6 @@ async fn status(
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `text` on one line: line breaks and runs of white space become one space.
-fn single_line_of(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// One report as `status --json` prints it.

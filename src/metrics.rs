@@ -198,7 +198,6 @@ impl Metrics {
         self.mailbox_connected_gauge.set(i64::from(up));
     }
 
-    /// True while a mailbox session is up.
     /// Records a successful exchange with `server` now.
     pub fn contact(&self, server: Server) {
         let name = match server {
@@ -218,7 +217,7 @@ impl Metrics {
         self.oldest_waiting_seconds.set(oldest_seconds.max(0));
     }
 
-    /// 1 while a mailbox session is up.
+    /// True while a mailbox session is up.
     pub fn mailbox_connected(&self) -> bool {
         self.mailbox_connected.load(Ordering::Relaxed)
     }

@@ -213,23 +213,7 @@ impl Mailer {
 /// True when TLS failed: lettre reports a certificate it does not trust as a connection
 /// error, with the rustls error inside an `io::Error` in the chain.
 fn involves_tls(error: &lettre::transport::smtp::Error) -> bool {
-    if error.is_tls() {
-        return true;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let inner = cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map_or(cause, |inner| inner as &(dyn std::error::Error + 'static));
-        if inner.downcast_ref::<rustls::Error>().is_some()
-            || cause.downcast_ref::<rustls::Error>().is_some()
-        {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
+    error.is_tls() || crate::tls::rustls_error_in(error).is_some()
 }
 
 /// lettre's message with its causes, which hold the server's reply text.

@@ -70,21 +70,35 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
     Ok(Arc::new(config))
 }
 
-/// True when a TLS handshake failed because the peer answered in plain text (a TLS
-/// client pointed at a plain-text port: the server's greeting is no TLS record).
-pub fn peer_spoke_plain_text(error: &(dyn std::error::Error + 'static)) -> bool {
+/// The rustls error in `error`'s chain (itself or a cause), looking inside the
+/// `io::Error`s that TLS streams and lettre wrap it in.
+pub fn rustls_error_in<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
     let mut current = Some(error);
     while let Some(e) = current {
         let inner = e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
             .map_or(e, |inner| inner as &(dyn std::error::Error + 'static));
-        if let Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) =
-            inner.downcast_ref::<rustls::Error>()
+        if let Some(found) = inner
+            .downcast_ref::<rustls::Error>()
+            .or_else(|| e.downcast_ref::<rustls::Error>())
         {
-            return true;
+            return Some(found);
         }
         current = e.source();
     }
-    false
+    None
+}
+
+/// True when a TLS handshake failed because the peer answered in plain text (a TLS
+/// client pointed at a plain-text port: the server's greeting is no TLS record).
+pub fn peer_spoke_plain_text(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        rustls_error_in(error),
+        Some(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+        ))
+    )
 }
