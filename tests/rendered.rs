@@ -130,6 +130,30 @@ fn assert_safe(name: &str, what: &str, markdown: &str) {
         );
     }
     let text = filtered_text(&html);
+    // What GitHub would link or back-reference in text: URLs, `www.` hosts, `#123`,
+    // `GH-123` (`org/repo#1` is a `#1`).
+    assert!(
+        !text.contains("://"),
+        "{name} {what}: a URL outside code:\n{text}"
+    );
+    let lower = text.to_ascii_lowercase();
+    for (at, pattern) in [("www.", 0), ("#", 1), ("gh-", 3)]
+        .iter()
+        .flat_map(|(p, len)| lower.match_indices(p).map(move |(at, _)| (at, (*p, *len))))
+    {
+        let (p, len) = pattern;
+        let before = lower[..at].chars().next_back();
+        let next = lower[at + len..].chars().next();
+        let linkable = match p {
+            "www." => !before.is_some_and(char::is_alphanumeric),
+            _ => next.is_some_and(|c| c.is_ascii_digit()),
+        };
+        assert!(
+            !linkable,
+            "{name} {what}: `{p}` would link near {:?}",
+            &text[at.saturating_sub(20)..(at + 20).min(text.len())]
+        );
+    }
     for (at, _) in text.match_indices('@') {
         let next = text[at + 1..].chars().next();
         assert!(
@@ -185,4 +209,88 @@ fn an_address_in_the_metadata_table_is_not_autolinked() {
     let html = render(&outcome.draft.description);
     assert!(!html.contains("<a "), "no link:\n{html}");
     assert!(html.contains("<td><code>"), "the table is there:\n{html}");
+}
+
+/// The report, as rendered HTML, from the description of fixture `name`.
+fn rendered_report(name: &str) -> String {
+    let raw = std::fs::read(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture");
+    let outcome = Pipeline::new().check(&raw).expect("parses");
+    let html = render(&outcome.draft.description);
+    let at = html.find("<h2>Report</h2>").expect("a report section");
+    html[at..].to_owned()
+}
+
+#[test]
+fn long_paragraphs_wrap_and_the_reporters_code_and_table_stay_code_and_table() {
+    let html = rendered_report("long-paragraphs.eml");
+    // Each paragraph is one `<p>`, so GitHub wraps it; the one-line paragraph of over
+    // 500 characters is not a `<pre>` running off the edge.
+    let long = html
+        .split("<p>")
+        .find(|p| p.starts_with("When a Flask application"))
+        .expect("the first paragraph is a paragraph");
+    assert!(long.len() > 500 && !long.contains("<pre"), "{long}");
+    assert!(
+        html.contains("<pre lang=\"python\"><code>from flask import Flask")
+            || html.contains("<pre><code class=\"language-python\">from flask import Flask"),
+        "the fenced Python stays code:\n{html}"
+    );
+    assert!(
+        html.contains("@app.route(&quot;/files/&lt;path:name&gt;&quot;)"),
+        "code shows `<` as `<`:\n{html}"
+    );
+    assert!(
+        html.contains("<th>Platform</th>") && html.contains("<td>macOS (APFS)</td>"),
+        "the table stays a table:\n{html}"
+    );
+    // Shown as text, neither linked nor pinging.
+    assert!(!html.contains("<a "), "{html}");
+    for shown in [
+        "https:\u{200B}//blog.example.net",
+        "@\u{200B}davidism",
+        "#\u{200B}1234",
+    ] {
+        assert!(html.contains(shown), "{shown:?} in:\n{html}");
+    }
+}
+
+#[test]
+fn an_outlook_html_report_keeps_its_paragraphs_and_its_table_aligned() {
+    let html = rendered_report("outlook-html.eml");
+    assert!(
+        html.contains("<p>We found that Jinja's sandbox"),
+        "a paragraph:\n{html}"
+    );
+    let table = "Version | Sandbox escape | Notes\n\
+                 --------+----------------+--------------------------------------\n\
+                 3.1.4   | yes            | reproduced with the attached template\n";
+    assert!(
+        html.contains(&format!("<pre><code>{table}")),
+        "the HTML table is aligned text in a code block:\n{html}"
+    );
+    assert!(!html.contains("<a "), "{html}");
+}
+
+#[test]
+fn a_patch_attachment_is_shown_as_a_diff() {
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/patch-and-binary.eml"
+    ))
+    .expect("fixture");
+    let outcome = Pipeline::new().check(&raw).expect("parses");
+    let html = render(&outcome.draft.description);
+    assert!(
+        html.contains("<pre lang=\"diff\"><code>diff --git")
+            || html.contains("<pre><code class=\"language-diff\">diff --git"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<p>Hi, escape() does not escape single quotes"),
+        "{html}"
+    );
 }

@@ -3,7 +3,9 @@
 //! mail-parser has an HTML-to-text conversion, but it drops `href`s, and routing looks for
 //! GitHub URLs in the text, and maintainers need to see where a link really points (the
 //! visible text of a link can lie). So links become `text (url)`. Images become
-//! `[image: alt]` without their source. Scripts, styles and the head are dropped. This is
+//! `[image: alt]` without their source. `<pre>` becomes a Markdown code fence and a table
+//! of two or more columns aligned text in one, so both stay readable as code blocks in the
+//! advisory (see `render::body`). Scripts, styles and the head are dropped. This is
 //! a forgiving scanner, not a validating parser: any input gives some text, never a panic.
 
 /// Converts an HTML document or fragment to plain text.
@@ -19,8 +21,23 @@ struct Converter {
     /// Open `<a href>` elements: the target and where their text starts in `out`.
     links: Vec<(Option<String>, usize)>,
     pre_depth: usize,
+    /// Where the outermost open `<pre>` starts in `out`.
+    pre_start: usize,
     pending_space: bool,
+    /// Open tables, innermost last.
+    tables: Vec<Table>,
 }
+
+/// A table being read: where it starts in `out`, its rows so far, and where the open
+/// cell's text starts.
+struct Table {
+    start: usize,
+    rows: Vec<Vec<String>>,
+    cell_start: Option<usize>,
+}
+
+/// A column of an aligned table is wrapped at this many characters.
+const COLUMN_MAX_CHARS: usize = 40;
 
 /// Elements whose content is never shown.
 const SKIPPED: &[&str] = &["script", "style", "head", "title", "template", "noscript"];
@@ -102,6 +119,40 @@ impl Converter {
                 self.out.push_str("- ");
                 self.pending_space = false;
             }
+            ("table", false) => {
+                self.newline(2);
+                self.tables.push(Table {
+                    start: self.out.len(),
+                    rows: Vec::new(),
+                    cell_start: None,
+                });
+            }
+            ("table", true) => {
+                self.end_cell();
+                if let Some(table) = self.tables.pop() {
+                    self.out.truncate(table.start);
+                    self.out.push_str(&aligned(&table.rows));
+                }
+                self.newline(2);
+            }
+            ("tr", _) if !self.tables.is_empty() => {
+                self.end_cell();
+                if !tag.closing
+                    && let Some(t) = self.tables.last_mut()
+                {
+                    t.rows.push(Vec::new());
+                }
+            }
+            ("td" | "th", closing) if !self.tables.is_empty() => {
+                self.end_cell();
+                if !closing {
+                    self.pending_space = false;
+                    let at = self.out.len();
+                    if let Some(t) = self.tables.last_mut() {
+                        t.cell_start = Some(at);
+                    }
+                }
+            }
             ("td" | "th", false) => self.pending_space = true,
             ("img", false) => {
                 let alt = tag
@@ -125,15 +176,44 @@ impl Converter {
             }
             ("pre", false) => {
                 self.newline(2);
+                if self.pre_depth == 0 {
+                    self.pre_start = self.out.len();
+                }
                 self.pre_depth += 1;
             }
-            ("pre", true) => {
-                self.pre_depth = self.pre_depth.saturating_sub(1);
+            ("pre", true) if self.pre_depth > 0 => {
+                self.pre_depth -= 1;
+                if self.pre_depth == 0 {
+                    // A code block in Markdown's terms, so it stays one.
+                    let body = self.out.split_off(self.pre_start);
+                    let body = body.trim_matches('\n');
+                    if !body.trim().is_empty() {
+                        self.out.push_str(&fenced(body));
+                    }
+                }
                 self.newline(2);
             }
             (n, _) if BLOCKS.contains(&n) => self.newline(2),
             _ => {}
         }
+    }
+
+    /// Ends the open cell of the innermost table: its text, on one line, joins the row.
+    fn end_cell(&mut self) {
+        let Some(table) = self.tables.last_mut() else {
+            return;
+        };
+        let Some(start) = table.cell_start.take() else {
+            return;
+        };
+        let start = start.min(self.out.len());
+        let text = self.out.split_off(start);
+        let cell = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if table.rows.is_empty() {
+            table.rows.push(Vec::new());
+        }
+        table.rows.last_mut().expect("a row").push(cell);
+        self.pending_space = false;
     }
 
     /// Shows where a link points unless its text already says so.
@@ -226,6 +306,103 @@ impl Converter {
         }
         text.trim_matches('\n').to_owned()
     }
+}
+
+/// `body` in a Markdown code fence longer than any backtick run inside.
+fn fenced(body: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in body.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat((longest + 1).max(3));
+    format!("{fence}\n{body}\n{fence}")
+}
+
+/// A table's rows as text: a layout table of one column as its cells, one per line;
+/// otherwise columns padded to line up, ` | ` between them, a `-+-` rule under the first
+/// row, long cells wrapped within their column, all in a code fence so it stays aligned.
+fn aligned(rows: &[Vec<String>]) -> String {
+    let rows: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|r| r.iter().any(|c| !c.is_empty()))
+        .collect();
+    let columns = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    if columns <= 1 {
+        return rows
+            .iter()
+            .filter_map(|r| r.first())
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    let wrapped: Vec<Vec<Vec<String>>> = rows
+        .iter()
+        .map(|r| {
+            (0..columns)
+                .map(|i| wrap(r.get(i).map_or("", String::as_str), COLUMN_MAX_CHARS))
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            wrapped
+                .iter()
+                .flat_map(|r| r[i].iter().map(|l| l.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for (n, row) in wrapped.iter().enumerate() {
+        let height = row.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        for line in 0..height {
+            let cells: Vec<String> = (0..columns)
+                .map(|i| {
+                    let text = row[i].get(line).map_or("", String::as_str);
+                    format!("{text:<width$}", width = widths[i])
+                })
+                .collect();
+            out.push_str(cells.join(" | ").trim_end());
+            out.push('\n');
+        }
+        if n == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat((*w).max(1))).collect();
+            out.push_str(&rule.join("-+-"));
+            out.push('\n');
+        }
+    }
+    fenced(out.trim_end_matches('\n'))
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces (a longer word is
+/// cut).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let mut word: Vec<char> = word.chars().collect();
+        while word.len() > width {
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            lines.push(word.drain(..width).collect());
+        }
+        let word: String = word.into_iter().collect();
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 struct Tag {
@@ -389,7 +566,28 @@ mod tests {
     #[test]
     fn preformatted_text_keeps_its_layout() {
         let t = html_to_text("<pre>def f():\n    return 1</pre>");
-        assert_eq!(t, "def f():\n    return 1");
+        assert_eq!(t, "```\ndef f():\n    return 1\n```");
+    }
+
+    #[test]
+    fn tables_become_aligned_columns_and_layout_tables_plain_text() {
+        let t = html_to_text(
+            "<p>Versions:</p><table><tr><th>Version</th><th>Affected</th></tr>\
+             <tr><td>2.3.0</td><td><b>yes</b>, all</td></tr><tr><td>3.0</td><td>no</td></tr></table>\
+             <p>after</p>",
+        );
+        assert_eq!(
+            t,
+            "Versions:\n\n```\nVersion | Affected\n--------+---------\n2.3.0   | yes, all\n\
+             3.0     | no\n```\n\nafter"
+        );
+        let t = html_to_text("<table><tr><td>Hi,</td></tr><tr><td>the report</td></tr></table>");
+        assert_eq!(t, "Hi,\nthe report");
+        let long = "word ".repeat(20);
+        let t = html_to_text(&format!(
+            "<table><tr><td>a</td><td>{long}</td></tr></table>"
+        ));
+        assert!(t.lines().all(|l| l.chars().count() <= 50), "{t}");
     }
 
     #[test]

@@ -7,9 +7,7 @@ use crate::mail::clean::single_line;
 use crate::mail::{Address, Report};
 use crate::route::{Route, RouteReason};
 
-use super::markdown::{
-    DIGESTS_CLOSE, DIGESTS_OPEN, escape_pre, github_len, inline_code, pre_block,
-};
+use super::markdown::{DIGESTS_CLOSE, DIGESTS_OPEN, github_len, inline_code, pre_block};
 
 /// GitHub's limit on an advisory summary, in characters.
 pub const SUMMARY_LIMIT: usize = 1024;
@@ -149,8 +147,9 @@ pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
     if report.text.trim().is_empty() {
         description.push_str("\nThe message had no text.\n\n");
     } else {
-        let (escaped, complete) = escape_pre(&report.text, text_budget);
-        description.push_str(&pre_block(&escaped));
+        let (body, complete) = super::body::report_markdown(&report.text, text_budget);
+        description.push('\n');
+        description.push_str(&body);
         if !complete {
             description.push_str(&cut_note);
             stored.push(StoredAttachment {
@@ -307,19 +306,32 @@ pub(super) fn inline_attachments(
         let Ok(text) = std::str::from_utf8(&a.data) else {
             continue;
         };
-        let (escaped, complete) = escape_pre(text, room.saturating_sub(used));
         let section = format!(
-            "{heading} {}: {}\n{}",
+            "{heading} {}: {}\n\n{}",
             i + 1,
             inline_code(a.filename.as_deref().unwrap_or("(no name)")),
-            pre_block(&escaped)
+            super::body::attachment_block(text, is_patch(a))
         );
-        if complete && used + github_len(&section) <= room {
+        if used + github_len(&section) <= room {
             used += github_len(&section);
             out.push_str(&section);
         }
     }
     out
+}
+
+/// Whether an attachment says it is a patch, by its name or type.
+fn is_patch(a: &crate::mail::Attachment) -> bool {
+    let ext = a
+        .filename
+        .as_deref()
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase());
+    matches!(ext.as_deref(), Some("patch" | "diff"))
+        || matches!(
+            a.content_type.as_str(),
+            "text/x-patch" | "text/x-diff" | "application/x-patch" | "application/x-diff"
+        )
 }
 
 /// Hex digits of an attachment's SHA-256 shown in the table, as in the stored name.
@@ -540,14 +552,31 @@ pub(super) mod tests {
         render_with(report, &AdvisoryConfig::default())
     }
 
-    /// The `<pre>` blocks of a description, checking each opens and closes on its own line.
-    fn pre_blocks(description: &str) -> Vec<String> {
+    /// The code blocks of a description (`<pre>` blocks other than our digest list, and
+    /// fences), checking each closes and nothing inside a `<pre>` can close it; and the
+    /// lines outside them.
+    fn split_code(description: &str) -> (Vec<String>, String) {
+        enum In<'a> {
+            Out,
+            Pre(Vec<&'a str>),
+            Fence(&'a str, Vec<&'a str>),
+        }
         let mut blocks = Vec::new();
-        let mut current: Option<Vec<&str>> = None;
+        let mut outside = String::new();
+        let mut state = In::Out;
         for line in description.lines() {
-            match (&mut current, line) {
-                (None, "<pre>") => current = Some(Vec::new()),
-                (Some(lines), "</pre>") => {
+            state = match state {
+                In::Out if line == "<pre>" => In::Pre(Vec::new()),
+                In::Out if line.starts_with("```") => {
+                    let n = line.len() - line.trim_start_matches('`').len();
+                    In::Fence(&line[..n], Vec::new())
+                }
+                In::Out => {
+                    outside.push_str(line);
+                    outside.push('\n');
+                    In::Out
+                }
+                In::Pre(lines) if line == "</pre>" => {
                     // The folded digest list is ours, not report content.
                     let digests = !lines.is_empty()
                         && lines.iter().all(|l| {
@@ -560,20 +589,34 @@ pub(super) mod tests {
                     if !digests {
                         blocks.push(lines.join("\n"));
                     }
-                    current = None;
+                    In::Out
                 }
-                (Some(lines), l) => {
+                In::Pre(mut lines) => {
                     assert!(
-                        !l.to_ascii_lowercase().contains("</pre"),
-                        "block broken by {l:?}"
+                        !line.to_ascii_lowercase().contains("</pre"),
+                        "block broken by {line:?}"
                     );
-                    lines.push(l);
+                    lines.push(line);
+                    In::Pre(lines)
                 }
-                (None, _) => {}
-            }
+                In::Fence(fence, lines) if line == fence => {
+                    blocks.push(lines.join("\n"));
+                    In::Out
+                }
+                In::Fence(fence, mut lines) => {
+                    assert!(!line.contains("<!--"), "a comment in a fence: {line:?}");
+                    lines.push(line);
+                    In::Fence(fence, lines)
+                }
+            };
         }
-        assert!(current.is_none(), "unclosed <pre>");
-        blocks
+        assert!(matches!(state, In::Out), "unclosed code block");
+        (blocks, outside)
+    }
+
+    /// The code blocks of a description; see [`split_code`].
+    fn pre_blocks(description: &str) -> Vec<String> {
+        split_code(description).0
     }
 
     /// The description without the digest `<details>` wrapper we write ourselves.
@@ -583,27 +626,19 @@ pub(super) mod tests {
             .replace(DIGESTS_CLOSE, "")
     }
 
-    /// The description with `<pre>` blocks and `<code>` spans removed: what GitHub would
+    /// The description with code blocks and `<code>` spans removed: what GitHub would
     /// treat as Markdown.
-    fn markdown_outside_code(description: &str) -> String {
+    pub(in crate::render) fn markdown_outside_code(description: &str) -> String {
         let mut out = String::new();
-        let mut in_pre = false;
-        for line in description.lines() {
-            match line {
-                "<pre>" => in_pre = true,
-                "</pre>" => in_pre = false,
-                l if !in_pre => {
-                    let mut rest = l;
-                    while let Some(start) = rest.find("<code>") {
-                        out.push_str(&rest[..start]);
-                        let end = rest[start..].find("</code>").expect("code closes") + start;
-                        rest = &rest[end + 7..];
-                    }
-                    out.push_str(rest);
-                    out.push('\n');
-                }
-                _ => {}
+        for l in split_code(description).1.lines() {
+            let mut rest = l;
+            while let Some(start) = rest.find("<code>") {
+                out.push_str(&rest[..start]);
+                let end = rest[start..].find("</code>").expect("code closes") + start;
+                rest = &rest[end + 7..];
             }
+            out.push_str(rest);
+            out.push('\n');
         }
         out
     }
@@ -649,7 +684,14 @@ pub(super) mod tests {
             "{}",
             blocks[0]
         );
-        assert!(blocks[0].contains("&gt;&gt;&gt; from werkzeug.security import safe_join"));
+        assert!(blocks[0].contains(">>> from werkzeug.security import safe_join"));
+        // Paragraphs are Markdown that wraps, escaped.
+        assert!(
+            d.description
+                .contains("werkzeug.security.safe\\_join when the application\nruns on Windows"),
+            "{}",
+            d.description
+        );
         assert_eq!(
             d.vulnerabilities,
             vec![Package {
@@ -695,33 +737,40 @@ pub(super) mod tests {
         // Exactly one marker, ours, at the very end.
         assert_eq!(desc.matches("<!-- advisory-bridge").count(), 1, "{desc}");
         assert!(desc.ends_with(&format!("{}\n", TEST_KEY.report(&r.report_id))));
-        assert!(desc.contains("&lt;!-- advisory-bridge report-id=0000"));
-        // No raw HTML from the report.
-        let report_html = without_our_details(desc);
-        for raw in ["<img", "<script", "</details>", "<b>"] {
-            assert!(!report_html.contains(raw), "{raw} in {desc}");
-        }
-        // Mentions, images and fences only inside <pre> or <code>, where they are inert.
-        let md = markdown_outside_code(desc);
+        assert!(desc.contains("&lt;\\!-- advisory-bridge report-id=0000"));
+        // No raw HTML from the report outside code blocks, where it is shown as text;
+        // mentions, links, images and fences only inside code, where they are inert.
+        let md = without_our_details(&markdown_outside_code(desc));
         for inert in [
+            "<img",
+            "<script",
+            "</details>",
+            "<b>",
             "@pallets",
             "@davidism",
             "@everyone",
             "![",
             "```",
             "~~~",
-            "evil.example",
+            "://evil.example",
         ] {
             assert!(!md.contains(inert), "{inert} outside code:\n{md}");
         }
-        let blocks = pre_blocks(desc);
-        assert_eq!(blocks.len(), 2, "report text and the small text attachment");
-        assert!(blocks[0].contains("Hi @pallets/maintainers and @davidism"));
         assert!(
-            blocks[0].contains("abc\\u{202E}dcba"),
+            md.contains("Hi @&#8203;pallets/maintainers and @&#8203;davidism"),
+            "{md}"
+        );
+        // The reporter's two fences stay code blocks (the second, six backticks, unclosed,
+        // runs to the end as GitHub would show it), then the text attachment.
+        let blocks = pre_blocks(desc);
+        assert_eq!(blocks.len(), 3, "{blocks:#?}");
+        assert_eq!(blocks[0], "closing the fence early");
+        assert!(
+            blocks[1].contains("abc\\u{202E}dcba"),
             "bidi override made visible"
         );
-        assert!(blocks[0].contains("zero\\u{0000}nul"));
+        assert!(blocks[1].contains("zero\\u{0000}nul"));
+        assert!(blocks[2].contains("@everyone <b>bold</b>"), "{}", blocks[2]);
         assert!(!desc.contains('\u{202E}') && !desc.contains('\u{2066}'));
         // The subject cell stays on one line and one cell.
         let subject_row = desc.lines().find(|l| l.starts_with("| Subject |")).unwrap();
@@ -768,8 +817,9 @@ pub(super) mod tests {
         let r = fixture("patch-and-binary.eml");
         let d = render(&r);
         let blocks = pre_blocks(&d.description);
-        assert_eq!(blocks.len(), 2);
-        assert!(blocks[1].starts_with("diff --git a/src/markupsafe/__init__.py"));
+        assert_eq!(blocks.len(), 1, "the patch; the report text is paragraphs");
+        assert!(blocks[0].starts_with("diff --git a/src/markupsafe/__init__.py"));
+        assert!(d.description.contains("\n```diff\ndiff --git"));
         assert!(
             d.description
                 .contains("### Attachment 1: <code>fix&#45;escape&#46;&#8203;patch</code>")
@@ -822,7 +872,7 @@ pub(super) mod tests {
             ..AdvisoryConfig::default()
         };
         let d = render_with(&r, &settings);
-        assert_eq!(pre_blocks(&d.description).len(), 1);
+        assert_eq!(pre_blocks(&d.description).len(), 0);
         assert_eq!(d.stored_attachments.len(), 2);
     }
 
@@ -985,11 +1035,7 @@ pub(super) mod tests {
             assert_eq!(desc.matches("<!--").count(), 1, "{desc}");
             assert!(desc.ends_with(&format!("{}\n", TEST_KEY.report(&r.report_id))));
             pre_blocks(desc);
-            let ours = without_our_details(desc)
-                .replace("<pre>", "")
-                .replace("</pre>", "")
-                .replace("<code>", "")
-                .replace("</code>", "")
+            let ours = markdown_outside_code(&without_our_details(desc))
                 .replace(&TEST_KEY.report(&r.report_id), "");
             assert!(
                 !ours.contains('<'),
@@ -1067,7 +1113,9 @@ pub(super) mod tests {
         assert!(d.description.contains("The message was HTML only"));
         assert!(
             d.description
-                .contains("preuve de concept (https://example.org/poc/flask-session)")
+                .contains("preuve de concept (https:&#8203;//example.org/poc/flask-session)"),
+            "{}",
+            d.description
         );
     }
 

@@ -15,7 +15,7 @@ use super::advisory::{
     DESCRIPTION_LIMIT, DESCRIPTION_MARGIN, StoredAttachment, attachment_listing,
     inline_attachments, sender_cell, stored_name,
 };
-use super::markdown::{escape_pre, github_len, inline_code, pre_block};
+use super::markdown::{github_len, inline_code};
 
 /// Everything the follow-up renderer needs besides the follow-up and the description.
 #[derive(Debug, Clone)]
@@ -135,8 +135,8 @@ pub fn append_followup(
     if text.trim().is_empty() {
         section.push_str("\nThe message had no text of its own.\n\n");
     } else {
-        let (escaped, _) = escape_pre(&text, usize::MAX);
-        section.push_str(&pre_block(&escaped));
+        section.push('\n');
+        section.push_str(&super::body::report_markdown(&text, usize::MAX).0);
     }
     if dropped {
         section.push_str("Our own message, quoted in the reply, is left out.\n\n");
@@ -354,11 +354,8 @@ mod tests {
 
     /// What remains of a description once our own tags and markers are taken out.
     fn outside_our_tags(description: &str, markers: &[String]) -> String {
-        let mut s = crate::render::advisory::tests::without_our_details(description)
-            .replace("<pre>", "")
-            .replace("</pre>", "")
-            .replace("<code>", "")
-            .replace("</code>", "");
+        use crate::render::advisory::tests::{markdown_outside_code, without_our_details};
+        let mut s = markdown_outside_code(&without_our_details(description));
         for m in markers {
             s = s.replace(m, "");
         }
@@ -386,7 +383,7 @@ mod tests {
             1
         );
         assert_eq!(d.matches("<!--").count(), 2, "the forged marker is inert");
-        assert!(added.contains("&lt;!-- advisory-bridge report-id=0000"));
+        assert!(added.contains("&lt;\\!-- advisory-bridge report-id=0000"));
         let rest = outside_our_tags(
             d,
             &[
@@ -395,7 +392,7 @@ mod tests {
             ],
         );
         assert!(!rest.contains('<'), "a `<` from the follow-up survived");
-        assert!(added.contains("&lt;img src=http://evil.example/track.png&gt;"));
+        assert!(added.contains("&lt;img src=http:&#8203;//evil.example/track.png&gt;"));
         assert!(added.contains("&lt;script&gt;"));
         assert!(added.contains("abc\\u{202E}dcba"), "bidi made visible");
         // Mentions only inside <pre> (GitHub skips it) or as &#64; in <code>.

@@ -4,7 +4,8 @@
 //! (`<!-- advisory-bridge … -->`) must never appear in report content and escaping `<`
 //! is what guarantees that:
 //!
-//! - [`pre_block`] for report text and attachments: a `<pre>` HTML block with `&`, `<`
+//! - [`pre_block`] for text that must show as code but holds `<!--` (see
+//!   [`super::body`], which renders report text), and our digest list: a `<pre>` HTML block with `&`, `<`
 //!   and `>` escaped. CommonMark ends such a block (HTML block type 1) only at a line
 //!   containing `</pre>`, `</script>`, `</style>` or `</textarea>`; none can occur in the
 //!   escaped content, so the content cannot leave the block whatever it holds. Inside,
@@ -24,13 +25,14 @@
 use crate::mail::clean::is_bidi_control;
 
 /// True for characters shown as a `\u{…}` escape rather than as themselves.
-fn is_disguising(c: char) -> bool {
+pub(super) fn is_disguising(c: char) -> bool {
     (c.is_control() && c != '\n' && c != '\t')
         || is_bidi_control(c)
         || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}')
 }
 
-fn push_visible_escape(out: &mut String, c: char) {
+/// Writes `c` as a visible `\u{…}` escape.
+pub(super) fn push_visible_escape(out: &mut String, c: char) {
     out.push_str(&format!("\\u{{{:04X}}}", c as u32));
 }
 

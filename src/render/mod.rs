@@ -3,6 +3,7 @@
 //! ids from [`message_id`]). Pure: nothing here does I/O.
 
 mod advisory;
+pub mod body;
 mod followup;
 pub mod markdown;
 pub mod marker;

@@ -394,12 +394,32 @@ fn check_stored_names(stored: &[render::StoredAttachment]) {
     }
 }
 
-/// Outside our own `<pre>`/`<code>` tags and the markers, no `<` survives; every `<pre>`
-/// block opens and closes on a line of its own with nothing inside able to close it;
-/// table rows keep their column count; no raw control or bidi character is left.
+/// Outside code blocks, our own `<pre>`/`<code>` tags and the markers, no `<` survives;
+/// every `<pre>` block and every fence opens and closes on a line of its own with nothing
+/// inside able to close it, and no fence holds an HTML comment; the rows of each table
+/// keep one column count; no raw control or bidi character is left.
 fn check_markdown(description: &str, markers: &[String]) {
     let mut in_pre = false;
+    let mut fence: Option<&str> = None;
+    let mut table_pipes: Option<usize> = None;
+    let mut outside = String::new();
     for line in description.lines() {
+        let unescaped_pipes = line.matches('|').count() - line.matches("\\|").count();
+        if let Some(f) = fence {
+            if line == f {
+                fence = None;
+            } else {
+                assert!(
+                    !line.contains("<!--"),
+                    "an HTML comment in a fence: {line:?}"
+                );
+                assert!(
+                    !(line.starts_with(f) && line.trim_start_matches('`').trim().is_empty()),
+                    "a fence closed by report text: {line:?}"
+                );
+            }
+            continue;
+        }
         match (in_pre, line) {
             (false, "<pre>") => in_pre = true,
             (true, "</pre>") => in_pre = false,
@@ -407,15 +427,27 @@ fn check_markdown(description: &str, markers: &[String]) {
                 !l.to_ascii_lowercase().contains("</"),
                 "a closing tag inside a block: {l:?}"
             ),
-            (false, l) if l.starts_with("| ") => {
-                let pipes = l.matches('|').count();
-                assert!(pipes == 3 || pipes == 7, "table row broken: {l:?}");
+            (false, l) if l.starts_with("```") => {
+                fence = Some(&l[..l.len() - l.trim_start_matches('`').len()]);
             }
-            (false, _) => {}
+            (false, l) if l.starts_with("| ") => {
+                let expected = *table_pipes.get_or_insert(unescaped_pipes);
+                assert_eq!(unescaped_pipes, expected, "table row broken: {l:?}");
+                outside.push_str(l);
+                outside.push('\n');
+            }
+            (false, l) => {
+                if !l.starts_with('|') {
+                    table_pipes = None;
+                }
+                outside.push_str(l);
+                outside.push('\n');
+            }
         }
     }
+    assert!(fence.is_none(), "an unclosed fence");
     assert!(!in_pre, "an unclosed <pre>");
-    let mut rest = description
+    let mut rest = outside
         .replace(markdown::DIGESTS_OPEN, "")
         .replace(markdown::DIGESTS_CLOSE, "")
         .replace("<pre>", "")
