@@ -638,6 +638,101 @@ impl GitHub {
         self.call(OPERATION, repository, lookup).await
     }
 
+    /// Commits `files` to `repository` as the root commit of branch `branch`, unless
+    /// that branch exists: the branch is the record, so a crash anywhere before it is
+    /// created leaves only unreferenced objects (blobs and trees are content-addressed;
+    /// re-posting them gives the same SHAs), and a retry or a second instance that finds
+    /// the branch, or loses the race to create it, creates nothing. Returns whether this
+    /// call created it.
+    pub async fn upload_attachments(
+        &self,
+        repository: &str,
+        branch: &str,
+        message: &str,
+        files: &[(&str, &[u8])],
+    ) -> Result<bool, GitHubError> {
+        use base64::Engine;
+        use octocrab::models::git::CreateTreeEntry;
+        use octocrab::params::repos::Reference;
+        const OPERATION: &str = "upload attachments";
+        let (owner, name) = split_repository(OPERATION, repository)?;
+        let crab = self.client(OPERATION, repository).await?;
+        let git = crab.git(owner, name);
+        let reference = Reference::Branch(branch.to_owned());
+        let existing = async {
+            match git.get_ref(&reference).await {
+                Ok(_) => Ok(true),
+                Err(octocrab::Error::GitHub { source, .. })
+                    if source.status_code.as_u16() == 404 =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        if self.call(OPERATION, repository, existing).await? {
+            return Ok(false);
+        }
+        let mut entries = Vec::with_capacity(files.len());
+        for (file, data) in files {
+            self.pacer.wait_turn().await;
+            let content = base64::engine::general_purpose::STANDARD.encode(data);
+            let blob = self
+                .call(
+                    OPERATION,
+                    repository,
+                    git.create_blob(content).encoding("base64").send(),
+                )
+                .await?;
+            entries.push(CreateTreeEntry::new(*file, "100644", "blob").with_sha(blob.sha));
+        }
+        self.pacer.wait_turn().await;
+        let tree = self
+            .call(OPERATION, repository, git.create_tree(entries).send())
+            .await?;
+        self.pacer.wait_turn().await;
+        let commit = git.create_commit(message, tree.sha);
+        let commit = self.call(OPERATION, repository, commit.send()).await?;
+        self.pacer.wait_turn().await;
+        let created = async {
+            match git.create_ref(&reference, commit.sha).await {
+                Ok(_) => Ok(true),
+                // Created meanwhile, by an earlier attempt whose answer was lost or by
+                // another instance: the branch is there, which is all we need.
+                Err(octocrab::Error::GitHub { source, .. })
+                    if source.status_code.as_u16() == 422
+                        && source.message.contains("already exists") =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        self.call(OPERATION, repository, created).await
+    }
+
+    /// Checks, without creating anything, that the credentials may write `repository`'s
+    /// Git data (Contents: write, for the attachments): an empty blob request is refused
+    /// for its body (422) only when the permission is there.
+    pub async fn check_contents_write(&self, repository: &str) -> Result<(), GitHubError> {
+        const OPERATION: &str = "upload attachments";
+        let (owner, name) = split_repository(OPERATION, repository)?;
+        let crab = self.client(OPERATION, repository).await?;
+        let route = format!("/repos/{owner}/{name}/git/blobs");
+        let empty = serde_json::json!({});
+        let probe = crab.post::<_, serde_json::Value>(route, Some(&empty));
+        match self.call(OPERATION, repository, probe).await {
+            Err(e) if e.message.starts_with("HTTP 422") => Ok(()),
+            Err(e) => Err(e),
+            Ok(_) => Err(GitHubError {
+                operation: OPERATION,
+                repository: repository.to_owned(),
+                message: "GitHub accepted an empty blob; please report this".into(),
+                kind: FailureKind::Permanent,
+            }),
+        }
+    }
+
     /// Runs one octocrab call under the overall deadline and classifies its failure.
     async fn call<T>(
         &self,
@@ -820,7 +915,10 @@ fn classify(
             // create endpoints; a 404 for one advisory means that advisory is gone).
             let repository_level = matches!(
                 operation,
-                "create advisory" | "list advisories" | "find advisory by marker"
+                "create advisory"
+                    | "list advisories"
+                    | "find advisory by marker"
+                    | "upload attachments"
             );
             let misconfigured = !transient
                 && (status == 401 || status == 403 || (status == 404 && repository_level));
@@ -831,6 +929,7 @@ fn classify(
             }
             message.push_str(match status {
                 401 => "; check github.token_file: the token is missing, wrong or expired",
+                403 if !transient && operation == "upload attachments" => "; the credentials lack permission: they need Contents: write on the attachments repository",
                 403 if !transient => "; the token lacks permission: it needs repository security advisories write access",
                 404 => "; the repository does not exist or the token cannot see it",
                 _ => "",

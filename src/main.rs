@@ -293,6 +293,14 @@ async fn check(config: Config) -> Result<ExitCode> {
                     );
                 }
             }
+            // The attachments repositories: Git data writable (a blob request that
+            // fails only for its empty body).
+            for repo in config.attachments.all() {
+                report(
+                    &format!("GitHub attachments repository {repo} (Contents: write)"),
+                    gh.check_contents_write(repo).await.map_err(Into::into),
+                );
+            }
         }
         Err(e) => report("GitHub client", Err(e)),
     }

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub advisories_created: Counter,
     /// Advisories found by their marker and adopted instead of created.
     pub advisories_adopted: Counter,
+    /// Attachments committed to an attachments repository.
+    pub attachments_uploaded: Counter,
+    /// Mails to the maintainers sent: new-draft notes and digests.
+    pub maintainer_mails_sent: Counter,
     /// Acknowledgements and follow-up notes sent.
     pub replies_sent: Counter,
     /// Replies deliberately not sent.
@@ -109,6 +113,14 @@ impl Metrics {
             "advisories_adopted",
             "Existing advisories adopted by marker.",
         );
+        let attachments_uploaded = counter(
+            "attachments_uploaded",
+            "Attachments committed to the attachments repository.",
+        );
+        let maintainer_mails_sent = counter(
+            "maintainer_mails_sent",
+            "Mails to the maintainers (new drafts, digests) sent.",
+        );
         let replies_sent = counter("replies_sent", "Acknowledgements sent.");
         let replies_suppressed = counter(
             "replies_suppressed",
@@ -167,6 +179,8 @@ impl Metrics {
             messages_seen,
             advisories_created,
             advisories_adopted,
+            attachments_uploaded,
+            maintainer_mails_sent,
             replies_sent,
             replies_suppressed,
             ignored,
@@ -339,6 +353,8 @@ mod tests {
             "messages_seen",
             "advisories_created",
             "advisories_adopted",
+            "attachments_uploaded",
+            "maintainer_mails_sent",
             "replies_sent",
             "replies_suppressed",
             "ignored",

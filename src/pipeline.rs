@@ -74,6 +74,7 @@ pub fn prepare(
     let repository = config
         .repository(&route.repository)
         .expect("route only returns configured repositories");
+    let web_url = config.github.web_url();
     let draft = render::advisory(
         report,
         &AdvisoryContext {
@@ -82,6 +83,13 @@ pub fn prepare(
             settings: &config.advisory,
             received_at,
             marker,
+            attachments: config
+                .attachments
+                .repository_for(repository.owner())
+                .map(|r| render::AttachmentsTarget {
+                    repository: r,
+                    web_url: &web_url,
+                }),
         },
     );
     let verdict = auth::verdict(

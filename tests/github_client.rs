@@ -67,6 +67,8 @@ fn draft(repository: &str, summary: &str, report: &str) -> AdvisoryDraft {
         }],
         stored_attachments: Vec::new(),
         credits: Vec::new(),
+        collaborators: Vec::new(),
+        upload: None,
     }
 }
 

@@ -6,6 +6,7 @@
 mod invariants;
 mod support;
 
+mod attachments;
 mod conversation;
 mod faults;
 mod fuzz_regressions;

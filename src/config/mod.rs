@@ -299,6 +299,11 @@ pub struct AdvisoryConfig {
     /// to reports; default `<state_dir>/marker.key`, created on first start. Keep it
     /// with the state directory: without it, advisories made with it are not adopted.
     pub marker_key_file: Option<PathBuf>,
+    /// Add the GitHub login a reporter states (and GitHub knows) to the draft's
+    /// `collaborating_users`, so they can open it; never for a sender whose
+    /// authentication failed. Default false.
+    #[serde(default)]
+    pub invite_reporter: bool,
 }
 
 impl Default for AdvisoryConfig {
@@ -307,6 +312,7 @@ impl Default for AdvisoryConfig {
             include_reporter_email: false,
             inline_attachment_max_bytes: default_inline_max(),
             marker_key_file: None,
+            invite_reporter: false,
         }
     }
 }
@@ -491,6 +497,96 @@ impl Default for NotifyConfig {
     }
 }
 
+impl GithubConfig {
+    /// The web root whose pages match `api_url`: `https://github.com` for
+    /// `api.github.com`, the host itself for GitHub Enterprise Server (`/api/v3`
+    /// removed), without a trailing slash.
+    pub fn web_url(&self) -> String {
+        let url = self.api_url.trim_end_matches('/');
+        if let Some(rest) = url.strip_prefix("https://api.github.com") {
+            return format!("https://github.com{rest}");
+        }
+        url.strip_suffix("/api/v3").unwrap_or(url).to_owned()
+    }
+}
+
+/// `[attachments]`: a private repository per organisation that holds each report's
+/// attachments, so maintainers open them from the advisory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentsConfig {
+    /// `owner/name` of the private repository for every owner without one of its own in
+    /// `repositories`; default none (attachments stay in `state_dir` only).
+    pub repository: Option<String>,
+    /// One private repository per owner (`pallets-eco/security-intake`): a report's
+    /// attachments go to the one whose owner is the advisory's; default none.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+}
+
+impl AttachmentsConfig {
+    /// The repository that receives the attachments of reports on `owner`'s
+    /// repositories, if any.
+    pub fn repository_for(&self, owner: &str) -> Option<&str> {
+        self.repositories
+            .iter()
+            .find(|r| {
+                r.split_once('/')
+                    .is_some_and(|(o, _)| o.eq_ignore_ascii_case(owner))
+            })
+            .or(self.repository.as_ref())
+            .map(String::as_str)
+    }
+
+    /// Every configured repository.
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        self.repository
+            .iter()
+            .chain(&self.repositories)
+            .map(String::as_str)
+    }
+}
+
+/// `[maintainers]`: mail to the maintainers about new drafts, and a reminder digest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintainersConfig {
+    /// Addresses told of every new draft, one mail per draft threaded per report;
+    /// default none (no mail).
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// Put the report text in that mail; default false (summary and links only, as the
+    /// text may hold an exploit).
+    #[serde(default)]
+    pub include_report: bool,
+    /// How often the digest of untouched drafts goes out (`"1d"`, `"12h"`); default
+    /// `"1d"`.
+    #[serde(default = "default_digest_interval", with = "humantime_serde")]
+    pub digest_interval: std::time::Duration,
+    /// A draft not updated on GitHub for this many days is listed in the digest;
+    /// default 7.
+    #[serde(default = "default_remind_after_days")]
+    pub remind_after_days: u32,
+}
+
+impl Default for MaintainersConfig {
+    fn default() -> Self {
+        MaintainersConfig {
+            notify: Vec::new(),
+            include_report: false,
+            digest_interval: default_digest_interval(),
+            remind_after_days: default_remind_after_days(),
+        }
+    }
+}
+
+fn default_digest_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
+}
+fn default_remind_after_days() -> u32 {
+    7
+}
+
 /// `[metrics]`: the loopback HTTP endpoint for `/metrics` and `/healthz`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -538,6 +634,12 @@ pub struct Config {
     /// Monitoring endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Attachments on GitHub.
+    #[serde(default)]
+    pub attachments: AttachmentsConfig,
+    /// Mail to the maintainers.
+    #[serde(default)]
+    pub maintainers: MaintainersConfig,
     /// The repositories reports are routed to.
     #[serde(default, rename = "repository")]
     pub repositories: Vec<RepositoryConfig>,
@@ -850,6 +952,27 @@ impl Config {
         )?;
         if self.imap.username.trim().is_empty() {
             return Err(self.invalid("imap.username", "must not be empty"));
+        }
+        for r in self.attachments.all() {
+            if !valid_repo_name(r) {
+                return Err(self.invalid(
+                    "attachments.repository",
+                    format!("`{r}` is not owner/name; write e.g. \"pallets/security-intake\""),
+                ));
+            }
+        }
+        for a in &self.maintainers.notify {
+            if a.parse::<lettre::Address>().is_err() {
+                return Err(self.invalid(
+                    "maintainers.notify",
+                    format!(
+                        "`{a}` is not an email address; write e.g. \"security-team@example.org\""
+                    ),
+                ));
+            }
+        }
+        if self.maintainers.digest_interval < std::time::Duration::from_secs(60) {
+            return Err(self.invalid("maintainers.digest_interval", "must be at least 1m"));
         }
         if !self.smtp.from_address.contains('@') || has_line_break(&self.smtp.from_address) {
             return Err(self.invalid(

@@ -53,6 +53,16 @@ pub trait AdvisoryApi: Send + Sync {
         since: Option<DateTime<Utc>>,
         marker: &MarkerKey,
     ) -> impl Future<Output = Result<Vec<AdvisoryStatus>, GitHubError>> + Send;
+    /// Commits `files` (name, bytes) as the root commit of a new branch `branch` of
+    /// `repository`, unless the branch exists; whether this call created it. Safe to
+    /// repeat: the branch is made last, and only once.
+    fn upload_attachments(
+        &self,
+        repository: &str,
+        branch: &str,
+        message: &str,
+        files: &[(&str, &[u8])],
+    ) -> impl Future<Output = Result<bool, GitHubError>> + Send;
 }
 
 /// What the engine and the watcher need from SMTP.
@@ -117,6 +127,16 @@ impl AdvisoryApi for GitHub {
     ) -> Result<Vec<AdvisoryStatus>, GitHubError> {
         GitHub::updated_since(self, repository, since, marker).await
     }
+
+    async fn upload_attachments(
+        &self,
+        repository: &str,
+        branch: &str,
+        message: &str,
+        files: &[(&str, &[u8])],
+    ) -> Result<bool, GitHubError> {
+        GitHub::upload_attachments(self, repository, branch, message, files).await
+    }
 }
 
 impl Outbox for Mailer {
@@ -169,6 +189,15 @@ impl<T: AdvisoryApi> AdvisoryApi for std::sync::Arc<T> {
         marker: &MarkerKey,
     ) -> impl Future<Output = Result<Vec<AdvisoryStatus>, GitHubError>> + Send {
         (**self).updated_since(repository, since, marker)
+    }
+    fn upload_attachments(
+        &self,
+        repository: &str,
+        branch: &str,
+        message: &str,
+        files: &[(&str, &[u8])],
+    ) -> impl Future<Output = Result<bool, GitHubError>> + Send {
+        (**self).upload_attachments(repository, branch, message, files)
     }
 }
 

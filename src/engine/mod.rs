@@ -905,6 +905,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             if self.marker.has_followup(&current, id) {
                 info!(ghsa = %ghsa, "follow-up already in the advisory (added before a restart)");
             } else {
+                let web_url = self.settings.config.github.web_url();
                 let rendered = render::append_followup(
                     &current,
                     report,
@@ -913,12 +914,28 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                         received_at,
                         settings: &self.settings.config.advisory,
                         marker: &self.marker,
+                        attachments: self
+                            .settings
+                            .config
+                            .attachments
+                            .repository_for(repository.split_once('/').map_or("", |(o, _)| o))
+                            .map(|r| render::AttachmentsTarget {
+                                repository: r,
+                                web_url: &web_url,
+                            }),
                     },
                 );
                 for a in &rendered.stored_attachments {
                     if let Some(data) = a.data(report) {
                         blocking(|| self.spool.store_attachment(id, &a.file_name, data))?;
                     }
+                }
+                if let Some(upload) = &rendered.upload
+                    && let Err(e) = self
+                        .upload(report, &rendered.stored_attachments, upload)
+                        .await
+                {
+                    return self.failed(&entry, ReportFailure::GitHub(e)).await;
                 }
                 if let Err(e) = self
                     .github
@@ -1131,6 +1148,11 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             info!(ghsa = %found.ghsa_id, "adopted an existing advisory that carries this report's marker");
             return Ok(found);
         }
+        if let Some(upload) = &draft.upload {
+            self.upload(report, &draft.stored_attachments, upload)
+                .await
+                .map_err(ReportFailure::GitHub)?;
+        }
         let mode = self.settings.config.github.mode;
         let draft = &self.with_credit(report, draft).await;
         let created = self
@@ -1146,6 +1168,40 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         };
         info!(ghsa = %created.ghsa_id, repository = %created.repository, "{what}");
         Ok(created)
+    }
+
+    /// Commits the attachments `upload` names to the attachments repository (once: see
+    /// [`AdvisoryApi::upload_attachments`]), before the description that links to them
+    /// reaches GitHub.
+    async fn upload(
+        &self,
+        report: &Report,
+        stored: &[render::StoredAttachment],
+        upload: &render::AttachmentUpload,
+    ) -> Result<(), GitHubError> {
+        let files: Vec<(&str, &[u8])> = upload
+            .files
+            .iter()
+            .filter_map(|name| {
+                let s = stored.iter().find(|s| &s.file_name == name)?;
+                Some((name.as_str(), s.data(report)?))
+            })
+            .collect();
+        let message = format!(
+            "Attachments of report {}\n\nCommitted by advisory-bridge.",
+            &report.report_id.0[..12]
+        );
+        let created = self
+            .github
+            .upload_attachments(&upload.repository, &upload.branch, &message, &files)
+            .await?;
+        if created {
+            self.metrics.attachments_uploaded.inc_by(files.len() as u64);
+            info!(repository = %upload.repository, branch = %upload.branch, files = files.len(), "attachments committed");
+        } else {
+            info!(repository = %upload.repository, branch = %upload.branch, "attachments already committed (before a restart)");
+        }
+        Ok(())
     }
 
     /// The draft with the GitHub login the reporter stated credited as `reporter`, when

@@ -42,6 +42,9 @@ struct Fault {
     lands: bool,
 }
 
+/// A branch of an attachments repository: (repository, branch), and its files.
+type Branch = ((String, String), Vec<(String, Vec<u8>)>);
+
 #[derive(Default)]
 struct GitHubState {
     advisories: Vec<Stored>,
@@ -49,6 +52,8 @@ struct GitHubState {
     calls: Vec<&'static str>,
     /// Logins GitHub knows, with their account type.
     users: Vec<(String, &'static str)>,
+    /// Branches of attachment repositories: (repository, branch) and its files.
+    branches: Vec<Branch>,
 }
 
 /// GitHub in memory: advisories, faults queued per operation, and a log of calls.
@@ -104,6 +109,7 @@ impl MemoryGitHub {
                     "read" => "read advisory",
                     "update" => "update advisory",
                     "user" => "look up user",
+                    "upload" => "upload attachments",
                     _ => "list advisories",
                 };
                 Err((
@@ -256,6 +262,33 @@ impl AdvisoryApi for MemoryGitHub {
             .collect();
         found.sort_by_key(|a| std::cmp::Reverse(a.updated_at));
         Ok(found)
+    }
+
+    async fn upload_attachments(
+        &self,
+        repository: &str,
+        branch: &str,
+        _message: &str,
+        files: &[(&str, &[u8])],
+    ) -> Result<bool, GitHubError> {
+        let outcome = self.enter("upload", repository);
+        if let Err((_, false)) = &outcome {
+            return Err(outcome.unwrap_err().0);
+        }
+        let mut s = self.0.lock().unwrap();
+        let key = (repository.to_owned(), branch.to_owned());
+        let created = !s.branches.iter().any(|(k, _)| *k == key);
+        if created {
+            let files = files
+                .iter()
+                .map(|(n, d)| ((*n).to_owned(), d.to_vec()))
+                .collect();
+            s.branches.push((key, files));
+        }
+        match outcome {
+            Err((e, _)) => Err(e),
+            Ok(()) => Ok(created),
+        }
     }
 }
 
@@ -1299,4 +1332,87 @@ async fn where_the_server_keeps_keywords_the_held_mark_tells_a_release_from_a_co
     let moved_back = h.engine.handle(arrive(true)).await.unwrap();
     assert!(filed(&moved_back), "{moved_back:?}");
     assert_eq!(h.github.advisories().len(), 2);
+}
+
+/// A report with a small Python attachment.
+fn report_with_attachment(id: &str) -> Vec<u8> {
+    format!(
+        "From: Reporter <rita@example.net>\r\nTo: security@palletsprojects.com\r\n\
+         Subject: Cookie forgery in werkzeug\r\nMessage-ID: <{id}>\r\n\
+         Date: Tue, 01 Dec 2026 08:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe cookie can be forged.\r\n\
+         --b\r\nContent-Type: text/x-python; name=\"poc.py\"\r\n\
+         Content-Disposition: attachment; filename=\"poc.py\"\r\n\r\nprint('forged')\r\n\
+         --b--\r\n"
+    )
+    .into_bytes()
+}
+
+const INTAKE: &str = "[attachments]\nrepository = \"pallets/security-intake\"\n";
+
+#[tokio::test(start_paused = true)]
+async fn attachments_are_committed_once_and_before_the_draft_that_links_them() {
+    let h = Harness::new(INTAKE);
+    // The commit lands, but its answer is lost.
+    h.github.push(Fault {
+        operation: "upload",
+        kind: FailureKind::TRANSIENT,
+        message: "no answer within 30 s (github.timeout_secs); will retry",
+        lands: true,
+    });
+    let raw = report_with_attachment("att1@example.net");
+    let d = h.handle(&raw).await;
+    let wait = (retry_at(&d) - h.clock.now()).to_std().unwrap();
+    assert!(
+        h.github.advisories().is_empty(),
+        "no draft links to attachments that may not be there"
+    );
+    tokio::time::advance(wait).await;
+    let d = h.handle(&raw).await;
+    assert!(filed(&d), "{d:?}");
+    let branches = h.github.0.lock().unwrap().branches.clone();
+    assert_eq!(branches.len(), 1, "one branch: {branches:?}");
+    let ((repository, branch), files) = &branches[0];
+    assert_eq!(repository, "pallets/security-intake");
+    assert_eq!(
+        branch,
+        &KEY.attachments_branch(&h.entry(&raw).await.report_id)
+    );
+    assert_eq!(files.len(), 1);
+    assert!(files[0].0.ends_with(".py") && files[0].1.starts_with(b"print('forged')"));
+    assert_eq!(h.github.calls("upload"), 2);
+    let advisories = h.github.advisories();
+    assert_eq!(advisories.len(), 1);
+    assert!(
+        advisories[0].description.contains(&format!(
+            "/pallets/security-intake/blob/{branch}/{}",
+            files[0].0
+        )),
+        "{}",
+        advisories[0].description
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attachments_repository_we_cannot_write_pauses_the_owner() {
+    let h = Harness::new(INTAKE);
+    h.github.fail(
+        "upload",
+        FailureKind::Misconfigured,
+        "HTTP 403: Resource not accessible by integration",
+    );
+    let raw = report_with_attachment("att2@example.net");
+    let d = h.handle(&raw).await;
+    assert!(
+        matches!(&d.action, Action::Pause { reason, .. } if reason.contains("403")),
+        "{d:?}"
+    );
+    assert!(h.github.advisories().is_empty());
+    assert_eq!(h.entry(&raw).await.state, State::Seen, "nothing lost");
+    // Without attachments, nothing is uploaded and nothing waits for it.
+    let h = Harness::new(INTAKE);
+    let d = h.handle(&report("att3@example.net")).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(h.github.calls("upload"), 0);
 }

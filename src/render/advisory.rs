@@ -50,6 +50,69 @@ impl StoredAttachment {
     }
 }
 
+/// Largest file committed to the attachments repository: GitHub refuses blobs of about
+/// 40 MiB and larger, so bigger files stay in `state_dir` only, with a note.
+pub const MAX_UPLOAD_BYTES: usize = 39 * 1024 * 1024;
+
+/// The private repository that receives a report's attachments, and the web address its
+/// pages are under (`https://github.com`).
+#[derive(Debug, Clone, Copy)]
+pub struct AttachmentsTarget<'a> {
+    /// `owner/name`.
+    pub repository: &'a str,
+    /// The GitHub web root, without a trailing slash.
+    pub web_url: &'a str,
+}
+
+/// The attachments to commit to the attachments repository, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentUpload {
+    /// `owner/name` of the attachments repository.
+    pub repository: String,
+    /// The branch that will hold them (`reports/<opaque id>`): keyed from the report id,
+    /// so it names no file and no report detail, and is the same on every attempt.
+    pub branch: String,
+    /// Stored names of the files to commit (those up to [`MAX_UPLOAD_BYTES`]), each in
+    /// the render's stored attachments.
+    pub files: Vec<String>,
+}
+
+impl AttachmentUpload {
+    /// Where `target` will show the branch of `id`'s attachments, and the upload with no
+    /// files yet.
+    pub(super) fn new(
+        target: &AttachmentsTarget<'_>,
+        marker: &super::MarkerKey,
+        id: &crate::mail::ReportId,
+    ) -> (AttachmentUpload, String) {
+        let branch = marker.attachments_branch(id);
+        let base = format!("{}/{}", target.web_url, target.repository);
+        (
+            AttachmentUpload {
+                repository: target.repository.to_owned(),
+                branch,
+                files: Vec::new(),
+            },
+            base,
+        )
+    }
+}
+
+/// How the attachment listing links files: the upload and the repository's web root.
+pub(super) struct Links<'a> {
+    pub(super) upload: &'a AttachmentUpload,
+    pub(super) base: &'a str,
+}
+
+impl Links<'_> {
+    fn file(&self, name: &str) -> String {
+        format!("{}/blob/{}/{name}", self.base, self.upload.branch)
+    }
+    fn tree(&self) -> String {
+        format!("{}/tree/{}", self.base, self.upload.branch)
+    }
+}
+
 /// The draft advisory to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdvisoryDraft {
@@ -65,6 +128,11 @@ pub struct AdvisoryDraft {
     pub stored_attachments: Vec<StoredAttachment>,
     /// GitHub logins credited as `reporter` (checked to exist by the engine).
     pub credits: Vec<String>,
+    /// GitHub logins added as collaborators on the draft (`[advisory] invite_reporter`).
+    pub collaborators: Vec<String>,
+    /// The attachments to commit before the draft is created (its description links
+    /// to them), when `[attachments]` names a repository for this owner.
+    pub upload: Option<AttachmentUpload>,
 }
 
 /// Everything the advisory renderer needs besides the report.
@@ -80,6 +148,8 @@ pub struct AdvisoryContext<'a> {
     pub received_at: chrono::DateTime<chrono::Utc>,
     /// The key of the hidden marker.
     pub marker: &'a super::MarkerKey,
+    /// Where the attachments go on GitHub, if anywhere.
+    pub attachments: Option<AttachmentsTarget<'a>>,
 }
 
 /// Room kept free below [`DESCRIPTION_LIMIT`], in case GitHub counts a little differently
@@ -116,7 +186,12 @@ pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
 
     let head = format!("{PUBLIC_NOTE}\n{}\n", metadata_table(report, ctx));
     let marker_line = format!("\n{}\n", ctx.marker.report(&report.report_id));
-    let listing = attachment_listing(report, &stored, "## Attachments");
+    let upload = (!report.attachments.is_empty())
+        .then_some(ctx.attachments)
+        .flatten()
+        .map(|t| AttachmentUpload::new(&t, ctx.marker, &report.report_id));
+    let links = upload.as_ref().map(|(upload, base)| Links { upload, base });
+    let listing = attachment_listing(report, &stored, "## Attachments", links.as_ref());
 
     // What must be there whatever the report holds; the text gets what is left.
     let full_text_name = stored_name(
@@ -180,8 +255,26 @@ pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
             ecosystem: ctx.repository.ecosystem.clone(),
             name: ctx.repository.package_name().to_owned(),
         }],
+        upload: upload.map(|(u, _)| u.with_files(report, &stored)),
         stored_attachments: stored,
         credits: Vec::new(),
+        collaborators: Vec::new(),
+    }
+}
+
+impl AttachmentUpload {
+    /// This upload with every stored attachment small enough for GitHub.
+    pub(super) fn with_files(
+        mut self,
+        report: &Report,
+        stored: &[StoredAttachment],
+    ) -> AttachmentUpload {
+        self.files = stored
+            .iter()
+            .filter(|s| s.data(report).is_some_and(|d| d.len() <= MAX_UPLOAD_BYTES))
+            .map(|s| s.file_name.clone())
+            .collect();
+        self
     }
 }
 
@@ -346,13 +439,26 @@ pub(super) fn attachment_listing(
     report: &Report,
     stored: &[StoredAttachment],
     heading: &str,
+    links: Option<&Links<'_>>,
 ) -> String {
     if report.attachments.is_empty() {
         return String::new();
     }
+    let intro = match links {
+        Some(l) => format!(
+            "All attachments are in the private repository {} on branch [{}]({}), named \
+             as below (the links open them), and kept by advisory-bridge; small text \
+             attachments are also shown.",
+            inline_code(&l.upload.repository),
+            l.upload.branch,
+            l.tree()
+        ),
+        None => "All attachments are kept by advisory-bridge under the names below; small \
+                 text attachments are also shown."
+            .to_owned(),
+    };
     let mut s = format!(
-        "\n{heading}\n\nAll attachments are kept by advisory-bridge under the names \
-         below; small text attachments are also shown.\n\n\
+        "\n{heading}\n\n{intro}\n\n\
          | # | Name | Type | Size | SHA-256 | Stored as |\n| --- | --- | --- | --- | --- | --- |\n",
     );
     let mut listed = 0;
@@ -360,7 +466,16 @@ pub(super) fn attachment_listing(
         let stored_as = stored
             .iter()
             .find(|s| s.index == i && s.generated.is_none())
-            .map_or_else(String::new, |s| inline_code(&s.file_name));
+            .map_or_else(String::new, |s| match links {
+                Some(l) if a.data.len() <= MAX_UPLOAD_BYTES => {
+                    format!("[{}]({})", s.file_name, l.file(&s.file_name))
+                }
+                Some(_) => format!(
+                    "{} (too large for GitHub: kept by advisory-bridge only)",
+                    inline_code(&s.file_name)
+                ),
+                None => inline_code(&s.file_name),
+            });
         let row = format!(
             "| {} | {} | {} | {} | {} | {} |\n",
             i + 1,
@@ -544,6 +659,7 @@ pub(super) mod tests {
                 settings,
                 received_at: received(),
                 marker: &TEST_KEY,
+                attachments: None,
             },
         )
     }

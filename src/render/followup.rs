@@ -12,8 +12,8 @@ use crate::config::AdvisoryConfig;
 use crate::mail::{Report, ReportId, sha256_hex};
 
 use super::advisory::{
-    DESCRIPTION_LIMIT, DESCRIPTION_MARGIN, StoredAttachment, attachment_listing,
-    inline_attachments, sender_cell, stored_name,
+    AttachmentUpload, DESCRIPTION_LIMIT, DESCRIPTION_MARGIN, Links, StoredAttachment,
+    attachment_listing, inline_attachments, sender_cell, stored_name,
 };
 use super::markdown::{github_len, inline_code};
 
@@ -29,6 +29,8 @@ pub struct FollowupContext<'a> {
     pub settings: &'a AdvisoryConfig,
     /// The key of the hidden markers.
     pub marker: &'a super::MarkerKey,
+    /// Where the follow-up's attachments go on GitHub, if anywhere.
+    pub attachments: Option<super::advisory::AttachmentsTarget<'a>>,
 }
 
 /// The description with the follow-up added, and what the daemon must store.
@@ -47,6 +49,8 @@ pub struct FollowupRender {
     /// stored attachment that holds its full text (or, when even the note did not fit,
     /// nothing new at all).
     pub overflowed: bool,
+    /// The follow-up's attachments to commit before the description is updated.
+    pub upload: Option<super::advisory::AttachmentUpload>,
 }
 
 /// Adds a follow-up to `current_description`.
@@ -98,6 +102,16 @@ pub fn append_followup(
         generated: Some(report.text.as_bytes().to_vec()),
     };
     let marker_line = format!("\n{}\n", ctx.marker.followup(&report.report_id));
+    let upload = (!report.attachments.is_empty())
+        .then_some(ctx.attachments)
+        .flatten()
+        .map(|t| AttachmentUpload::new(&t, ctx.marker, &report.report_id));
+    let links = upload.as_ref().map(|(upload, base)| Links { upload, base });
+    let finish = |stored: &[StoredAttachment]| {
+        upload
+            .as_ref()
+            .map(|(u, _)| u.clone().with_files(report, stored))
+    };
 
     if ctx
         .marker
@@ -110,6 +124,7 @@ pub fn append_followup(
         }
         return FollowupRender {
             description: current_description.to_owned(),
+            upload: finish(&stored),
             stored_attachments: stored,
             overflowed,
         };
@@ -145,6 +160,7 @@ pub fn append_followup(
         report,
         &stored,
         "### Attachments of the follow-up",
+        links.as_ref(),
     ));
 
     let used = github_len(&base) + github_len(&section) + github_len(&marker_line);
@@ -159,6 +175,7 @@ pub fn append_followup(
         base.push_str(&section);
         return FollowupRender {
             description: base,
+            upload: finish(&stored),
             stored_attachments: stored,
             overflowed: false,
         };
@@ -188,6 +205,7 @@ pub fn append_followup(
     };
     FollowupRender {
         description,
+        upload: finish(&stored),
         stored_attachments: stored,
         overflowed: true,
     }
@@ -320,6 +338,7 @@ mod tests {
                 settings: &AdvisoryConfig::default(),
                 received_at: received(),
                 marker: &TEST_KEY,
+                attachments: None,
             },
         )
         .description
@@ -348,6 +367,7 @@ mod tests {
                 received_at: received(),
                 settings,
                 marker: &TEST_KEY,
+                attachments: None,
             },
         )
     }

@@ -145,6 +145,13 @@ impl MarkerKey {
         )
     }
 
+    /// The branch of the attachments repository that holds `id`'s attachments:
+    /// `reports/` and a keyed digest of the id, so the name tells nothing about the
+    /// report and cannot be guessed from it without the key.
+    pub fn attachments_branch(&self, id: &ReportId) -> String {
+        format!("reports/{}", self.tag("attachments", id))
+    }
+
     /// The marker that ends the section a follow-up `id` added to a description.
     pub fn followup(&self, id: &ReportId) -> String {
         format!(

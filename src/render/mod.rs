@@ -12,8 +12,9 @@ pub mod notice;
 pub mod outgoing;
 
 pub use self::advisory::{
-    AdvisoryContext, AdvisoryDraft, DESCRIPTION_LIMIT, Package, SUMMARY_LIMIT, StoredAttachment,
-    advisory, stored_name, strip_subject,
+    AdvisoryContext, AdvisoryDraft, AttachmentUpload, AttachmentsTarget, DESCRIPTION_LIMIT,
+    MAX_UPLOAD_BYTES, Package, SUMMARY_LIMIT, StoredAttachment, advisory, stored_name,
+    strip_subject,
 };
 pub use self::followup::{FollowupContext, FollowupRender, append_followup};
 pub use self::marker::{MarkerKey, MarkerQuery};

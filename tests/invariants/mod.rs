@@ -212,6 +212,7 @@ impl Pipeline {
             received_at: received_at(),
             settings,
             marker: &KEY,
+            attachments: None,
         };
         let followup = render::append_followup(&draft.description, &report, &ctx);
         check_followup(&report, &draft.description, &followup);
