@@ -204,12 +204,18 @@ name = "pallets-eco/flask-sqlalchemy"
 
     /// [`Stack::daemon`] with `ADVISORY_BRIDGE_LOG` set to `level`.
     pub fn daemon_logging(&mut self, args: &[&str], level: &str) -> Process {
+        self.daemon_from(&daemon_binary(), args, level)
+    }
+
+    /// [`Stack::daemon_logging`] running `binary` (e.g. the one a package installs)
+    /// instead of the one cargo built.
+    pub fn daemon_from(&mut self, binary: &Path, args: &[&str], level: &str) -> Process {
         self.daemons += 1;
         let log = self.dir.join(format!("daemon-{}.log", self.daemons));
         let mut all = vec!["--config", self.config_path.to_str().expect("UTF-8 path")];
         all.extend_from_slice(args);
         Process::spawn(
-            daemon_binary(),
+            binary,
             all,
             &[
                 ("TEST_SMTP_PASSWORD", "smtp-secret"),
