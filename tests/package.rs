@@ -1,10 +1,11 @@
 //! The Debian package as `cargo deb` builds it (README "Deploy"): built from the debug
 //! binary this test run already has, unpacked with `dpkg-deb` into a scratch root, its
 //! files, owners, modes, conffiles and maintainer scripts checked, and the unpacked
-//! binary run against the test stack.
+//! binary run against the test stack; and the unit's hardening score.
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -256,5 +257,76 @@ async fn the_debian_package_installs_the_binary_unit_and_config_and_starts_nothi
     assert!(status.success(), "check failed: {status:?}\n{log}");
     for line in ["ok      IMAP", "ok      SMTP", "ok      GitHub pallets:"] {
         assert!(log.contains(line), "no `{line}` in:\n{log}");
+    }
+}
+
+/// Whether `address` is in `cidr` (`ADDRESS/PREFIX`, IPv4 or IPv6).
+fn in_network(address: IpAddr, cidr: &str) -> bool {
+    let (net, prefix) = cidr.split_once('/').expect("ADDRESS/PREFIX");
+    let net: IpAddr = net.parse().expect("an IP address");
+    let prefix: u32 = prefix.parse().expect("a prefix length");
+    let (a, n, bits) = match (address, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => (u32::from(a).into(), u32::from(n).into(), 32),
+        (IpAddr::V6(a), IpAddr::V6(n)) => (u128::from(a), u128::from(n), 128),
+        _ => return false,
+    };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (bits - prefix)
+    };
+    let mask = mask
+        & if bits == 32 {
+            u32::MAX.into()
+        } else {
+            u128::MAX
+        };
+    a & mask == n & mask
+}
+
+#[test]
+fn the_unit_scores_at_most_1_0_and_still_lets_the_daemon_reach_any_server() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/advisory-bridge.service");
+    let out = run(Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit));
+    let score: f64 = out
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for advisory-bridge.service: "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no overall exposure in:\n{out}"));
+    assert!(score <= 1.0, "exposure {score} > 1.0:\n{out}");
+
+    // The IP allow list keeps every unicast address the daemon may need: loopback (the
+    // metrics port, test servers), link-local (AWS's DNS), private and public servers.
+    let text = fs::read_to_string(&unit).unwrap();
+    assert!(text.lines().any(|l| l == "IPAddressDeny=any"), "{text}");
+    let allowed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("IPAddressAllow="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    let reachable = |a: &str| {
+        let a: IpAddr = a.parse().unwrap();
+        allowed.iter().any(|cidr| in_network(a, cidr))
+    };
+    for address in [
+        "127.0.0.1",
+        "::1",
+        "169.254.169.253",
+        "fe80::1",
+        "10.1.2.3",
+        "192.168.0.1",
+        "140.82.112.3",
+        "2606:50c0:8000::153",
+        "fd00::1",
+        "8.8.8.8",
+        "223.255.255.255",
+    ] {
+        assert!(reachable(address), "{address} is denied by {allowed:?}");
+    }
+    for address in ["224.0.0.251", "255.255.255.255", "ff02::fb"] {
+        assert!(!reachable(address), "{address} (not unicast) is allowed");
     }
 }
