@@ -34,8 +34,6 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A running stack. Servers stop when it is dropped.
 pub struct Stack {
-    /// Everything lives here.
-    pub dir: TestDir,
     /// The IMAP server.
     pub imap: ImapServer,
     /// The SMTP server replies go to.
@@ -48,6 +46,10 @@ pub struct Stack {
     pub state_dir: PathBuf,
     token_file: PathBuf,
     daemons: usize,
+    /// Everything lives here. Declared last so it is deleted last: the servers stop, and
+    /// the SMTP sink's verdict on every message is read ([`SmtpSink::assert_all_valid`]),
+    /// while their files still exist.
+    pub dir: TestDir,
 }
 
 impl Stack {
