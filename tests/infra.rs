@@ -71,6 +71,9 @@ fn reply(subject: &str) -> Message {
             .parse::<Mailbox>()
             .expect("valid address"))
         .subject(subject)
+        // Complete, as every message the sink accepts must be (its strict parse).
+        .message_id(Some("<infra-test@example.org>".into()))
+        .header(lettre::message::header::MIME_VERSION_1_0)
         .body(String::from("Thanks, we are on it.\r\n"))
         .expect("a simple message builds")
 }
@@ -271,6 +274,44 @@ async fn the_sink_refuses_wrong_credentials_and_keeps_nothing() {
         header_value(&messages[0], "Subject").as_deref(),
         Some("Re: yes")
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sink_names_every_way_a_message_fails_the_strict_parse() {
+    let dir = TestDir::new();
+    let sink = SmtpSink::start(&dir.join("sink"), SmtpSinkOptions::default());
+    let envelope = lettre::address::Envelope::new(
+        Some("security@example.org".parse().unwrap()),
+        vec!["alice@example.net".parse().unwrap()],
+    )
+    .unwrap();
+    let bad = "From: Security Team <security@example.org>\r\n\
+               To: alice@\r\n\
+               Subject: R\u{e9}ponse\r\n\
+               Date: yesterday\r\n\
+               Content-Type: text/plain; charset=utf-8\r\n\
+               \r\n\
+               Thanks.\r\n";
+    transport(&sink, None)
+        .send_raw(&envelope, bad.as_bytes())
+        .await
+        .expect("the sink keeps even an invalid message");
+
+    let invalid = sink.invalid();
+    for problem in [
+        "0 MIME-Version headers instead of one",
+        "0 Message-ID headers instead of one",
+        "Date 'yesterday' is not a date",
+        "To does not parse",
+        "Subject holds raw 8-bit bytes",
+    ] {
+        assert!(invalid.contains(problem), "no `{problem}` in:\n{invalid}");
+    }
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.messages()));
+    assert!(read.is_err(), "reading an invalid message fails the test");
+    // Forgiven here, or dropping the sink would fail this test too.
+    std::fs::remove_file(sink.dir().join("invalid")).unwrap();
+    assert_eq!(sink.messages().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -843,8 +843,10 @@ impl SmtpSink {
     }
 
     /// Every message accepted so far, raw, in arrival order, each starting with the
-    /// `X-Sink-Mail-From:` and `X-Sink-Rcpt-To:` lines that record the envelope.
+    /// `X-Sink-Mail-From:` and `X-Sink-Rcpt-To:` lines that record the envelope. Panics
+    /// when one failed the sink's strict parse ([`SmtpSink::assert_all_valid`]).
     pub fn messages(&self) -> Vec<Vec<u8>> {
+        self.assert_all_valid();
         let new = self.dir.join("new");
         let mut names: Vec<PathBuf> = match fs::read_dir(&new) {
             Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
@@ -880,6 +882,25 @@ impl SmtpSink {
         fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
+    /// Why messages the sink accepted fail Python's `email.policy.strict` and the
+    /// headers every message must carry (`scripts/smtp-sink`), one line each; empty when
+    /// all passed.
+    pub fn invalid(&self) -> String {
+        fs::read_to_string(self.dir.join("invalid")).unwrap_or_default()
+    }
+
+    /// Panics, naming each message and its problems, when any message the sink accepted
+    /// failed its strict parse. Called by [`SmtpSink::messages`] and on drop, so the test
+    /// that sent such a message fails.
+    pub fn assert_all_valid(&self) {
+        let invalid = self.invalid();
+        assert!(
+            invalid.is_empty(),
+            "the SMTP sink in {} received messages that fail email.policy.strict:\n{invalid}",
+            self.dir.display()
+        );
+    }
+
     /// Stops the sink and waits until it is gone. Idempotent.
     pub fn stop(&mut self) {
         if let Some(pid) = self.pid.take() {
@@ -891,6 +912,9 @@ impl SmtpSink {
 impl Drop for SmtpSink {
     fn drop(&mut self) {
         self.stop();
+        if !std::thread::panicking() {
+            self.assert_all_valid();
+        }
     }
 }
 

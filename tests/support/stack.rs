@@ -34,8 +34,6 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A running stack. Servers stop when it is dropped.
 pub struct Stack {
-    /// Everything lives here.
-    pub dir: TestDir,
     /// The IMAP server.
     pub imap: ImapServer,
     /// The SMTP server replies go to.
@@ -48,6 +46,10 @@ pub struct Stack {
     pub state_dir: PathBuf,
     token_file: PathBuf,
     daemons: usize,
+    /// Everything lives here. Declared last so it is deleted last: the servers stop, and
+    /// the SMTP sink's verdict on every message is read ([`SmtpSink::assert_all_valid`]),
+    /// while their files still exist.
+    pub dir: TestDir,
 }
 
 impl Stack {
@@ -204,12 +206,18 @@ name = "pallets-eco/flask-sqlalchemy"
 
     /// [`Stack::daemon`] with `ADVISORY_BRIDGE_LOG` set to `level`.
     pub fn daemon_logging(&mut self, args: &[&str], level: &str) -> Process {
+        self.daemon_from(&daemon_binary(), args, level)
+    }
+
+    /// [`Stack::daemon_logging`] running `binary` (e.g. the one a package installs)
+    /// instead of the one cargo built.
+    pub fn daemon_from(&mut self, binary: &Path, args: &[&str], level: &str) -> Process {
         self.daemons += 1;
         let log = self.dir.join(format!("daemon-{}.log", self.daemons));
         let mut all = vec!["--config", self.config_path.to_str().expect("UTF-8 path")];
         all.extend_from_slice(args);
         Process::spawn(
-            daemon_binary(),
+            binary,
             all,
             &[
                 ("TEST_SMTP_PASSWORD", "smtp-secret"),
