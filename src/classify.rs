@@ -16,6 +16,9 @@ pub enum NoiseReason {
     OwnMail,
     /// The receiving server's spam filter flagged it (`X-Spam-Flag: YES`).
     Spam(String),
+    /// A maintainer answering our mail to the maintainers (a new-draft mail or a
+    /// digest): talk among maintainers, not a report nor a reporter's follow-up.
+    MaintainerReply,
 }
 
 impl std::fmt::Display for NoiseReason {
@@ -26,6 +29,7 @@ impl std::fmt::Display for NoiseReason {
             NoiseReason::Bulk(why) => write!(f, "bulk or list mail ({why})"),
             NoiseReason::OwnMail => f.write_str("our own mail looping back"),
             NoiseReason::Spam(why) => write!(f, "spam ({why})"),
+            NoiseReason::MaintainerReply => f.write_str("a reply to our mail to the maintainers"),
         }
     }
 }
@@ -153,6 +157,14 @@ fn noise(report: &Report, ctx: &Context) -> Option<NoiseReason> {
     }
     if s.spam_flag.as_deref().is_some_and(|f| f.trim() == "YES") {
         return Some(NoiseReason::Spam("X-Spam-Flag: YES".into()));
+    }
+    if report
+        .in_reply_to
+        .iter()
+        .chain(&report.references)
+        .any(|id| crate::render::message_id::is_to_maintainers(id))
+    {
+        return Some(NoiseReason::MaintainerReply);
     }
     None
 }

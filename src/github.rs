@@ -397,6 +397,50 @@ impl GitHub {
         Ok(())
     }
 
+    /// Adds `login` to the advisory's collaborating users, keeping those already there
+    /// (a maintainer may have added others); nothing when it is there already.
+    pub async fn add_collaborator(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+        login: &str,
+    ) -> Result<(), GitHubError> {
+        const OPERATION: &str = "update advisory";
+        let (owner, name) = split_repository(OPERATION, repository)?;
+        let crab = self.client(OPERATION, repository).await?;
+        let route = format!("/repos/{owner}/{name}/security-advisories/{ghsa_id}");
+        let current: serde_json::Value = self
+            .call(
+                OPERATION,
+                repository,
+                crab.get::<serde_json::Value, _, ()>(route, None),
+            )
+            .await?;
+        let mut users: Vec<String> = current["collaborating_users"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["login"].as_str().map(str::to_owned))
+            .collect();
+        if users.iter().any(|u| u.eq_ignore_ascii_case(login)) {
+            return Ok(());
+        }
+        users.push(login.to_owned());
+        self.pacer.wait_turn().await;
+        let body = UpdateRepositoryAdvisory {
+            collaborating_users: Some(users),
+            ..UpdateRepositoryAdvisory::default()
+        };
+        let repos = crab.repos(owner, name);
+        self.call(
+            OPERATION,
+            repository,
+            repos.security_advisories().update(ghsa_id, &body),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Creates a draft advisory.
     pub async fn create_draft(&self, draft: &AdvisoryDraft) -> Result<AdvisoryRef, GitHubError> {
         const OPERATION: &str = "create advisory";

@@ -3,7 +3,8 @@
 //! thread, once per change (published, CVE assigned, closed, withdrawn).
 //!
 //! It never touches IMAP: copies of the notices it sends go to the mailbox side through
-//! a channel. A notice is journaled after the SMTP server accepted it; a failed one
+//! a channel. It also sends the maintainers' digest of drafts nobody has touched. A
+//! notice is journaled after the SMTP server accepted it; a failed one
 //! leaves the state and the watermark untouched so the next look tries again. GitHub
 //! trouble is logged and waits for the next look. Shutdown is observed between any two
 //! requests.
@@ -75,6 +76,9 @@ impl CopiesRx {
     }
 }
 
+/// The journal's `meta` key holding the last digest period sent.
+const DIGEST_PERIOD_KEY: &str = "maintainers_digest_period";
+
 /// The watcher with what it reads and sends through.
 pub struct Watcher<A, O> {
     settings: Arc<Resolved>,
@@ -134,12 +138,78 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
         }
     }
 
-    /// One look at every configured repository.
+    /// One look at every configured repository, then the maintainers' digest when one
+    /// is due.
     pub async fn look(&self) -> Result<(), JournalError> {
         for repo in &self.settings.config.repositories {
             self.look_at(&repo.name).await?;
         }
-        Ok(())
+        self.digest().await
+    }
+
+    /// Sends the digest of drafts nobody has touched for `remind_after_days` to every
+    /// `[maintainers] notify` address, once per `digest_interval` period (numbered from
+    /// the Unix epoch): each address's mail is journaled after the SMTP server accepted
+    /// it and the period when all went out, so a restart neither skips nor repeats one.
+    /// Nothing is sent when nothing waits.
+    async fn digest(&self) -> Result<(), JournalError> {
+        let m = &self.settings.config.maintainers;
+        if m.notify.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let interval = m.digest_interval.as_secs().max(60);
+        let period = u64::try_from(now.timestamp()).unwrap_or(0) / interval;
+        let last = self
+            .journal
+            .call(|db| db.meta(DIGEST_PERIOD_KEY))
+            .await?
+            .and_then(|v| v.parse::<u64>().ok());
+        if last.is_some_and(|p| p >= period) {
+            return Ok(());
+        }
+        let cutoff = now - chrono::Duration::days(i64::from(m.remind_after_days));
+        let stale = self.journal.call(move |db| db.stale_drafts(cutoff)).await?;
+        for address in &m.notify {
+            if stale.is_empty() {
+                break;
+            }
+            let key = format!("digest:{period}:{}", address.to_ascii_lowercase());
+            let k = key.clone();
+            if self.journal.call(move |db| db.meta(&k)).await?.is_some() {
+                continue;
+            }
+            let to = Address {
+                name: None,
+                email: address.clone(),
+            };
+            let message = crate::render::maintainers::digest(
+                &stale,
+                m.remind_after_days,
+                period,
+                now,
+                &to,
+                &self.settings.from,
+            );
+            match self.outbox.send(&message).await {
+                Ok(sent) => {
+                    let mid = message.message_id.clone();
+                    self.journal.call(move |db| db.set_meta(&key, &mid)).await?;
+                    self.metrics.maintainer_mails_sent.inc();
+                    self.metrics.contact(crate::metrics::Server::Smtp);
+                    info!(to = %address, drafts = stale.len(), "maintainers' digest sent");
+                    self.copies.send(sent);
+                }
+                Err(e) => {
+                    warn!(error = %e, to = %address, "maintainers' digest not sent; next look tries again");
+                    return Ok(());
+                }
+            }
+        }
+        let value = period.to_string();
+        self.journal
+            .call(move |db| db.set_meta(DIGEST_PERIOD_KEY, &value))
+            .await
     }
 
     async fn look_at(&self, repo: &str) -> Result<(), JournalError> {
@@ -225,13 +295,14 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
                 return Ok(false);
             }
         }
-        let (id, cve, now) = (
+        let (id, cve, changed, now) = (
             entry.report_id.clone(),
             advisory.cve_id.clone(),
+            advisory.updated_at,
             self.clock.now(),
         );
         self.journal
-            .call(move |db| db.record_github_state(&id, new_state, cve.as_deref(), now))
+            .call(move |db| db.record_github_state(&id, new_state, cve.as_deref(), changed, now))
             .await?;
         Ok(true)
     }

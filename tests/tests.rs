@@ -17,6 +17,7 @@ mod imap_source;
 mod infra;
 mod interop;
 mod journal_upgrade;
+mod maintainers;
 mod package;
 mod pipeline;
 mod properties;

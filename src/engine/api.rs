@@ -53,6 +53,13 @@ pub trait AdvisoryApi: Send + Sync {
         since: Option<DateTime<Utc>>,
         marker: &MarkerKey,
     ) -> impl Future<Output = Result<Vec<AdvisoryStatus>, GitHubError>> + Send;
+    /// Adds `login` to the advisory's collaborating users (keeping the others).
+    fn add_collaborator(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+        login: &str,
+    ) -> impl Future<Output = Result<(), GitHubError>> + Send;
     /// Commits `files` (name, bytes) as the root commit of a new branch `branch` of
     /// `repository`, unless the branch exists; whether this call created it. Safe to
     /// repeat: the branch is made last, and only once.
@@ -137,6 +144,15 @@ impl AdvisoryApi for GitHub {
     ) -> Result<bool, GitHubError> {
         GitHub::upload_attachments(self, repository, branch, message, files).await
     }
+
+    async fn add_collaborator(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+        login: &str,
+    ) -> Result<(), GitHubError> {
+        GitHub::add_collaborator(self, repository, ghsa_id, login).await
+    }
 }
 
 impl Outbox for Mailer {
@@ -198,6 +214,14 @@ impl<T: AdvisoryApi> AdvisoryApi for std::sync::Arc<T> {
         files: &[(&str, &[u8])],
     ) -> impl Future<Output = Result<bool, GitHubError>> + Send {
         (**self).upload_attachments(repository, branch, message, files)
+    }
+    fn add_collaborator(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+        login: &str,
+    ) -> impl Future<Output = Result<(), GitHubError>> + Send {
+        (**self).add_collaborator(repository, ghsa_id, login)
     }
 }
 

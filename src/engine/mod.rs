@@ -568,6 +568,13 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 ControlFlow::Continue(sent) => copies.extend(sent),
             }
         }
+        match self
+            .tell_maintainers(report, &entry, &prepared, &advisory, received_at)
+            .await?
+        {
+            ControlFlow::Break(d) => return Ok(d),
+            ControlFlow::Continue(sent) => copies.extend(sent),
+        }
         info!(
             outcome = "filed",
             repository = %advisory.repository,
@@ -1090,18 +1097,29 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         if let Some(paused) = self.paused(SMTP_SCOPE) {
             return Ok(ControlFlow::Break(paused));
         }
-        let render = match kind {
-            ReplyKind::Acknowledgement => render::reply,
-            ReplyKind::FollowUp => render::followup_reply,
+        let rendered = match kind {
+            ReplyKind::Acknowledgement => {
+                let invited = self.invite(report, advisory).await;
+                render::reply_inviting(
+                    report,
+                    to,
+                    advisory,
+                    &self.settings.from,
+                    &self.settings.config.reply,
+                    &self.templates,
+                    invited.as_deref(),
+                )
+            }
+            ReplyKind::FollowUp => render::followup_reply(
+                report,
+                to,
+                advisory,
+                &self.settings.from,
+                &self.settings.config.reply,
+                &self.templates,
+            ),
         };
-        let message = match render(
-            report,
-            to,
-            advisory,
-            &self.settings.from,
-            &self.settings.config.reply,
-            &self.templates,
-        ) {
+        let message = match rendered {
             Ok(m) => m,
             Err(e) => {
                 let d = self.failed(entry, ReportFailure::Template(e)).await?;
@@ -1128,6 +1146,85 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         self.metrics.replies_sent.inc();
         self.metrics.contact(crate::metrics::Server::Smtp);
         Ok(ControlFlow::Continue(Some(sent)))
+    }
+
+    /// Tells every `[maintainers] notify` address of the report's draft, once each (the
+    /// `notices` table records `maintainers:<address>` after the SMTP server accepted
+    /// the mail): the copies of what was sent. A transient failure retries the message
+    /// (the acknowledgement, journaled, is not resent); a refused login pauses SMTP; an
+    /// address the server refuses for good is logged as an ERROR and given up, since
+    /// the report itself is safe in its advisory.
+    async fn tell_maintainers(
+        &self,
+        report: &Report,
+        entry: &Entry,
+        prepared: &Prepared,
+        advisory: &AdvisoryRef,
+        received_at: DateTime<Utc>,
+    ) -> Flow<Vec<Vec<u8>>> {
+        let config = &self.settings.config;
+        let mut copies = Vec::new();
+        if config.maintainers.notify.is_empty() {
+            return Ok(ControlFlow::Continue(copies));
+        }
+        let verdict = crate::auth::verdict(
+            &report.signals.authentication_results,
+            &config.authentication.trusted_authserv_ids,
+        );
+        let web_url = config.github.web_url();
+        let route_reason = prepared.route.reason.to_string();
+        let note = render::maintainers::DraftNote {
+            report,
+            advisory,
+            draft: &prepared.draft,
+            route_reason: &route_reason,
+            verdict: &verdict,
+            include_report: config.maintainers.include_report,
+            web_url: &web_url,
+            received_at,
+        };
+        for address in &config.maintainers.notify {
+            let event = format!("maintainers:{}", address.to_ascii_lowercase());
+            let (rid, ev) = (report.report_id.clone(), event.clone());
+            if self
+                .journal
+                .call(move |db| db.notice_sent(&rid, &ev))
+                .await?
+            {
+                continue;
+            }
+            if let Some(paused) = self.paused(SMTP_SCOPE) {
+                return Ok(ControlFlow::Break(paused));
+            }
+            let to = crate::mail::Address {
+                name: None,
+                email: address.clone(),
+            };
+            let message = render::maintainers::new_draft(&note, &to, &self.settings.from);
+            let recorded = match self.outbox.send(&message).await {
+                Ok(sent) => {
+                    self.resumed(SMTP_SCOPE);
+                    self.metrics.maintainer_mails_sent.inc();
+                    self.metrics.contact(crate::metrics::Server::Smtp);
+                    info!(to = %address, ghsa = %advisory.ghsa_id, "maintainers told of the new draft");
+                    copies.push(sent);
+                    message.message_id.clone()
+                }
+                Err(e) if e.kind() == FailureKind::Permanent => {
+                    error!(to = %address, error = %e, "cannot tell this maintainer address of the new draft; giving up on it (check maintainers.notify)");
+                    format!("refused: {}", e.message)
+                }
+                Err(e) => {
+                    let d = self.failed(entry, ReportFailure::Smtp(e)).await?;
+                    return Ok(ControlFlow::Break(d));
+                }
+            };
+            let (rid, now) = (report.report_id.clone(), self.clock.now());
+            self.journal
+                .call(move |db| db.record_notice(&rid, &event, &recorded, now))
+                .await?;
+        }
+        Ok(ControlFlow::Continue(copies))
     }
 
     /// Adopts the advisory that carries this report's marker, or creates it.
@@ -1168,6 +1265,51 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         };
         info!(ghsa = %created.ghsa_id, repository = %created.repository, "{what}");
         Ok(created)
+    }
+
+    /// With `[advisory] invite_reporter`, adds the GitHub login the reporter states to
+    /// the draft's collaborators when the sender is authenticated (a forged `From` must
+    /// not give anyone access) and GitHub knows the login as a person; the login added,
+    /// for the acknowledgement to say so. Runs again when a crash came before the
+    /// acknowledgement was journaled: adding is idempotent. A failure costs only the
+    /// invitation.
+    async fn invite(&self, report: &Report, advisory: &AdvisoryRef) -> Option<String> {
+        let config = &self.settings.config;
+        if !config.advisory.invite_reporter {
+            return None;
+        }
+        let login = crate::credit::stated_login(&report.text)?;
+        let verdict = crate::auth::verdict(
+            &report.signals.authentication_results,
+            &config.authentication.trusted_authserv_ids,
+        );
+        if !matches!(verdict, crate::auth::Verdict::Authenticated { .. }) {
+            info!(login = %login, "not inviting the stated login: the sender is not authenticated");
+            return None;
+        }
+        let repository = &advisory.repository;
+        match self.github.account_type(repository, &login).await {
+            Ok(Some(kind)) if kind == "User" => {}
+            Ok(_) => return None,
+            Err(e) => {
+                warn!(login = %login, error = %e, "cannot check the reporter's GitHub login; not invited");
+                return None;
+            }
+        }
+        match self
+            .github
+            .add_collaborator(repository, &advisory.ghsa_id, &login)
+            .await
+        {
+            Ok(()) => {
+                info!(login = %login, ghsa = %advisory.ghsa_id, "the reporter was added to the draft");
+                Some(login)
+            }
+            Err(e) => {
+                warn!(login = %login, error = %e, "cannot add the reporter to the draft; not invited");
+                None
+            }
+        }
     }
 
     /// Commits the attachments `upload` names to the attachments repository (once: see
@@ -1274,7 +1416,10 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 // looks for its marker, so the retry finds it instead of racing it.
                 let retry_after = match &failure {
                     ReportFailure::GitHub(e)
-                        if matches!(e.operation, "create advisory" | "update advisory") =>
+                        if matches!(
+                            e.operation,
+                            "create advisory" | "update advisory" | "upload attachments"
+                        ) =>
                     {
                         let floor = self.settings.github.timeout;
                         Some(retry_after.map_or(floor, |r| r.max(floor)))

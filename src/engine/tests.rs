@@ -29,6 +29,7 @@ struct Stored {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     credits: Vec<String>,
+    collaborators: Vec<String>,
 }
 
 /// What the next call of an operation does instead of succeeding.
@@ -190,6 +191,7 @@ impl AdvisoryApi for MemoryGitHub {
             created_at: start(),
             updated_at: start(),
             credits: draft.credits.clone(),
+            collaborators: Vec::new(),
         };
         s.advisories.push(stored.clone());
         match outcome {
@@ -262,6 +264,22 @@ impl AdvisoryApi for MemoryGitHub {
             .collect();
         found.sort_by_key(|a| std::cmp::Reverse(a.updated_at));
         Ok(found)
+    }
+
+    async fn add_collaborator(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+        login: &str,
+    ) -> Result<(), GitHubError> {
+        self.enter("collaborator", repository).map_err(|(e, _)| e)?;
+        let mut s = self.0.lock().unwrap();
+        if let Some(a) = s.advisories.iter_mut().find(|a| a.ghsa_id == ghsa_id)
+            && !a.collaborators.iter().any(|c| c == login)
+        {
+            a.collaborators.push(login.to_owned());
+        }
+        Ok(())
     }
 
     async fn upload_attachments(
@@ -1415,4 +1433,151 @@ async fn an_attachments_repository_we_cannot_write_pauses_the_owner() {
     let d = h.handle(&report("att3@example.net")).await;
     assert!(filed(&d), "{d:?}");
     assert_eq!(h.github.calls("upload"), 0);
+}
+
+const MAINTAINERS: &str = "[reply]\nenabled = false\n[maintainers]\nnotify = [\"team@example.org\", \"lead@example.org\"]\n";
+
+#[tokio::test(start_paused = true)]
+async fn maintainers_hear_of_each_new_draft_once_even_when_a_send_fails() {
+    let h = Harness::new(MAINTAINERS);
+    h.outbox.fail(FailureKind::TRANSIENT, "421 try again later");
+    let raw = report("m1@example.net");
+    let d = h.handle(&raw).await;
+    let wait = (retry_at(&d) - h.clock.now()).to_std().unwrap();
+    assert_eq!(h.github.advisories().len(), 1, "the draft exists");
+    tokio::time::advance(wait).await;
+    let d = h.handle(&raw).await;
+    assert!(filed(&d), "{d:?}");
+    let sent = h.outbox.sent();
+    let to: Vec<&str> = sent.iter().map(|m| m.to.email.as_str()).collect();
+    assert_eq!(to, ["team@example.org", "lead@example.org"]);
+    let m = &sent[0];
+    let ghsa = &h.github.advisories()[0].ghsa_id;
+    assert!(m.subject.contains(ghsa.as_str()), "{}", m.subject);
+    assert!(m.body.contains("GitHub tells no one"), "{}", m.body);
+    assert!(
+        !m.body.contains("can be forged"),
+        "no report text by default: {}",
+        m.body
+    );
+    assert_eq!(sent[0].message_id, sent[1].message_id, "one id per report");
+    assert_eq!(d.copies.len(), 2, "copies for the sent folder");
+
+    // Seen again (a restart before the move), nothing goes out twice.
+    let d = h.handle(&raw).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(h.outbox.sent().len(), 2);
+    assert_eq!(h.metrics.maintainer_mails_sent.get(), 2);
+
+    // A refused address is given up, not retried forever; the report is still filed.
+    h.outbox.0.lock().unwrap().faults.push_back(SendError {
+        recipient: "team@example.org".into(),
+        message: "550 no such user".into(),
+        kind: FailureKind::Permanent,
+    });
+    let d = h.handle(&report("m2@example.net")).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(h.outbox.sent().len(), 3, "lead still hears of it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_digest_lists_untouched_drafts_once_per_interval() {
+    let h = Harness::new(MAINTAINERS);
+    h.handle(&report("d1@example.net")).await;
+    let (watcher, _copies) = h.watcher();
+    watcher.look().await.unwrap();
+    let told = h.outbox.sent().len();
+    assert_eq!(told, 2, "the new-draft mails, no digest for a fresh draft");
+
+    // A week later nobody has touched it: one digest per address.
+    tokio::time::advance(Duration::from_secs(8 * 24 * 3600)).await;
+    watcher.look().await.unwrap();
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), told + 2, "{sent:#?}");
+    let digest = &sent[told];
+    let ghsa = h.github.advisories()[0].ghsa_id.clone();
+    assert!(digest.body.contains(&ghsa), "{}", digest.body);
+    assert!(
+        digest.subject.contains("1 draft advisory waiting"),
+        "{}",
+        digest.subject
+    );
+    watcher.look().await.unwrap();
+    assert_eq!(h.outbox.sent().len(), told + 2, "once per interval");
+
+    // The next interval lists it again; once a maintainer works on it, it is not.
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    watcher.look().await.unwrap();
+    assert_eq!(h.outbox.sent().len(), told + 4);
+    h.github
+        .set_state(&ghsa, AdvisoryState::Draft, None, h.clock.now());
+    watcher.look().await.unwrap();
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    watcher.look().await.unwrap();
+    assert_eq!(
+        h.outbox.sent().len(),
+        told + 4,
+        "a touched draft is not listed"
+    );
+}
+
+const INVITE: &str = "[advisory]\ninvite_reporter = true\n\
+    [authentication]\ntrusted_authserv_ids = [\"mx.palletsprojects.com\"]\n";
+
+fn authenticated_report(id: &str, verdict: &str, body: &str) -> Vec<u8> {
+    let headers = format!("Authentication-Results: mx.palletsprojects.com; {verdict}\r\n");
+    let raw = String::from_utf8(mail(
+        id,
+        "rita@example.net",
+        "Cookie forgery in werkzeug",
+        &headers,
+    ))
+    .unwrap();
+    format!("{}\r\n{body}\r\n", raw.trim_end()).into_bytes()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_authenticated_reporter_is_invited_to_the_draft_and_told_so() {
+    let h = Harness::new(INVITE);
+    h.github
+        .0
+        .lock()
+        .unwrap()
+        .users
+        .push(("ritar".to_owned(), "User"));
+    let d = h
+        .handle(&authenticated_report(
+            "i1@example.net",
+            "dmarc=pass header.from=example.net",
+            "@ritar on GitHub",
+        ))
+        .await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(h.github.advisories()[0].collaborators, ["ritar"]);
+    let ack = &h.outbox.sent()[0];
+    assert!(
+        ack.body
+            .contains("We have added your GitHub account, ritar, to the draft"),
+        "{}",
+        ack.body
+    );
+
+    // Without authentication nobody is invited, and the reply says only the
+    // maintainers can see it.
+    let d = h
+        .handle(&authenticated_report(
+            "i2@example.net",
+            "none",
+            "@ritar on GitHub",
+        ))
+        .await;
+    assert!(filed(&d), "{d:?}");
+    assert!(h.github.advisories()[1].collaborators.is_empty());
+    let ack = &h.outbox.sent()[1];
+    assert!(
+        ack.body.contains("Only the maintainers can see"),
+        "{}",
+        ack.body
+    );
+    assert_eq!(h.github.calls("collaborator"), 1);
 }

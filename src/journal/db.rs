@@ -480,19 +480,36 @@ impl Db {
         )
     }
 
-    /// Records the advisory's state and CVE id as GitHub shows them now.
+    /// Records the advisory's state and CVE id as GitHub shows them now, and when GitHub
+    /// last changed it (kept when GitHub did not say).
     pub fn record_github_state(
         &self,
         id: &ReportId,
         state: AdvisoryState,
         cve_id: Option<&str>,
+        github_updated_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<(), JournalError> {
+        let changed = github_updated_at.map(ts);
         self.update(
             id,
-            "github_state = ?3, cve_id = ?4",
-            &[&state.as_str(), &cve_id],
+            "github_state = ?3, cve_id = ?4, github_updated_at = COALESCE(?5, github_updated_at)",
+            &[&state.as_str(), &cve_id, &changed],
             now,
+        )
+    }
+
+    /// Reports whose advisory is still a draft (or in triage) and was last changed on
+    /// GitHub (or, not yet seen there, first seen here) before `cutoff`, oldest first.
+    pub fn stale_drafts(&self, cutoff: DateTime<Utc>) -> Result<Vec<Entry>, JournalError> {
+        self.many(
+            &format!(
+                "SELECT {COLUMNS} FROM reports WHERE thread_of IS NULL AND ghsa_id IS NOT NULL
+                 AND (github_state IS NULL OR github_state IN ('draft', 'triage'))
+                 AND COALESCE(github_updated_at, first_seen_at) < ?1
+                 ORDER BY first_seen_at"
+            ),
+            &[&ts(cutoff)],
         )
     }
 

@@ -94,6 +94,12 @@ ALTER TABLE reports ADD COLUMN content_hash TEXT;
 ALTER TABLE reports ADD COLUMN held_received_at TEXT;
 ";
 
+/// Version 4: when GitHub last changed each advisory, as the watcher saw it, so the
+/// maintainers' digest can list drafts nobody has touched.
+const V4: &str = "
+ALTER TABLE reports ADD COLUMN github_updated_at TEXT;
+";
+
 /// Adds the columns of [`V1_COLUMNS`] a pre-release journal lacks, then the indexes.
 fn v1_hook(tx: &rusqlite::Transaction<'_>) -> Result<(), HookError> {
     let existing: Vec<String> = tx
@@ -111,12 +117,17 @@ fn v1_hook(tx: &rusqlite::Transaction<'_>) -> Result<(), HookError> {
 
 /// Every migration, oldest first. Append only: a released migration never changes.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up_with_hook(V1, v1_hook), M::up(V2), M::up(V3)])
+    Migrations::new(vec![
+        M::up_with_hook(V1, v1_hook),
+        M::up(V2),
+        M::up(V3),
+        M::up(V4),
+    ])
 }
 
 /// The schema version this binary writes.
 pub fn latest() -> usize {
-    3
+    4
 }
 
 /// Brings `conn` to the latest version in one transaction per migration.

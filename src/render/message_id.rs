@@ -21,6 +21,8 @@ pub enum Kind {
     Reply,
     /// A notice about a change of the report's advisory on GitHub.
     Notice(Event),
+    /// The mail telling the maintainers of the report's new draft.
+    Maintainers,
 }
 
 /// One of our `Message-ID`s, read back.
@@ -56,7 +58,36 @@ pub fn make(report: &ReportId, kind: Kind, from: &Address) -> String {
     match kind {
         Kind::Reply => format!("{PREFIX}{report}@{domain}"),
         Kind::Notice(event) => format!("{PREFIX}{report}.{}@{domain}", event.as_str()),
+        Kind::Maintainers => format!("{PREFIX}{report}.{MAINTAINERS}@{domain}"),
     }
+}
+
+/// The `Message-ID` kind suffix of mail to the maintainers.
+const MAINTAINERS: &str = "maintainers";
+
+/// The local part of digest ids after [`PREFIX`].
+const DIGEST: &str = "digest.";
+
+/// The `Message-ID` of the maintainers' digest for period `period` (the number of
+/// digest intervals since the Unix epoch): the same on every attempt in that period.
+pub fn digest(period: u64, from: &Address) -> String {
+    format!("{PREFIX}{DIGEST}{period}@{}", domain(from))
+}
+
+/// Whether `message_id` is one of our mails to the maintainers (a new-draft mail or a
+/// digest): a message answering one is a maintainer's reply, not a report.
+pub fn is_to_maintainers(message_id: &str) -> bool {
+    let id = message_id.trim_start_matches('<').trim_end_matches('>');
+    id.strip_prefix(PREFIX).is_some_and(|rest| {
+        rest.starts_with(DIGEST)
+            || matches!(
+                parse(id),
+                Some(OurId {
+                    kind: Kind::Maintainers,
+                    ..
+                })
+            )
+    })
 }
 
 /// Reads one of our ids back; `None` for any other id.
@@ -65,6 +96,7 @@ pub fn parse(message_id: &str) -> Option<OurId> {
     let (local, _domain) = rest.split_once('@')?;
     let (hex, kind) = match local.split_once('.') {
         None => (local, Kind::Reply),
+        Some((hex, MAINTAINERS)) => (hex, Kind::Maintainers),
         Some((hex, event)) => (
             hex,
             Kind::Notice(Event::ALL.into_iter().find(|e| e.as_str() == event)?),
@@ -91,7 +123,7 @@ mod tests {
     #[test]
     fn every_id_we_make_parses_back_to_its_report_and_kind() {
         let report = ReportId("ab".repeat(32));
-        let mut kinds = vec![Kind::Reply];
+        let mut kinds = vec![Kind::Reply, Kind::Maintainers];
         kinds.extend(Event::ALL.map(Kind::Notice));
         for kind in kinds {
             let id = make(&report, kind, &us());
@@ -105,6 +137,15 @@ mod tests {
                 "{id}"
             );
         }
+    }
+
+    #[test]
+    fn mail_to_the_maintainers_is_told_apart() {
+        let report = ReportId("ab".repeat(32));
+        assert!(is_to_maintainers(&make(&report, Kind::Maintainers, &us())));
+        assert!(is_to_maintainers(&format!("<{}>", digest(7, &us()))));
+        assert!(!is_to_maintainers(&make(&report, Kind::Reply, &us())));
+        assert!(!is_to_maintainers("digest.7@palletsprojects.com"));
     }
 
     #[test]

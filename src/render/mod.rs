@@ -5,6 +5,7 @@
 mod advisory;
 pub mod body;
 mod followup;
+pub mod maintainers;
 pub mod markdown;
 pub mod marker;
 pub mod message_id;
@@ -20,6 +21,7 @@ pub use self::followup::{FollowupContext, FollowupRender, append_followup};
 pub use self::marker::{MarkerKey, MarkerQuery};
 pub use self::outgoing::{
     AdvisoryRef, ReplyMessage, TemplateError, Templates, followup_reply, header_safe_id, reply,
+    reply_inviting,
 };
 
 #[cfg(test)]

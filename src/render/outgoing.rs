@@ -122,6 +122,7 @@ impl Templates {
         };
         let sample = ReplyVars {
             reporter_name: "Ada Reporter".into(),
+            collaborator: "ada-reporter".into(),
             ghsa_id: "GHSA-xxxx-xxxx-xxxx".into(),
             advisory_url: "https://github.com/owner/name/security/advisories/GHSA-xxxx-xxxx-xxxx"
                 .into(),
@@ -143,6 +144,7 @@ impl Templates {
         template
             .render(minijinja::context! {
                 reporter_name => vars.reporter_name,
+                collaborator => vars.collaborator,
                 ghsa_id => vars.ghsa_id,
                 advisory_url => vars.advisory_url,
                 repository => vars.repository,
@@ -157,6 +159,7 @@ impl Templates {
 /// The values a reply template can use.
 struct ReplyVars {
     reporter_name: String,
+    collaborator: String,
     ghsa_id: String,
     advisory_url: String,
     repository: String,
@@ -210,6 +213,30 @@ pub fn reply(
         from,
         settings,
         templates,
+        None,
+    )
+}
+
+/// [`reply`] telling the reporter that GitHub account `collaborator` was added to the
+/// draft (`[advisory] invite_reporter`), so they can open it.
+pub fn reply_inviting(
+    report: &Report,
+    to: &Address,
+    advisory: &AdvisoryRef,
+    from: &Address,
+    settings: &ReplyConfig,
+    templates: &Templates,
+    collaborator: Option<&str>,
+) -> Result<ReplyMessage, TemplateError> {
+    reply_with(
+        &templates.name,
+        report,
+        to,
+        advisory,
+        from,
+        settings,
+        templates,
+        collaborator,
     )
 }
 
@@ -231,9 +258,11 @@ pub fn followup_reply(
         from,
         settings,
         templates,
+        None,
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn reply_with(
     template: &str,
     report: &Report,
@@ -242,6 +271,7 @@ fn reply_with(
     from: &Address,
     settings: &ReplyConfig,
     templates: &Templates,
+    collaborator: Option<&str>,
 ) -> Result<ReplyMessage, TemplateError> {
     let ghsa = single_line(&advisory.ghsa_id);
     let body = templates.render(
@@ -253,6 +283,7 @@ fn reply_with(
                 .or(report.from.as_ref().and_then(|f| f.name.as_deref()))
                 .map(single_line)
                 .unwrap_or_default(),
+            collaborator: collaborator.map(single_line).unwrap_or_default(),
             ghsa_id: ghsa.clone(),
             advisory_url: single_line(&advisory.html_url),
             repository: single_line(&advisory.repository),
