@@ -81,16 +81,27 @@ enum Command {
 /// secret or a report into the logs.
 const WIRE_LOGGERS: &[&str] = &["async_imap", "imap_proto"];
 
+/// Libraries that log every failed request as an ERROR of their own (octocrab: "failed
+/// with status 502"), which the daemon already classifies and logs in its own words: a
+/// WARN with the retry for a transient blip, an ERROR only for what needs a person. They
+/// are silent unless `ADVISORY_BRIDGE_LOG` names them.
+const DUPLICATING_LOGGERS: &[&str] = &["octocrab"];
+
 fn init_logging() {
     use std::io::IsTerminal;
     use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
     let filter =
         EnvFilter::try_from_env("ADVISORY_BRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let asked = std::env::var("ADVISORY_BRIDGE_LOG").unwrap_or_default();
     let wire = WIRE_LOGGERS.iter().fold(
         Targets::new().with_default(LevelFilter::TRACE),
         |t, target| t.with_target(*target, LevelFilter::INFO),
     );
+    let wire = DUPLICATING_LOGGERS
+        .iter()
+        .filter(|target| !asked.contains(*target))
+        .fold(wire, |t, target| t.with_target(*target, LevelFilter::OFF));
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());

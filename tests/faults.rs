@@ -48,7 +48,20 @@ async fn deliver_and_finish(stack: &mut Stack, id: &str) -> String {
     daemon.terminate();
     assert_eq!(stack.all_advisories().len(), 1, "exactly one advisory");
     assert_eq!(stack.replies().len(), 1, "the reporter got the reply");
-    daemon.log()
+    let log = daemon.log();
+    assert_no_error_lines(&log);
+    log
+}
+
+/// A transient failure is the daemon's WARN with its own words, never an ERROR line
+/// (ours or a library's): ERROR is for what needs a person.
+fn assert_no_error_lines(log: &str) {
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(
+        errors.is_empty(),
+        "ERROR lines for a transient failure:\n{}",
+        errors.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
