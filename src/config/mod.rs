@@ -1286,10 +1286,11 @@ impl Config {
 
     /// The file of the key that authenticates advisory markers.
     pub fn marker_key_path(&self) -> PathBuf {
-        self.advisory
-            .marker_key_file
-            .clone()
-            .unwrap_or_else(|| self.state_dir.join("marker.key"))
+        match &self.advisory.marker_key_file {
+            // A systemd credential, found outside the unit as the other secrets are.
+            Some(file) => self.secret_path(file),
+            None => self.state_dir.join("marker.key"),
+        }
     }
 
     /// The address part of `smtp.from_address`, lower-cased: our own address.
