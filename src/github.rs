@@ -473,6 +473,8 @@ impl GitHub {
             summary: create.summary,
             description: create.description,
             vulnerabilities: Some(create.vulnerabilities),
+            cvss_vector_string: create.cvss_vector_string,
+            cwe_ids: create.cwe_ids,
             ..ReportVulnerability::default()
         };
         self.pacer.wait_turn().await;
@@ -857,6 +859,8 @@ pub fn create_body(draft: &AdvisoryDraft) -> CreateRepositoryAdvisory {
                 ..CreateVulnerability::default()
             })
             .collect(),
+        cvss_vector_string: draft.cvss_vector.clone(),
+        cwe_ids: (!draft.cwe_ids.is_empty()).then(|| draft.cwe_ids.clone()),
         credits: (!draft.credits.is_empty()).then(|| {
             draft
                 .credits

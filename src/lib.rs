@@ -30,4 +30,5 @@ pub mod source;
 pub mod spool;
 pub mod thread;
 pub mod tls;
+pub mod triage;
 pub mod watcher;

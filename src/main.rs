@@ -585,9 +585,40 @@ async fn status(
     };
     let journal = Journal::open(&config.state_dir)?;
     let entries = journal.call(move |db| db.recent(limit, state)).await?;
+    let ids: Vec<_> = entries.iter().map(|e| e.report_id.clone()).collect();
+    let triage = journal
+        .call(move |db| {
+            ids.iter()
+                .map(|id| db.triage_of(id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    // The triage line of a report: its duplicate and signals.
+    let triage_line = |i: usize| -> Option<String> {
+        let t = triage.get(i)?.as_ref()?;
+        let (signals, dup, similarity) = (&t.signals, &t.duplicate_of, t.similarity);
+        let mut parts = Vec::new();
+        if let Some(d) = dup {
+            parts.push(format!(
+                "probably a duplicate of {d} ({:.2})",
+                similarity.unwrap_or(0.0)
+            ));
+        }
+        parts.push(format!(
+            "signals: {}",
+            if signals.is_empty() { "none" } else { signals }
+        ));
+        Some(parts.join("; "))
+    };
     if format == StatusFormat::Json {
-        for e in &entries {
-            println!("{}", serde_json::to_string(&status_json(e))?);
+        for (i, e) in entries.iter().enumerate() {
+            let mut value = status_json(e);
+            if let Some(Some(t)) = triage.get(i) {
+                value["signals"] = serde_json::json!(t.signals);
+                value["duplicate_of"] = serde_json::json!(t.duplicate_of);
+                value["similarity"] = serde_json::json!(t.similarity);
+            }
+            println!("{}", serde_json::to_string(&value)?);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -621,7 +652,7 @@ async fn status(
             "{:<16} {:<8} {:<22} {:<19} {:<20} reply",
             "received", "report", "repository", "ghsa", "state"
         );
-        for e in entries {
+        for (i, e) in entries.into_iter().enumerate() {
             let state = match (e.thread_of.is_some(), e.github_state) {
                 (true, _) => format!("{} (follow-up)", e.state.as_str()),
                 (false, Some(g)) => format!("{} ({})", e.state.as_str(), g.as_str()),
@@ -648,14 +679,17 @@ async fn status(
             {
                 println!("  {}", fit(&single_line(note), STATUS_WIDTH - 2));
             }
+            if let Some(line) = triage_line(i) {
+                println!("  {}", fit(&line, STATUS_WIDTH - 2));
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<17} {:<12} {:<28} {:<20} {:<10} {:<16} {:<24} last error / outcome",
+        "{:<17} {:<12} {:<28} {:<20} {:<10} {:<16} {:<24} last error / outcome; triage",
         "received", "report", "repository", "ghsa", "github", "state", "reply"
     );
-    for e in entries {
+    for (i, e) in entries.into_iter().enumerate() {
         let reply = match (&e.reply, &e.reply_to) {
             (Reply::Sent, Some(to)) => format!("sent to {to}"),
             (Reply::Pending, _) => "-".into(),
@@ -674,10 +708,17 @@ async fn status(
                 e.state.as_str().to_owned()
             },
             reply,
-            e.last_error
-                .as_deref()
-                .or(e.outcome.as_deref())
-                .unwrap_or("")
+            [
+                e.last_error
+                    .as_deref()
+                    .or(e.outcome.as_deref())
+                    .map(str::to_owned),
+                triage_line(i)
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; ")
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub attachments_uploaded: Counter,
     /// Mails to the maintainers sent: new-draft notes and digests.
     pub maintainer_mails_sent: Counter,
+    /// New reports found to probably repeat an earlier one.
+    pub near_duplicates: Counter,
     /// Acknowledgements and follow-up notes sent.
     pub replies_sent: Counter,
     /// Replies deliberately not sent.
@@ -121,6 +123,10 @@ impl Metrics {
             "maintainer_mails_sent",
             "Mails to the maintainers (new drafts, digests) sent.",
         );
+        let near_duplicates = counter(
+            "near_duplicates",
+            "New reports that probably repeat an earlier one.",
+        );
         let replies_sent = counter("replies_sent", "Acknowledgements sent.");
         let replies_suppressed = counter(
             "replies_suppressed",
@@ -181,6 +187,7 @@ impl Metrics {
             advisories_adopted,
             attachments_uploaded,
             maintainer_mails_sent,
+            near_duplicates,
             replies_sent,
             replies_suppressed,
             ignored,
@@ -355,6 +362,7 @@ mod tests {
             "advisories_adopted",
             "attachments_uploaded",
             "maintainer_mails_sent",
+            "near_duplicates",
             "replies_sent",
             "replies_suppressed",
             "ignored",

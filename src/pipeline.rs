@@ -54,6 +54,18 @@ pub fn prepare(
     report: &Report,
     received_at: DateTime<Utc>,
 ) -> Prepared {
+    prepare_with(config, marker, report, received_at, None)
+}
+
+/// [`prepare`] with the earlier report this one probably repeats, which the engine finds
+/// in the journal, shown in the draft.
+pub fn prepare_with(
+    config: &Config,
+    marker: &MarkerKey,
+    report: &Report,
+    received_at: DateTime<Utc>,
+    duplicate: Option<&crate::triage::Duplicate>,
+) -> Prepared {
     let ctx = classify_context(config);
     let mut classification = classify::classify(report, &ctx);
     if classification == Classification::Report
@@ -90,6 +102,7 @@ pub fn prepare(
                     repository: r,
                     web_url: &web_url,
                 }),
+            duplicate,
         },
     );
     let verdict = auth::verdict(

@@ -120,7 +120,7 @@ fn a_journal_from_release_0_1_0_is_migrated_and_lists_the_same_reports() {
     assert_eq!(listed(&out.stdout), want);
     assert_eq!(
         user_version(&journal),
-        4,
+        5,
         "migrated to this release's schema"
     );
 

@@ -167,7 +167,11 @@ fn assert_safe(name: &str, what: &str, markdown: &str) {
 fn fixtures() -> Vec<(String, Vec<u8>)> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
     let mut all = Vec::new();
-    for dir in [root.to_owned(), format!("{root}/hostile")] {
+    for dir in [
+        root.to_owned(),
+        format!("{root}/hostile"),
+        format!("{root}/triage"),
+    ] {
         for entry in std::fs::read_dir(&dir).expect("fixtures") {
             let path = entry.expect("fixture").path();
             if path.extension().is_some_and(|e| e == "eml") {

@@ -24,3 +24,4 @@ mod properties;
 mod recovery;
 mod rendered;
 mod smtp_reply;
+mod triage;

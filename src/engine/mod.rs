@@ -499,6 +499,17 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 .follow_up(report, entry, original, &prepared, received_at)
                 .await;
         }
+        // The triage shield: an earlier report this one probably repeats is shown in
+        // the draft; nothing is decided on it.
+        let fingerprint = crate::triage::fingerprint(report);
+        let duplicate = match (&fingerprint, entry.state) {
+            (Some(f), State::Seen) => self.duplicate_of(id, f).await?,
+            _ => None,
+        };
+        let prepared = match &duplicate {
+            Some(d) => pipeline::prepare_with(config, &self.marker, report, received_at, Some(d)),
+            None => prepared,
+        };
         let route = &prepared.route;
         if entry.repository.is_none() {
             let (rid, repo, reason) = (
@@ -541,8 +552,27 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 match self.ensure_advisory(report, &prepared.draft).await {
                     Ok(a) => {
                         let (rid, a2, at) = (id.clone(), a.clone(), self.clock.now());
+                        let signals = crate::triage::signals(report).summary();
+                        let (f, dup) = (
+                            fingerprint.clone(),
+                            duplicate
+                                .as_ref()
+                                .map(|d| (d.ghsa_id.clone(), d.similarity)),
+                        );
                         self.journal
-                            .call(move |db| db.record_advisory(&rid, &a2.ghsa_id, &a2.html_url, at))
+                            .call(move |db| {
+                                db.record_advisory(&rid, &a2.ghsa_id, &a2.html_url, at)?;
+                                match &f {
+                                    Some(f) => db.record_fingerprint(
+                                        &rid,
+                                        f,
+                                        &signals,
+                                        dup.as_ref().map(|(g, s)| (g.as_str(), *s)),
+                                        at,
+                                    ),
+                                    None => Ok(()),
+                                }
+                            })
                             .await?;
                         a
                     }
@@ -569,7 +599,14 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             }
         }
         match self
-            .tell_maintainers(report, &entry, &prepared, &advisory, received_at)
+            .tell_maintainers(
+                report,
+                &entry,
+                &prepared,
+                &advisory,
+                received_at,
+                duplicate.as_ref(),
+            )
             .await?
         {
             ControlFlow::Break(d) => return Ok(d),
@@ -1148,6 +1185,36 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         Ok(ControlFlow::Continue(Some(sent)))
     }
 
+    /// The advisory of an earlier report this one probably repeats (across every
+    /// repository and organisation), counted in `near_duplicates`.
+    async fn duplicate_of(
+        &self,
+        id: &ReportId,
+        fingerprint: &crate::triage::Fingerprint,
+    ) -> Result<Option<crate::triage::Duplicate>, EngineError> {
+        let except = id.clone();
+        let earlier = self
+            .journal
+            .call(move |db| db.fingerprints_with_advisory(&except))
+            .await?;
+        let best = crate::triage::best_match(
+            fingerprint,
+            earlier
+                .iter()
+                .map(|(f, ghsa, repo, url)| (f, (ghsa, repo, url))),
+        );
+        Ok(best.map(|(similarity, (ghsa, repo, url))| {
+            self.metrics.near_duplicates.inc();
+            info!(ghsa = %ghsa, similarity, "probably a duplicate of an earlier report");
+            crate::triage::Duplicate {
+                ghsa_id: ghsa.clone(),
+                repository: repo.clone(),
+                url: url.clone(),
+                similarity,
+            }
+        }))
+    }
+
     /// Tells every `[maintainers] notify` address of the report's draft, once each (the
     /// `notices` table records `maintainers:<address>` after the SMTP server accepted
     /// the mail): the copies of what was sent. A transient failure retries the message
@@ -1161,6 +1228,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         prepared: &Prepared,
         advisory: &AdvisoryRef,
         received_at: DateTime<Utc>,
+        duplicate: Option<&crate::triage::Duplicate>,
     ) -> Flow<Vec<Vec<u8>>> {
         let config = &self.settings.config;
         let mut copies = Vec::new();
@@ -1182,6 +1250,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             include_report: config.maintainers.include_report,
             web_url: &web_url,
             received_at,
+            duplicate,
         };
         for address in &config.maintainers.notify {
             let event = format!("maintainers:{}", address.to_ascii_lowercase());

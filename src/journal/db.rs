@@ -499,6 +499,90 @@ impl Db {
         )
     }
 
+    /// Records a report's fingerprint, signals (`triage::Signals::summary`) and the
+    /// advisory it probably repeats, replacing an earlier record.
+    pub fn record_fingerprint(
+        &self,
+        id: &ReportId,
+        fingerprint: &crate::triage::Fingerprint,
+        signals: &str,
+        duplicate: Option<(&str, f64)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO fingerprints
+                 (report_id, exact, minhash, signals, duplicate_of, similarity, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    id.0,
+                    fingerprint.exact,
+                    fingerprint.minhash_bytes(),
+                    signals,
+                    duplicate.map(|d| d.0),
+                    duplicate.map(|d| d.1),
+                    ts(now)
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// The fingerprints of every other report that has an advisory, with its GHSA id,
+    /// repository and URL: what a new report is compared with.
+    pub fn fingerprints_with_advisory(
+        &self,
+        except: &ReportId,
+    ) -> Result<Vec<(crate::triage::Fingerprint, String, String, String)>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT f.exact, f.minhash, r.ghsa_id, COALESCE(r.repository, ''),
+                        COALESCE(r.advisory_url, '')
+                 FROM fingerprints f JOIN reports r ON r.report_id = f.report_id
+                 WHERE r.ghsa_id IS NOT NULL AND r.thread_of IS NULL AND f.report_id != ?1",
+            )
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map(params![except.0], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(|e| self.wrap(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (exact, bytes, ghsa, repository, url) = row.map_err(|e| self.wrap(e))?;
+            let fingerprint = crate::triage::Fingerprint::from_stored(exact, &bytes)
+                .ok_or_else(|| self.corrupt(&ghsa, "a fingerprint of the wrong size".into()))?;
+            out.push((fingerprint, ghsa, repository, url));
+        }
+        Ok(out)
+    }
+
+    /// A report's triage record: its signals, and the advisory it probably repeats with
+    /// the similarity.
+    pub fn triage_of(&self, id: &ReportId) -> Result<Option<super::TriageRecord>, JournalError> {
+        self.conn
+            .query_row(
+                "SELECT signals, duplicate_of, similarity FROM fingerprints WHERE report_id = ?1",
+                params![id.0],
+                |row| {
+                    Ok(super::TriageRecord {
+                        signals: row.get(0)?,
+                        duplicate_of: row.get(1)?,
+                        similarity: row.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
     /// Reports whose advisory is still a draft (or in triage) and was last changed on
     /// GitHub (or, not yet seen there, first seen here) before `cutoff`, oldest first.
     pub fn stale_drafts(&self, cutoff: DateTime<Utc>) -> Result<Vec<Entry>, JournalError> {

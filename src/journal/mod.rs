@@ -261,6 +261,17 @@ pub struct Entry {
     pub held_received_at: Option<DateTime<Utc>>,
 }
 
+/// What the triage shield recorded of a report (`triage`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriageRecord {
+    /// The signals found, one word each (`poc version cvss cwe file`).
+    pub signals: String,
+    /// The GHSA id of the earlier report it probably repeats.
+    pub duplicate_of: Option<String>,
+    /// How similar to it, 0 to 1.
+    pub similarity: Option<f64>,
+}
+
 /// What is known about a report when first seen.
 #[derive(Debug, Clone)]
 pub struct NewEntry {

@@ -100,6 +100,21 @@ const V4: &str = "
 ALTER TABLE reports ADD COLUMN github_updated_at TEXT;
 ";
 
+/// Version 5: each report's content fingerprint, triage signals and the earlier report
+/// it probably repeats (the triage shield, `crate::triage`).
+const V5: &str = "
+CREATE TABLE fingerprints (
+    report_id    TEXT PRIMARY KEY,
+    exact        TEXT NOT NULL,
+    minhash      BLOB NOT NULL,
+    signals      TEXT NOT NULL,
+    duplicate_of TEXT,
+    similarity   REAL,
+    recorded_at  TEXT NOT NULL
+);
+CREATE INDEX fingerprints_by_exact ON fingerprints(exact);
+";
+
 /// Adds the columns of [`V1_COLUMNS`] a pre-release journal lacks, then the indexes.
 fn v1_hook(tx: &rusqlite::Transaction<'_>) -> Result<(), HookError> {
     let existing: Vec<String> = tx
@@ -122,12 +137,13 @@ pub fn migrations() -> Migrations<'static> {
         M::up(V2),
         M::up(V3),
         M::up(V4),
+        M::up(V5),
     ])
 }
 
 /// The schema version this binary writes.
 pub fn latest() -> usize {
-    4
+    5
 }
 
 /// Brings `conn` to the latest version in one transaction per migration.

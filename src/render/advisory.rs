@@ -133,6 +133,11 @@ pub struct AdvisoryDraft {
     /// The attachments to commit before the draft is created (its description links
     /// to them), when `[attachments]` names a repository for this owner.
     pub upload: Option<AttachmentUpload>,
+    /// A valid CVSS 3.x or 4.0 vector the report gives, prefilled (GitHub then computes
+    /// the severity; it takes a vector or a severity, never both).
+    pub cvss_vector: Option<String>,
+    /// CWE ids the report names, prefilled.
+    pub cwe_ids: Vec<String>,
 }
 
 /// Everything the advisory renderer needs besides the report.
@@ -150,6 +155,8 @@ pub struct AdvisoryContext<'a> {
     pub marker: &'a super::MarkerKey,
     /// Where the attachments go on GitHub, if anywhere.
     pub attachments: Option<AttachmentsTarget<'a>>,
+    /// An earlier report this one probably repeats (found by the engine).
+    pub duplicate: Option<&'a crate::triage::Duplicate>,
 }
 
 /// Room kept free below [`DESCRIPTION_LIMIT`], in case GitHub counts a little differently
@@ -173,6 +180,7 @@ stay private.\n";
 /// stored attachment, and attachments that no longer fit are listed but not shown.
 pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
     let limit = DESCRIPTION_LIMIT - DESCRIPTION_MARGIN;
+    let signals = crate::triage::signals(report);
     let mut stored: Vec<StoredAttachment> = report
         .attachments
         .iter()
@@ -184,7 +192,7 @@ pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
         })
         .collect();
 
-    let head = format!("{PUBLIC_NOTE}\n{}\n", metadata_table(report, ctx));
+    let head = format!("{PUBLIC_NOTE}\n{}\n", metadata_table(report, ctx, &signals));
     let marker_line = format!("\n{}\n", ctx.marker.report(&report.report_id));
     let upload = (!report.attachments.is_empty())
         .then_some(ctx.attachments)
@@ -259,6 +267,8 @@ pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
         stored_attachments: stored,
         credits: Vec::new(),
         collaborators: Vec::new(),
+        cvss_vector: signals.cvss.clone().and_then(Result::ok),
+        cwe_ids: signals.cwe_ids.clone(),
     }
 }
 
@@ -297,7 +307,11 @@ pub(super) fn sender_cell(from: Option<&Address>, settings: &AdvisoryConfig) -> 
     }
 }
 
-fn metadata_table(report: &Report, ctx: &AdvisoryContext<'_>) -> String {
+fn metadata_table(
+    report: &Report,
+    ctx: &AdvisoryContext<'_>,
+    signals: &crate::triage::Signals,
+) -> String {
     let reporter = sender_cell(report.from.as_ref(), ctx.settings);
     let date = match report.date {
         Some(d) => d.format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -323,6 +337,19 @@ fn metadata_table(report: &Report, ctx: &AdvisoryContext<'_>) -> String {
         ("Sender authentication", authentication(report)),
         ("Routed here because", route_reason(&ctx.route.reason)),
     ];
+    if let Some(d) = ctx.duplicate {
+        rows.push((
+            "Possible duplicate",
+            format!(
+                "**probably the same as [{}]({}) in {}**, similarity {:.2}",
+                d.ghsa_id.trim(),
+                d.url.trim(),
+                inline_code(&d.repository),
+                d.similarity
+            ),
+        ));
+    }
+    rows.push(("Triage signals", signal_cell(signals)));
     if report.subject.is_empty() {
         rows.retain(|(k, _)| *k != "Subject");
     }
@@ -331,6 +358,38 @@ fn metadata_table(report: &Report, ctx: &AdvisoryContext<'_>) -> String {
         table.push_str(&format!("| {key} | {value} |\n"));
     }
     table
+}
+
+/// The triage checklist in one cell: each signal found with its reason, or "not
+/// found"; values from the report as inline code.
+fn signal_cell(s: &crate::triage::Signals) -> String {
+    let found = |v: &Option<String>, what: &str| match v {
+        Some(v) => format!("{what}: {}", inline_code(v)),
+        None => format!("{what}: not found"),
+    };
+    let poc = match &s.proof_of_concept {
+        // Our own words, never report text.
+        Some(why) => format!("proof of concept: yes ({why})"),
+        None => "proof of concept: not found".to_owned(),
+    };
+    let cvss = match &s.cvss {
+        Some(Ok(v)) => format!("CVSS: {} (prefilled)", inline_code(v)),
+        Some(Err(e)) => format!("CVSS: invalid, not prefilled ({})", inline_code(e)),
+        None => "CVSS: not given".to_owned(),
+    };
+    let cwe = if s.cwe_ids.is_empty() {
+        "CWE: not given".to_owned()
+    } else {
+        format!("CWE: {} (prefilled)", inline_code(&s.cwe_ids.join(", ")))
+    };
+    [
+        poc,
+        found(&s.version, "version"),
+        cvss,
+        cwe,
+        found(&s.file, "file"),
+    ]
+    .join(" · ")
 }
 
 /// The verdicts of the topmost `Authentication-Results` (the one our receiving server
@@ -660,6 +719,7 @@ pub(super) mod tests {
                 received_at: received(),
                 marker: &TEST_KEY,
                 attachments: None,
+                duplicate: None,
             },
         )
     }

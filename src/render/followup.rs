@@ -339,6 +339,7 @@ mod tests {
                 received_at: received(),
                 marker: &TEST_KEY,
                 attachments: None,
+                duplicate: None,
             },
         )
         .description

@@ -35,6 +35,8 @@ pub struct DraftNote<'a> {
     pub web_url: &'a str,
     /// When the report arrived.
     pub received_at: DateTime<Utc>,
+    /// An earlier report this one probably repeats.
+    pub duplicate: Option<&'a crate::triage::Duplicate>,
 }
 
 /// The note telling maintainer `to` of a new draft. Its `Message-ID` is stable per
@@ -74,6 +76,24 @@ pub fn new_draft(note: &DraftNote<'_>, to: &Address, from: &Address) -> ReplyMes
         received = note.received_at.format("%Y-%m-%d %H:%M UTC"),
         route = single_line(note.route_reason),
     );
+    if let Some(d) = note.duplicate {
+        body.push_str(&format!(
+            "Duplicate?       probably the same as {} in {} (similarity {:.2})\n\
+             \x20                {}\n",
+            single_line(&d.ghsa_id),
+            single_line(&d.repository),
+            d.similarity,
+            single_line(&d.url)
+        ));
+    }
+    let signals = crate::triage::signals(r);
+    body.push_str(&format!(
+        "Signals:         {}\n",
+        match signals.summary().as_str() {
+            "" => "none found (no proof of concept, version, CVSS, CWE or file named)".to_owned(),
+            s => s.replace(' ', ", "),
+        }
+    ));
     if r.attachments.is_empty() {
         body.push_str("Attachments:     none\n");
     } else {
@@ -230,6 +250,8 @@ mod tests {
             credits: Vec::new(),
             collaborators: Vec::new(),
             upload: None,
+            cvss_vector: None,
+            cwe_ids: Vec::new(),
         };
         let verdict = Verdict::Unknown;
         let mut note = DraftNote {
@@ -241,6 +263,7 @@ mod tests {
             include_report: false,
             web_url: "https://github.com",
             received_at: chrono::Utc::now(),
+            duplicate: None,
         };
         let to = Address {
             name: None,

@@ -123,6 +123,7 @@ impl Templates {
         let sample = ReplyVars {
             reporter_name: "Ada Reporter".into(),
             collaborator: "ada-reporter".into(),
+            missing: "the affected version".into(),
             ghsa_id: "GHSA-xxxx-xxxx-xxxx".into(),
             advisory_url: "https://github.com/owner/name/security/advisories/GHSA-xxxx-xxxx-xxxx"
                 .into(),
@@ -145,6 +146,7 @@ impl Templates {
             .render(minijinja::context! {
                 reporter_name => vars.reporter_name,
                 collaborator => vars.collaborator,
+                missing => vars.missing,
                 ghsa_id => vars.ghsa_id,
                 advisory_url => vars.advisory_url,
                 repository => vars.repository,
@@ -160,6 +162,7 @@ impl Templates {
 struct ReplyVars {
     reporter_name: String,
     collaborator: String,
+    missing: String,
     ghsa_id: String,
     advisory_url: String,
     repository: String,
@@ -214,6 +217,7 @@ pub fn reply(
         settings,
         templates,
         None,
+        crate::triage::signals(report).missing(),
     )
 }
 
@@ -237,6 +241,7 @@ pub fn reply_inviting(
         settings,
         templates,
         collaborator,
+        crate::triage::signals(report).missing(),
     )
 }
 
@@ -259,6 +264,7 @@ pub fn followup_reply(
         settings,
         templates,
         None,
+        None,
     )
 }
 
@@ -272,6 +278,7 @@ fn reply_with(
     settings: &ReplyConfig,
     templates: &Templates,
     collaborator: Option<&str>,
+    missing: Option<String>,
 ) -> Result<ReplyMessage, TemplateError> {
     let ghsa = single_line(&advisory.ghsa_id);
     let body = templates.render(
@@ -284,6 +291,7 @@ fn reply_with(
                 .map(single_line)
                 .unwrap_or_default(),
             collaborator: collaborator.map(single_line).unwrap_or_default(),
+            missing: missing.unwrap_or_default(),
             ghsa_id: ghsa.clone(),
             advisory_url: single_line(&advisory.html_url),
             repository: single_line(&advisory.repository),

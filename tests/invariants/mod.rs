@@ -150,6 +150,7 @@ impl Pipeline {
         let settings = &config.advisory;
         let report = pipeline::parse(config, raw)?;
         check_report(&report, &self.limits);
+        check_triage(&report);
         let Prepared {
             classification,
             route,
@@ -281,6 +282,37 @@ fn check_report(report: &Report, limits: &Limits) {
         report.attachments.len()
     );
     assert_eq!(report.report_id.0.len(), 64, "report id is a SHA-256");
+}
+
+/// The triage shield on any report: a fingerprint equals itself and survives the
+/// journal's encoding; the signals name only what GitHub takes.
+fn check_triage(report: &Report) {
+    use advisory_bridge::triage;
+    if let Some(f) = triage::fingerprint(report) {
+        assert_eq!(f.minhash.len(), triage::MINHASH_SLOTS);
+        assert_eq!(f.similarity(&f), 1.0);
+        assert_eq!(
+            triage::Fingerprint::from_stored(f.exact.clone(), &f.minhash_bytes()).as_ref(),
+            Some(&f)
+        );
+    }
+    let s = triage::signals(report);
+    if let Some(Ok(vector)) = &s.cvss {
+        assert!(
+            vector.starts_with("CVSS:3.0/")
+                || vector.starts_with("CVSS:3.1/")
+                || vector.starts_with("CVSS:4.0/"),
+            "a CVSS vector GitHub does not take: {vector}"
+        );
+    }
+    assert!(s.cwe_ids.len() <= 5);
+    for id in &s.cwe_ids {
+        assert!(
+            id.strip_prefix("CWE-")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+            "{id}"
+        );
+    }
 }
 
 fn check_draft(report: &Report, draft: &AdvisoryDraft) {
