@@ -304,13 +304,16 @@ impl GitHub {
         .await
     }
 
-    /// Looks through all of the repository's advisories (every state, every page, newest
-    /// first) for the first one whose description carries one of the `wanted` markers,
-    /// and says whose.
+    /// Looks through the repository's advisories (every state, newest first) for the
+    /// first one whose description carries one of the `wanted` markers, and says whose.
+    /// With `not_before`, the walk stops at the first advisory created before it (none
+    /// older can be the report's): a new report costs one page however many advisories
+    /// the repository holds. Without it, every page is read.
     pub async fn find_by_marker(
         &self,
         repository: &str,
         wanted: &[MarkerQuery],
+        not_before: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Option<(ReportId, AdvisoryRef)>, GitHubError> {
         const OPERATION: &str = "find advisory by marker";
         let (owner, name) = split_repository(OPERATION, repository)?;
@@ -333,6 +336,11 @@ impl GitHub {
             .await?;
         loop {
             for a in &page.items {
+                if let (Some(bound), Some(created)) = (not_before, a.created_at)
+                    && created < bound
+                {
+                    return Ok(None);
+                }
                 let Some(description) = a.description.as_deref() else {
                     continue;
                 };

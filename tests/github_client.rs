@@ -168,7 +168,7 @@ async fn the_marker_is_found_on_page_three_of_three_in_any_state() {
     let github = client(&fake);
 
     let found = github
-        .find_by_marker("pallets/flask", &wanted("old@example.org"))
+        .find_by_marker("pallets/flask", &wanted("old@example.org"), None)
         .await
         .unwrap();
     let (id, found) = found.expect("the advisory with the marker");
@@ -194,14 +194,14 @@ async fn the_marker_is_found_on_page_three_of_three_in_any_state() {
 
     assert_eq!(
         github
-            .find_by_marker("pallets/flask", &wanted("never@example.org"))
+            .find_by_marker("pallets/flask", &wanted("never@example.org"), None)
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         github
-            .find_by_marker("pallets/werkzeug", &wanted("old@example.org"))
+            .find_by_marker("pallets/werkzeug", &wanted("old@example.org"), None)
             .await
             .unwrap(),
         None,
@@ -225,7 +225,7 @@ async fn a_failure_on_a_later_page_fails_the_search_as_transient() {
     );
     fake.push_fault_when(FaultMatch::operation(Operation::List), Fault::status(502));
     let error = client(&fake)
-        .find_by_marker("pallets/flask", &wanted("absent"))
+        .find_by_marker("pallets/flask", &wanted("absent"), None)
         .await
         .unwrap_err();
     expect_transient(&error);
@@ -396,7 +396,7 @@ async fn a_create_that_timed_out_can_still_land_and_the_marker_finds_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (_, found) = client(&fake)
-        .find_by_marker("pallets/flask", &wanted("late@example.org"))
+        .find_by_marker("pallets/flask", &wanted("late@example.org"), None)
         .await
         .unwrap()
         .expect("the create that timed out is found by its marker");
@@ -528,7 +528,7 @@ async fn a_next_page_on_another_host_is_refused_with_a_clear_error() {
     // A gateway that rewrites GitHub's Link headers to its own public name.
     fake.set_link_base(Some("https://gateway.example.test:8443"));
     let error = client(&fake)
-        .find_by_marker("pallets/flask", &wanted("nowhere@example.org"))
+        .find_by_marker("pallets/flask", &wanted("nowhere@example.org"), None)
         .await
         .unwrap_err();
     assert_eq!(error.kind, FailureKind::Misconfigured, "{error}");

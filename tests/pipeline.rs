@@ -924,3 +924,56 @@ async fn check_reads_systemd_credentials_from_the_credentials_dir_and_warns_of_a
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_report_costs_two_github_requests_however_many_advisories_the_repository_holds() {
+    let mut stack = Stack::start().await;
+    // A repository with a history: 250 advisories from a month ago.
+    let month_ago = chrono::Utc::now() - chrono::Duration::days(30);
+    for n in 0..250 {
+        let ghsa = stack
+            .github
+            .insert_advisory(
+                "pallets/click",
+                &serde_json::json!({
+                    "summary": format!("old {n}"),
+                    "description": "an older advisory",
+                    "vulnerabilities": [{"package": {"ecosystem": "pip", "name": "click"}}],
+                }),
+            )
+            .expect("inserted");
+        stack
+            .github
+            .backdate_advisory("pallets/click", &ghsa, month_ago)
+            .expect("backdated");
+    }
+    stack.github.clear_requests();
+    let raw = String::from_utf8(report("cost-1", "Click: cost", "details"))
+        .unwrap()
+        .replace(
+            "Date: Tue, 24 Nov 2026 10:00:00 +0000",
+            &format!("Date: {}", chrono::Utc::now().to_rfc2822()),
+        );
+    stack.deliver(raw.as_bytes()).await;
+    let once = stack.drain();
+    assert_eq!(
+        stack.github.advisories("pallets/click").len(),
+        251,
+        "{}",
+        once.log()
+    );
+    let requests = stack.github.requests();
+    let count = |op: Operation| requests.iter().filter(|r| r.operation == Some(op)).count();
+    assert_eq!(
+        count(Operation::List),
+        1,
+        "one page of the marker scan, not three"
+    );
+    assert_eq!(count(Operation::Create), 1);
+    assert_eq!(
+        requests.len(),
+        2,
+        "{:?}",
+        requests.iter().map(|r| r.operation).collect::<Vec<_>>()
+    );
+}

@@ -14,10 +14,12 @@ use crate::reply::{Mailer, SendError};
 pub trait AdvisoryApi: Send + Sync {
     /// The first advisory of `repository` (newest first) that carries one of the
     /// reports' markers, with the report it names.
+    /// Advisories created before `not_before` are not looked at.
     fn find_by_marker(
         &self,
         repository: &str,
         wanted: &[MarkerQuery],
+        not_before: Option<DateTime<Utc>>,
     ) -> impl Future<Output = Result<Option<(ReportId, AdvisoryRef)>, GitHubError>> + Send;
     /// Creates the advisory: a draft, or a private vulnerability report in triage mode.
     fn create(
@@ -86,8 +88,9 @@ impl AdvisoryApi for GitHub {
         &self,
         repository: &str,
         wanted: &[MarkerQuery],
+        not_before: Option<DateTime<Utc>>,
     ) -> Result<Option<(ReportId, AdvisoryRef)>, GitHubError> {
-        GitHub::find_by_marker(self, repository, wanted).await
+        GitHub::find_by_marker(self, repository, wanted, not_before).await
     }
 
     async fn create(
@@ -166,8 +169,9 @@ impl<T: AdvisoryApi> AdvisoryApi for std::sync::Arc<T> {
         &self,
         repository: &str,
         wanted: &[MarkerQuery],
+        not_before: Option<DateTime<Utc>>,
     ) -> impl Future<Output = Result<Option<(ReportId, AdvisoryRef)>, GitHubError>> + Send {
-        (**self).find_by_marker(repository, wanted)
+        (**self).find_by_marker(repository, wanted, not_before)
     }
     fn create(
         &self,

@@ -209,6 +209,10 @@ impl std::fmt::Display for ReportFailure {
 /// The step that continues, or the disposition that ends this pass.
 type Flow<T> = Result<ControlFlow<Disposition, T>, EngineError>;
 
+/// How long before a message's arrival the marker scan still looks: clocks and time zones
+/// of mail servers are not always right.
+const MARKER_SCAN_SLACK_HOURS: i64 = 24;
+
 /// Capped exponential backoff with jitter: attempt 1 waits about `initial`, each further
 /// attempt doubles it up to `max`; the result is drawn from [d/2, d] so that many
 /// deferred messages do not retry in lockstep. A delay the remote side asked for is
@@ -549,7 +553,10 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                         blocking(|| self.spool.store_attachment(id, &a.file_name, data))?;
                     }
                 }
-                match self.ensure_advisory(report, &prepared.draft).await {
+                match self
+                    .ensure_advisory(report, &prepared.draft, internal_date)
+                    .await
+                {
                     Ok(a) => {
                         let (rid, a2, at) = (id.clone(), a.clone(), self.clock.now());
                         let signals = crate::triage::signals(report).summary();
@@ -1301,11 +1308,24 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         &self,
         report: &Report,
         draft: &AdvisoryDraft,
+        arrived: Option<DateTime<Utc>>,
     ) -> Result<AdvisoryRef, ReportFailure> {
         let wanted = [self.marker.query(&report.report_id)];
+        // No advisory for this report can predate the message: not its arrival at the
+        // mail server (INTERNALDATE, kept by every move), nor, for an identical copy that
+        // arrived earlier elsewhere (another instance, a lost journal), its `Date`, which
+        // every copy shares. The walk stops at the earlier of the two, so it costs one
+        // page whatever the repository holds; a day of slack covers clocks and time
+        // zones that are off. Without both, every page is read.
+        let not_before = match (arrived, report.date) {
+            (Some(arrived), Some(date)) => {
+                Some(arrived.min(date) - chrono::Duration::hours(MARKER_SCAN_SLACK_HOURS))
+            }
+            _ => None,
+        };
         if let Some((_, found)) = self
             .github
-            .find_by_marker(&draft.repository, &wanted)
+            .find_by_marker(&draft.repository, &wanted, not_before)
             .await
             .map_err(ReportFailure::GitHub)?
         {

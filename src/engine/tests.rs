@@ -153,6 +153,7 @@ impl AdvisoryApi for MemoryGitHub {
         &self,
         repository: &str,
         wanted: &[MarkerQuery],
+        not_before: Option<DateTime<Utc>>,
     ) -> Result<Option<(ReportId, AdvisoryRef)>, GitHubError> {
         self.enter("find", repository).map_err(|(e, _)| e)?;
         let s = self.0.lock().unwrap();
@@ -160,6 +161,7 @@ impl AdvisoryApi for MemoryGitHub {
             .iter()
             .rev()
             .filter(|a| a.repository == repository)
+            .take_while(|a| not_before.is_none_or(|b| a.created_at >= b))
             .find_map(|a| {
                 wanted
                     .iter()

@@ -841,6 +841,21 @@ impl FakeHandle {
         })
     }
 
+    /// Moves an advisory's `created_at` (and `updated_at`) back to `at`, as if it had
+    /// been made then: for repositories with a history.
+    pub fn backdate_advisory(
+        &self,
+        repo: &str,
+        ghsa_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), FakeError> {
+        let stamp = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        self.with_advisory(repo, ghsa_id, |advisory| {
+            advisory["created_at"] = Value::String(stamp.clone());
+            advisory["updated_at"] = Value::String(stamp);
+        })
+    }
+
     /// Does what GitHub does when it assigns a CVE: sets `cve_id` and `identifiers`.
     pub fn assign_cve(&self, repo: &str, ghsa_id: &str, cve_id: &str) -> Result<(), FakeError> {
         self.with_advisory(repo, ghsa_id, |advisory| {
