@@ -57,10 +57,16 @@ pub const LOOP_HEADER: &str = "X-Advisory-Bridge";
 /// is: retrying after ops fixed the configuration will work.
 const AUTH_CODES: &[&str] = &["530", "534", "535", "538"];
 
+/// How long an idle pooled SMTP connection stays open: long enough to carry a burst of
+/// replies, short enough to end well before servers drop idle clients (often 60 s+).
+pub const SMTP_IDLE: Duration = Duration::from_secs(20);
+
 /// Sends replies.
 ///
-/// Each send opens its own connection (connect, TLS, AUTH, one message, QUIT): replies
-/// are rare and a long-lived connection would only time out between them.
+/// Connections are pooled (lettre's pool): a burst of replies, as when a backlog drains,
+/// reuses one authenticated connection instead of paying connect, TLS and AUTH for each;
+/// a connection idle for [`SMTP_IDLE`] is closed, and one the server dropped meanwhile is
+/// tested (`NOOP`) and replaced before use.
 #[derive(Clone)]
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -93,7 +99,13 @@ impl Mailer {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(settings.port)
             .tls(tls)
-            .timeout(Some(settings.timeout));
+            .timeout(Some(settings.timeout))
+            .pool_config(
+                lettre::transport::smtp::PoolConfig::new()
+                    .min_idle(0)
+                    .max_size(2)
+                    .idle_timeout(SMTP_IDLE),
+            );
         if let Some((user, password)) = &settings.credentials {
             builder = builder
                 .credentials(Credentials::new(user.clone(), password.expose().to_owned()))
