@@ -640,27 +640,57 @@ impl GitHub {
     /// only when the permission is there; without it GitHub answers 403 (or 404 when the
     /// repository cannot be seen) before it looks at the body.
     pub async fn check_write(&self, repository: &str) -> Result<(), GitHubError> {
-        const OPERATION: &str = "create advisory";
-        let (owner, name) = split_repository(OPERATION, repository)?;
-        let crab = self.client(OPERATION, repository).await?;
-        let route = format!("/repos/{owner}/{name}/security-advisories");
+        self.probe_write(
+            "create advisory",
+            repository,
+            "security-advisories",
+            "the credentials can read but not write this repository's advisories",
+        )
+        .await
+    }
+
+    /// Checks, without creating anything, that the credentials may write `repository`'s
+    /// Git data (Contents: write, for the attachments), the way [`GitHub::check_write`]
+    /// does for advisories.
+    pub async fn check_contents_write(&self, repository: &str) -> Result<(), GitHubError> {
+        self.probe_write(
+            "upload attachments",
+            repository,
+            "git/blobs",
+            "the credentials lack Contents: write on this repository",
+        )
+        .await
+    }
+
+    /// POSTs an empty body to `/repos/{repository}/{path}`: GitHub refuses it for its
+    /// body (422) only once the credentials may write there, else 403/404 first. A 403
+    /// gets `forbidden` added to its message.
+    async fn probe_write(
+        &self,
+        operation: &'static str,
+        repository: &str,
+        path: &str,
+        forbidden: &str,
+    ) -> Result<(), GitHubError> {
+        let (owner, name) = split_repository(operation, repository)?;
+        let crab = self.client(operation, repository).await?;
+        let route = format!("/repos/{owner}/{name}/{path}");
         let empty = serde_json::json!({});
         let probe = crab.post::<_, serde_json::Value>(route, Some(&empty));
-        match self.call(OPERATION, repository, probe).await {
+        match self.call(operation, repository, probe).await {
             Err(e) if e.message.starts_with("HTTP 422") => Ok(()),
             Err(mut e) => {
                 if e.message.starts_with("HTTP 403") {
-                    e.message = format!(
-                        "{}; the credentials can read but not write this repository's advisories",
-                        e.message
-                    );
+                    e.message = format!("{}; {forbidden}", e.message);
                 }
                 Err(e)
             }
             Ok(_) => Err(GitHubError {
-                operation: OPERATION,
+                operation,
                 repository: repository.to_owned(),
-                message: "GitHub accepted an empty advisory; please report this: check any new draft by hand".into(),
+                message: format!(
+                    "GitHub accepted an empty request to {path}; please report this: check the repository by hand"
+                ),
                 kind: FailureKind::Permanent,
             }),
         }
@@ -763,28 +793,6 @@ impl GitHub {
             }
         };
         self.call(OPERATION, repository, created).await
-    }
-
-    /// Checks, without creating anything, that the credentials may write `repository`'s
-    /// Git data (Contents: write, for the attachments): an empty blob request is refused
-    /// for its body (422) only when the permission is there.
-    pub async fn check_contents_write(&self, repository: &str) -> Result<(), GitHubError> {
-        const OPERATION: &str = "upload attachments";
-        let (owner, name) = split_repository(OPERATION, repository)?;
-        let crab = self.client(OPERATION, repository).await?;
-        let route = format!("/repos/{owner}/{name}/git/blobs");
-        let empty = serde_json::json!({});
-        let probe = crab.post::<_, serde_json::Value>(route, Some(&empty));
-        match self.call(OPERATION, repository, probe).await {
-            Err(e) if e.message.starts_with("HTTP 422") => Ok(()),
-            Err(e) => Err(e),
-            Ok(_) => Err(GitHubError {
-                operation: OPERATION,
-                repository: repository.to_owned(),
-                message: "GitHub accepted an empty blob; please report this".into(),
-                kind: FailureKind::Permanent,
-            }),
-        }
     }
 
     /// Runs one octocrab call under the overall deadline and classifies its failure.

@@ -281,13 +281,7 @@ fn an_outlook_html_report_keeps_its_paragraphs_and_its_table_aligned() {
 
 #[test]
 fn a_patch_attachment_is_shown_as_a_diff() {
-    let raw = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/patch-and-binary.eml"
-    ))
-    .expect("fixture");
-    let outcome = Pipeline::new().check(&raw).expect("parses");
-    let html = render(&outcome.draft.description);
+    let html = rendered_report("patch-and-binary.eml");
     assert!(
         html.contains("<pre lang=\"diff\"><code>diff --git")
             || html.contains("<pre><code class=\"language-diff\">diff --git"),

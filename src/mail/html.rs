@@ -310,14 +310,19 @@ impl Converter {
 
 /// `body` in a Markdown code fence longer than any backtick run inside.
 fn fenced(body: &str) -> String {
-    let mut longest = 0;
-    let mut run = 0;
-    for c in body.chars() {
+    let fence = code_fence(body);
+    format!("{fence}\n{body}\n{fence}")
+}
+
+/// A backtick fence longer than any run of backticks in `text` (at least three), so
+/// nothing inside can close it.
+pub(crate) fn code_fence(text: &str) -> String {
+    let (mut longest, mut run) = (0, 0);
+    for c in text.chars() {
         run = if c == '`' { run + 1 } else { 0 };
         longest = longest.max(run);
     }
-    let fence = "`".repeat((longest + 1).max(3));
-    format!("{fence}\n{body}\n{fence}")
+    "`".repeat((longest + 1).max(3))
 }
 
 /// A table's rows as text: a layout table of one column as its cells, one per line;

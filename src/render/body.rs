@@ -434,26 +434,12 @@ fn code(lines: &[&str], info: Option<&str>) -> Rendered {
             close: "</pre>\n\n".into(),
         };
     }
-    let longest = content
-        .iter()
-        .map(|l| longest_run(l, '`'))
-        .max()
-        .unwrap_or(0);
-    let fence = "`".repeat((longest + 1).max(3));
+    let fence = crate::mail::html::code_fence(&content.join("\n"));
     Rendered {
         open: format!("{fence}{}\n", info.unwrap_or("")),
         lines: content.into_iter().map(|l| format!("{l}\n")).collect(),
         close: format!("{fence}\n\n"),
     }
-}
-
-fn longest_run(s: &str, c: char) -> usize {
-    let (mut best, mut run) = (0, 0);
-    for x in s.chars() {
-        run = if x == c { run + 1 } else { 0 };
-        best = best.max(run);
-    }
-    best
 }
 
 /// `line` with characters that can disguise text shown as `\u{…}`.

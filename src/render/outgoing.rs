@@ -208,17 +208,7 @@ pub fn reply(
     settings: &ReplyConfig,
     templates: &Templates,
 ) -> Result<ReplyMessage, TemplateError> {
-    reply_with(
-        &templates.name,
-        report,
-        to,
-        advisory,
-        from,
-        settings,
-        templates,
-        None,
-        crate::triage::signals(report).missing(),
-    )
+    reply_inviting(report, to, advisory, from, settings, templates, None)
 }
 
 /// [`reply`] telling the reporter that GitHub account `collaborator` was added to the
