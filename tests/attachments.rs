@@ -83,6 +83,18 @@ async fn attachments_are_committed_to_the_private_repository_and_linked_from_the
         description.contains(&format!("({base}/tree/{branch})")),
         "{description}"
     );
+    // Rendered as GitHub does, the only links are ours, into the private repository.
+    let html = crate::rendered::render(description);
+    let hrefs: Vec<&str> = html
+        .split("<a href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(hrefs.len(), files.len() + 1, "{html}");
+    assert!(
+        hrefs.iter().all(|h| h.starts_with(&format!("{base}/"))),
+        "{hrefs:?}"
+    );
     let commit = stack.github.git_refs(INTAKE)[&format!("refs/heads/{branch}")].clone();
     assert_eq!(commit.len(), 40, "a commit SHA");
 }

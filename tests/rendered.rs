@@ -37,7 +37,7 @@ const ALLOWED_TAGS: &[&str] = &[
 ];
 
 /// `markdown` as GitHub renders it, before its sanitiser.
-fn render(markdown: &str) -> String {
+pub(crate) fn render(markdown: &str) -> String {
     let mut child = Command::new("cmark-gfm")
         .args([
             "-e",
