@@ -1128,6 +1128,10 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         let to = match to {
             Ok(to) => to,
             Err(reason) => {
+                if matches!(kind, ReplyKind::Acknowledgement) {
+                    // No reply to say so, but the reporter may still open the draft.
+                    self.invite(report, advisory).await;
+                }
                 let (rid, now) = (id.clone(), self.clock.now());
                 let reply = Reply::Suppressed(reason.clone());
                 self.journal

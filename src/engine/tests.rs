@@ -1582,4 +1582,23 @@ async fn an_authenticated_reporter_is_invited_to_the_draft_and_told_so() {
         ack.body
     );
     assert_eq!(h.github.calls("collaborator"), 1);
+
+    // With replies off, an authenticated reporter is still invited.
+    let h = Harness::new(&format!("{INVITE}[reply]\nenabled = false\n"));
+    h.github
+        .0
+        .lock()
+        .unwrap()
+        .users
+        .push(("ritar".to_owned(), "User"));
+    let d = h
+        .handle(&authenticated_report(
+            "i3@example.net",
+            "dmarc=pass header.from=example.net",
+            "@ritar on GitHub",
+        ))
+        .await;
+    assert!(filed(&d), "{d:?}");
+    assert!(h.outbox.sent().is_empty());
+    assert_eq!(h.github.advisories()[0].collaborators, ["ritar"]);
 }
