@@ -479,7 +479,8 @@ async fn check_state_dir(dir: &Path) -> Result<()> {
 
 fn preview(config: &Config, file: &Path) -> Result<ExitCode> {
     let raw = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let report = match pipeline::parse(config, &raw) {
+    let keys = config.pgp_keys()?;
+    let report = match pipeline::parse(config, keys.as_ref(), &raw) {
         Ok(r) => r,
         Err(e) => {
             let out = serde_json::json!({

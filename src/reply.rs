@@ -47,6 +47,9 @@ pub struct MailerSettings {
     pub credentials: Option<(String, Secret)>,
     /// Timeout for the whole exchange.
     pub timeout: Duration,
+    /// Our OpenPGP key, when replies to a reporter who sent theirs are encrypted and
+    /// signed (`[pgp] encrypt_replies`).
+    pub pgp: Option<std::sync::Arc<crate::openpgp::Keys>>,
 }
 
 /// The header that marks mail we sent, so that classification recognises our own reply

@@ -56,6 +56,7 @@ impl Sink {
                 .as_ref()
                 .map(|a| (a.user.clone(), Secret::new(a.password.clone()))),
             timeout: Duration::from_secs(30),
+            pgp: None,
         }
     }
 
@@ -299,6 +300,7 @@ async fn an_unreachable_server_is_transient() {
         ca_file: None,
         credentials: None,
         timeout: Duration::from_secs(10),
+        pgp: None,
     })
     .unwrap();
     let error = mailer.send(&reply()).await.expect_err("nothing listens");

@@ -323,22 +323,23 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         let received_at = received_at.unwrap_or(now);
         let spool_path = blocking(|| self.spool.store_message(&raw))?;
         let spool_path = spool_path.display().to_string();
-        let mut report = match pipeline::parse(&self.settings.config, &raw) {
-            Ok(r) => r,
-            Err(e) => {
-                let id = ReportId(hex::encode(Sha256::digest(&raw)));
-                self.record_seen(NewEntry {
-                    report_id: id.clone(),
-                    message_id: None,
-                    spool_path,
-                    sender: None,
-                    subject: None,
-                    content_hash: None,
-                })
-                .await?;
-                return Ok(self.quarantine(id, e.to_string()));
-            }
-        };
+        let mut report =
+            match pipeline::parse(&self.settings.config, self.settings.pgp.as_deref(), &raw) {
+                Ok(r) => r,
+                Err(e) => {
+                    let id = ReportId(hex::encode(Sha256::digest(&raw)));
+                    self.record_seen(NewEntry {
+                        report_id: id.clone(),
+                        message_id: None,
+                        spool_path,
+                        sender: None,
+                        subject: None,
+                        content_hash: None,
+                    })
+                    .await?;
+                    return Ok(self.quarantine(id, e.to_string()));
+                }
+            };
         drop(raw);
         // Identity is the Message-ID and what the message says: an exact copy is the
         // same report, a different message reusing a known id is a report of its own.

@@ -483,7 +483,8 @@ impl Harness {
     }
 
     async fn entry(&self, raw: &[u8]) -> Entry {
-        let report = pipeline::parse(&self.settings.config, raw).unwrap();
+        let report =
+            pipeline::parse(&self.settings.config, self.settings.pgp.as_deref(), raw).unwrap();
         self.engine
             .journal()
             .get(&report.report_id)
@@ -1271,7 +1272,7 @@ async fn a_megabyte_subject_and_a_hundred_thousand_references_cost_little() {
     let d = h.handle(&raw).await;
     let took = started.elapsed();
     assert!(filed(&d), "{d:?}");
-    let report = pipeline::parse(&h.settings.config, &raw).unwrap();
+    let report = pipeline::parse(&h.settings.config, h.settings.pgp.as_deref(), &raw).unwrap();
     assert!(report.subject.len() <= mail::MAX_SUBJECT_BYTES);
     assert!(report.references.len() <= mail::MAX_REFERENCED_IDS);
     // Forged references to our ids: at most one listing per repository.

@@ -148,7 +148,7 @@ impl Pipeline {
         // Alternate the privacy setting so both shapes of the sender cell are checked.
         let config = &self.configs[usize::from(raw.len().is_multiple_of(2))];
         let settings = &config.advisory;
-        let report = pipeline::parse(config, raw)?;
+        let report = pipeline::parse(config, None, raw)?;
         check_report(&report, &self.limits);
         let Prepared {
             classification,
