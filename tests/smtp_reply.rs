@@ -91,6 +91,7 @@ fn reply() -> ReplyMessage {
         in_reply_to: Some("report-1@example.net".into()),
         references: vec!["thread-0@example.net".into(), "report-1@example.net".into()],
         body: "Hello Alice,\n\nthank you \u{2014} we track this as GHSA-abcd-efgh-ijkl.\n".into(),
+        encrypt_to: None,
     }
 }
 

@@ -163,11 +163,13 @@ pub enum EngineError {
 
 /// Which reply a message gets.
 #[derive(Debug, Clone, Copy)]
-enum ReplyKind {
+enum ReplyKind<'a> {
     /// The acknowledgement of a new report.
-    Acknowledgement,
+    Acknowledgement(&'a AdvisoryRef),
     /// The short note answering a follow-up.
-    FollowUp,
+    FollowUp(&'a AdvisoryRef),
+    /// The note that an encrypted message could not be decrypted.
+    Unreadable,
 }
 
 /// A failure of an external step for one report.
@@ -482,6 +484,9 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             }
             .into());
         }
+        if let crate::openpgp::Encryption::Unreadable { reason, .. } = &report.encryption {
+            return self.unreadable(report, &entry, &prepared, reason).await;
+        }
         let thread = match &entry.thread_of {
             Some(original) => self.journal.get(original).await?,
             None => match self.find_thread(report).await {
@@ -560,8 +565,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                     &entry,
                     &prepared.reply,
                     None,
-                    ReplyKind::Acknowledgement,
-                    &advisory,
+                    ReplyKind::Acknowledgement(&advisory),
                 )
                 .await?
             {
@@ -987,8 +991,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                     &entry,
                     &prepared.reply,
                     withheld,
-                    ReplyKind::FollowUp,
-                    &advisory,
+                    ReplyKind::FollowUp(&advisory),
                 )
                 .await?
             {
@@ -1068,8 +1071,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         entry: &Entry,
         decision: &ReplyDecision,
         withheld: Option<String>,
-        kind: ReplyKind,
-        advisory: &AdvisoryRef,
+        kind: ReplyKind<'_>,
     ) -> Flow<Option<Vec<u8>>> {
         let id = &report.report_id;
         let to = match decision {
@@ -1099,7 +1101,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             return Ok(ControlFlow::Break(paused));
         }
         let rendered = match kind {
-            ReplyKind::Acknowledgement => {
+            ReplyKind::Acknowledgement(advisory) => {
                 let invited = self.invite(report, advisory).await;
                 render::reply_inviting(
                     report,
@@ -1111,7 +1113,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                     invited.as_deref(),
                 )
             }
-            ReplyKind::FollowUp => render::followup_reply(
+            ReplyKind::FollowUp(advisory) => render::followup_reply(
                 report,
                 to,
                 advisory,
@@ -1119,9 +1121,20 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 &self.settings.config.reply,
                 &self.templates,
             ),
+            ReplyKind::Unreadable => Ok(render::unreadable_reply(
+                report,
+                to,
+                &self.settings.from,
+                &self.settings.config.reply,
+                &self.where_our_key_is(),
+            )),
         };
         let message = match rendered {
-            Ok(m) => m,
+            Ok(mut m) => {
+                // Encrypted (and signed) to the reporter's own key when they sent one.
+                m.encrypt_to = report.sender_key.clone();
+                m
+            }
             Err(e) => {
                 let d = self.failed(entry, ReportFailure::Template(e)).await?;
                 return Ok(ControlFlow::Break(d));
@@ -1476,6 +1489,60 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 };
                 Ok(self.quarantine(id, reason))
             }
+        }
+    }
+
+    /// An encrypted message our key cannot open: quarantined with the reason (no
+    /// advisory), and the reporter told, under the usual reply rules, that it could not
+    /// be read and where our key is. Never any of its content.
+    async fn unreadable(
+        &self,
+        report: &Report,
+        entry: &Entry,
+        prepared: &Prepared,
+        reason: &str,
+    ) -> Result<Disposition, EngineError> {
+        let mut copies = Vec::new();
+        if entry.reply == Reply::Pending {
+            match self
+                .acknowledge(report, entry, &prepared.reply, None, ReplyKind::Unreadable)
+                .await?
+            {
+                ControlFlow::Break(d) => return Ok(d),
+                ControlFlow::Continue(sent) => copies.extend(sent),
+            }
+        }
+        let mut d = self.quarantine(
+            report.report_id.clone(),
+            format!("an encrypted message that could not be read: {reason}"),
+        );
+        d.copies = copies;
+        Ok(d)
+    }
+
+    /// Where the "could not read" reply says our key is: `[pgp] key_url`, else the key.
+    fn where_our_key_is(&self) -> String {
+        let fingerprint = self
+            .settings
+            .pgp
+            .as_ref()
+            .map(|k| k.fingerprint())
+            .unwrap_or_default();
+        match self
+            .settings
+            .config
+            .pgp
+            .as_ref()
+            .and_then(|p| p.key_url.as_deref())
+        {
+            Some(url) => format!("Our key (fingerprint {fingerprint}) is at {url}"),
+            None => match &self.settings.pgp {
+                Some(k) => format!(
+                    "Our key (fingerprint {fingerprint}) follows:\n\n{}",
+                    k.public_armored()
+                ),
+                None => String::new(),
+            },
         }
     }
 

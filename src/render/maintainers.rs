@@ -133,6 +133,7 @@ pub fn new_draft(note: &DraftNote<'_>, to: &Address, from: &Address) -> ReplyMes
         in_reply_to: None,
         references: Vec::new(),
         body,
+        encrypt_to: None,
     }
 }
 
@@ -186,6 +187,7 @@ pub fn digest(
         in_reply_to: None,
         references: Vec::new(),
         body,
+        encrypt_to: None,
     }
 }
 
