@@ -73,6 +73,24 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         long: bool,
     },
+    /// Our OpenPGP key (`[pgp]`).
+    Pgp {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: PgpCommand,
+    },
+}
+
+/// `pgp` subcommands.
+#[derive(Subcommand)]
+enum PgpCommand {
+    /// Print our public key (armoured) and a `security.txt` snippet that points to it.
+    Export {
+        /// Where secrets written as `/run/credentials/<unit>/NAME` are read from when
+        /// run outside the service: `$CREDENTIALS_DIRECTORY` when set, else this folder.
+        #[arg(long, default_value = advisory_bridge::config::DEFAULT_CREDENTIALS_DIR)]
+        credentials_dir: PathBuf,
+    },
 }
 
 /// Libraries whose debug and trace output carries protocol lines: async-imap logs every
@@ -164,7 +182,38 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             status(&config, state.as_deref(), limit, format).await
         }
+        Command::Pgp {
+            command: PgpCommand::Export { credentials_dir },
+        } => {
+            let mut config = config;
+            config.credentials_dir = Some(credentials_dir);
+            pgp_export(&config)
+        }
     }
+}
+
+/// `pgp export`: the public key and the `security.txt` lines that point to it.
+fn pgp_export(config: &Config) -> Result<ExitCode> {
+    let Some(keys) = config.pgp_keys()? else {
+        anyhow::bail!(
+            "no [pgp] section in {}: there is no key to export",
+            config.path.display()
+        );
+    };
+    let key_url = config.pgp.as_ref().and_then(|p| p.key_url.clone());
+    print!("{}", keys.public_armored());
+    println!();
+    println!("# security.txt (RFC 9116), e.g. /.well-known/security.txt:");
+    println!("Contact: mailto:{}", config.smtp.from_address.trim());
+    println!(
+        "Encryption: {}",
+        key_url
+            .as_deref()
+            .unwrap_or("(publish the key above and put its URL here)")
+    );
+    println!("Policy: {}", config.reply.policy_url);
+    eprintln!("fingerprint: {}", keys.fingerprint());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(config: Config, mode: Mode) -> Result<ExitCode> {

@@ -324,11 +324,11 @@ pub fn unreadable_reply(
         .filter(|n| !n.is_empty())
         .map_or_else(|| "Hello,".to_owned(), |n| format!("Hello {n},"));
     let mut body = format!(
-        "{name}\n\nthank you for writing to the {project} security team. Your message \
-         was encrypted, but not in a way we can decrypt (it may be encrypted to another \
-         key, or damaged on the way), so nobody has read it and nothing was filed.\n\n\
+        "{name}\n\nthank you for your message to {address}. It was encrypted, but not \
+         in a way we can decrypt (it may be encrypted to another key, or damaged on the \
+         way), so nobody has read it and nothing was filed.\n\n\
          Please send it again, encrypted to our current OpenPGP key.",
-        project = settings.project_name,
+        address = single_line(&from.email),
     );
     if !where_our_key_is.is_empty() {
         body.push_str(&format!(" {where_our_key_is}"));
