@@ -383,8 +383,24 @@ fn rebuild(raw: &[u8], entity: &[u8]) -> Vec<u8> {
     }
     if !looks_like_entity(entity) {
         out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n\r\n");
+        out.extend_from_slice(entity);
+        return out;
     }
-    out.extend_from_slice(entity);
+    // Only the entity's own Content-* fields: the outer headers stay the only ones (a
+    // protected `Subject` inside would otherwise compete with the outer one).
+    let end = header_end(entity);
+    keep = true;
+    for line in entity[..end].split_inclusive(|&b| b == b'\n') {
+        if !line.starts_with(b" ") && !line.starts_with(b"\t") {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+            keep = name.starts_with("content-");
+        }
+        if keep {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(&entity[end..]);
     out
 }
 
@@ -560,4 +576,49 @@ pub fn open_attachment(
     decrypt(data, keys, max_bytes, |_| Vec::new())
         .ok()
         .map(|(p, _)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outer_headers_stay_and_only_the_entitys_content_fields_join_them() {
+        let raw = b"From: a@example.org\r\nSubject: ...\r\nContent-Type: multipart/encrypted;\r\n boundary=x\r\nMIME-Version: 1.0\r\n\r\nbody";
+        let entity = b"Content-Type: text/plain; protected-headers=\"v1\"\r\nSubject: inner\r\n\r\nhello\r\n";
+        let out = String::from_utf8(rebuild(raw, entity)).unwrap();
+        assert_eq!(
+            out,
+            "From: a@example.org\r\nSubject: ...\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/plain; protected-headers=\"v1\"\r\n\r\nhello\r\n"
+        );
+        let bare = String::from_utf8(rebuild(raw, b"just text\r\n")).unwrap();
+        assert!(
+            bare.ends_with("Content-Type: text/plain; charset=utf-8\r\n\r\njust text\r\n"),
+            "{bare}"
+        );
+    }
+
+    #[test]
+    fn an_autocrypt_header_for_another_address_is_ignored() {
+        assert!(autocrypt_key("addr=a@example.org; keydata=AAAA", Some("b@example.org")).is_none());
+        assert!(autocrypt_key("addr=a@example.org; keydata=AAAA", None).is_none());
+    }
+
+    #[test]
+    fn encrypted_attachment_names_lose_their_suffix() {
+        assert_eq!(decrypted_name("poc.py.gpg"), "poc.py");
+        assert_eq!(decrypted_name("log.txt.ASC"), "log.txt");
+        assert_eq!(decrypted_name(".gpg"), ".gpg");
+        assert_eq!(decrypted_name("notes.txt"), "notes.txt");
+    }
+
+    #[test]
+    fn a_footer_after_the_armour_is_cut_off() {
+        let data = b"junk\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nabc\r\n-----END PGP MESSAGE-----\r\n--\r\nfooter";
+        assert_eq!(
+            armour_block(data, "MESSAGE").unwrap(),
+            b"-----BEGIN PGP MESSAGE-----\r\n\r\nabc\r\n-----END PGP MESSAGE-----"
+        );
+    }
 }
