@@ -284,6 +284,14 @@ async fn check(config: Config) -> Result<ExitCode> {
             .map_err(Into::into),
     );
     report("state directory", check_state_dir(&config.state_dir).await);
+    if config.pgp.is_some() {
+        let keys = config.pgp_keys().map_err(anyhow::Error::from);
+        let what = match &keys {
+            Ok(Some(k)) => format!("OpenPGP key {}", k.fingerprint()),
+            _ => "OpenPGP key".to_owned(),
+        };
+        report(&what, keys.map(|_| ()));
+    }
     let resolved = Resolved::new(config.clone());
     let imap = async {
         let resolved = resolved.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1561,6 +1561,25 @@ name = "pallets/flask"
     }
 
     #[test]
+    fn pgp_is_optional_and_its_passphrase_comes_from_one_place() {
+        assert!(parse(MINIMAL).unwrap().pgp.is_none());
+        let with = format!("{MINIMAL}\n[pgp]\nsecret_key_file = \"key.asc\"\n");
+        let c = parse(&with).unwrap();
+        let pgp = c.pgp.as_ref().unwrap();
+        assert!(pgp.encrypt_replies);
+        assert_eq!(pgp.key_url, None);
+        assert_eq!(
+            pgp.secret_key_file,
+            Path::new("/etc/advisory-bridge/key.asc")
+        );
+        let both = format!("{with}passphrase_file = \"p\"\npassphrase_env = \"P\"\n");
+        let err = parse(&both).unwrap_err().to_string();
+        assert!(err.contains("pgp.passphrase_file"), "{err}");
+        let err = c.pgp_keys().unwrap_err().to_string();
+        assert!(err.contains("pgp.secret_key_file"), "{err}");
+    }
+
+    #[test]
     fn the_example_config_is_valid_and_shows_the_defaults() {
         let text = include_str!("../../config.example.toml");
         let c = parse(text).unwrap();
