@@ -15,6 +15,7 @@ use advisory_bridge::daemon::{Daemon, Mode};
 use advisory_bridge::journal::{Entry, Journal, Reply, State};
 use advisory_bridge::mail::clean::single_line;
 use advisory_bridge::metrics::{self, Metrics};
+use advisory_bridge::openpgp::Encryption;
 use advisory_bridge::render::{self, AdvisoryRef, MarkerKey, Templates};
 use advisory_bridge::{github, pipeline, reply, source};
 
@@ -568,6 +569,37 @@ fn preview(config: &Config, file: &Path) -> Result<ExitCode> {
         ),
         repository: prepared.route.repository.clone(),
     };
+    if let (Classification::Report, Encryption::Unreadable { reason, .. }) =
+        (&prepared.classification, &report.encryption)
+    {
+        // What the engine does: quarantine, and the short "could not read" note.
+        let reply = match &prepared.reply {
+            ReplyDecision::Send(to) => {
+                let hint = advisory_bridge::openpgp::key_hint(
+                    keys.as_ref(),
+                    config.pgp.as_ref().and_then(|p| p.key_url.as_deref()),
+                );
+                let m = render::unreadable_reply(
+                    &report,
+                    to,
+                    &from_address(config),
+                    &config.reply,
+                    &hint,
+                );
+                serde_json::json!({ "to": m.to.email, "subject": m.subject, "body": m.body })
+            }
+            ReplyDecision::Suppress(reason) => {
+                serde_json::json!({ "suppressed": reason.to_string() })
+            }
+        };
+        let out = serde_json::json!({
+            "outcome": "quarantine",
+            "reason": format!("an encrypted message that could not be read: {reason}"),
+            "reply": reply,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let reply = match &prepared.reply {
         ReplyDecision::Send(to) => {
             let m = render::reply(

@@ -120,6 +120,22 @@ impl Keys {
     }
 }
 
+/// Where the reply to a message we could not decrypt says our key is: `key_url` with
+/// the fingerprint, else the armoured key itself; empty without a key.
+pub fn key_hint(keys: Option<&Keys>, key_url: Option<&str>) -> String {
+    let Some(keys) = keys else {
+        return String::new();
+    };
+    let fingerprint = keys.fingerprint();
+    match key_url {
+        Some(url) => format!("Our key (fingerprint {fingerprint}) is at {url}"),
+        None => format!(
+            "Our key (fingerprint {fingerprint}) follows:\n\n{}",
+            keys.public_armored()
+        ),
+    }
+}
+
 /// Upper-case hex fingerprint of a key's primary key.
 fn fingerprint_of(key: &SignedPublicKey) -> String {
     hex::encode_upper(key.fingerprint().as_bytes())

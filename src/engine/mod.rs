@@ -1520,30 +1520,16 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         Ok(d)
     }
 
-    /// Where the "could not read" reply says our key is: `[pgp] key_url`, else the key.
+    /// Where the "could not read" reply says our key is.
     fn where_our_key_is(&self) -> String {
-        let fingerprint = self
-            .settings
-            .pgp
-            .as_ref()
-            .map(|k| k.fingerprint())
-            .unwrap_or_default();
-        match self
-            .settings
-            .config
-            .pgp
-            .as_ref()
-            .and_then(|p| p.key_url.as_deref())
-        {
-            Some(url) => format!("Our key (fingerprint {fingerprint}) is at {url}"),
-            None => match &self.settings.pgp {
-                Some(k) => format!(
-                    "Our key (fingerprint {fingerprint}) follows:\n\n{}",
-                    k.public_armored()
-                ),
-                None => String::new(),
-            },
-        }
+        crate::openpgp::key_hint(
+            self.settings.pgp.as_deref(),
+            self.settings
+                .config
+                .pgp
+                .as_ref()
+                .and_then(|p| p.key_url.as_deref()),
+        )
     }
 
     fn quarantine(&self, id: ReportId, reason: String) -> Disposition {

@@ -1582,3 +1582,138 @@ async fn an_authenticated_reporter_is_invited_to_the_draft_and_told_so() {
     );
     assert_eq!(h.github.calls("collaborator"), 1);
 }
+
+/// `[pgp]` with the test key of `tests/fixtures/pgp` (its passphrase in a file of `dir`),
+/// and the receiving server's authserv-id trusted.
+fn pgp_extra(dir: &Path) -> String {
+    let pass = dir.join("pgp-passphrase");
+    std::fs::write(&pass, "correct horse").unwrap();
+    format!(
+        "[authentication]\ntrusted_authserv_ids = [\"mx.palletsprojects.com\"]\n\
+         [pgp]\nsecret_key_file = \"{}/tests/fixtures/pgp/security.secret.asc\"\n\
+         passphrase_file = \"{}\"\nkey_url = \"https://palletsprojects.com/security.asc\"\n",
+        env!("CARGO_MANIFEST_DIR"),
+        pass.display()
+    )
+}
+
+fn pgp_harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = pgp_extra(dir.path());
+    Harness::in_dir(dir, &extra, MemoryGitHub::default())
+}
+
+fn pgp_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/pgp/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_message_is_quarantined_and_its_sender_told_once() {
+    let h = pgp_harness();
+    let raw = pgp_fixture("wrong-key.eml");
+    let d = h.handle(&raw).await;
+    match &d.action {
+        Action::File {
+            folder: Folder::Quarantine,
+            state: State::Quarantined,
+            reason: Some(reason),
+            ..
+        } => assert!(reason.contains("not encrypted to our key"), "{reason}"),
+        other => panic!("expected quarantine, got {other:?}"),
+    }
+    assert!(h.github.advisories().is_empty(), "no advisory");
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].body.contains("nobody has read it"),
+        "{}",
+        sent[0].body
+    );
+    assert!(
+        sent[0]
+            .body
+            .contains("https://palletsprojects.com/security.asc")
+    );
+    assert!(
+        !sent[0].subject.contains('['),
+        "no GHSA tag: {}",
+        sent[0].subject
+    );
+    assert_eq!(d.copies.len(), 1, "the note goes to the sent folder");
+    assert_eq!(h.entry(&raw).await.reply, Reply::Sent);
+    // A copy arriving again is filed with the original: no second note.
+    h.handle(&raw).await;
+    assert_eq!(h.outbox.sent().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_message_from_a_forged_sender_gets_no_reply() {
+    let h = pgp_harness();
+    let raw = String::from_utf8(pgp_fixture("wrong-key.eml"))
+        .unwrap()
+        .replace("dmarc=pass", "dmarc=fail");
+    let d = h.handle(raw.as_bytes()).await;
+    assert!(
+        matches!(
+            d.action,
+            Action::File {
+                folder: Folder::Quarantine,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert!(h.outbox.sent().is_empty(), "DMARC failed: no reply");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_note_that_fails_to_send_is_retried_then_quarantined() {
+    let h = pgp_harness();
+    let raw = pgp_fixture("wrong-key.eml");
+    h.outbox.fail(FailureKind::TRANSIENT, "451 try later");
+    let d = h.handle(&raw).await;
+    assert!(matches!(d.action, Action::Retry { .. }), "{d:?}");
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let d = h.handle(&raw).await;
+    assert!(
+        matches!(
+            d.action,
+            Action::File {
+                folder: Folder::Quarantine,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(h.outbox.sent().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_decrypted_report_is_filed_and_its_reply_is_encrypted_to_the_reporter() {
+    let h = pgp_harness();
+    let raw = pgp_fixture("exchange-mixed-up.eml");
+    let d = h.handle(&raw).await;
+    assert!(filed(&d), "{d:?}");
+    let advisories = h.github.advisories();
+    assert_eq!(advisories.len(), 1);
+    assert!(
+        advisories[0]
+            .description
+            .contains("encrypted (PGP/MIME); signed, verified with key"),
+        "{}",
+        advisories[0].description
+    );
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0]
+            .encrypt_to
+            .as_deref()
+            .is_some_and(|k| k.contains("BEGIN PGP PUBLIC KEY BLOCK")),
+        "the reply goes encrypted to the key the report carried"
+    );
+}
