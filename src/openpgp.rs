@@ -175,7 +175,12 @@ impl std::fmt::Display for Signature {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Signature::Unsigned => f.write_str("not signed"),
-            Signature::Verified(fp) => write!(f, "signed, verified with key {fp}"),
+            // The key came with the message: the signature proves who holds that key,
+            // not who the sender is.
+            Signature::Verified(fp) => write!(
+                f,
+                "signed, verified with key {fp} (a key the message itself carries)"
+            ),
             Signature::KeyUnknown => f.write_str("signed, key unknown"),
         }
     }
