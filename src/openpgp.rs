@@ -235,17 +235,100 @@ pub fn open(raw: &[u8], keys: &Keys, max_bytes: usize) -> Opened {
         return Opened::NotPgpMime;
     };
     let outer_keys = autocrypt_keys(raw);
-    match decrypt(&encrypted, keys, max_bytes, |plain| {
+    let carried = |plain: &[u8]| {
         let mut found = outer_keys.clone();
         found.extend(keys_in_entity(plain));
         found
-    }) {
+    };
+    match decrypt(&encrypted, keys, max_bytes, carried) {
+        Ok((entity, Signature::Unsigned)) => match signed_entity(&entity, &carried(&entity)) {
+            // RFC 3156 6.1: signed, then encrypted; the signed part is the report.
+            Some((content, signature)) => Opened::Decrypted {
+                raw: rebuild(raw, &content),
+                signature,
+            },
+            None => Opened::Decrypted {
+                raw: rebuild(raw, &entity),
+                signature: Signature::Unsigned,
+            },
+        },
         Ok((entity, signature)) => Opened::Decrypted {
             raw: rebuild(raw, &entity),
             signature,
         },
         Err(reason) => Opened::Unreadable(reason),
     }
+}
+
+/// A `multipart/signed; protocol="application/pgp-signature"` entity (RFC 3156 section
+/// 5): its signed part's bytes and what the detached signature says of them, checked
+/// against `keys`.
+fn signed_entity(entity: &[u8], keys: &[SignedPublicKey]) -> Option<(Vec<u8>, Signature)> {
+    let msg = std::panic::catch_unwind(|| MessageParser::default().parse(entity)).ok()??;
+    let root = msg.parts.first()?;
+    let ct = root.content_type()?;
+    let is_signed = ct.ctype().eq_ignore_ascii_case("multipart")
+        && ct
+            .subtype()
+            .is_some_and(|s| s.eq_ignore_ascii_case("signed"));
+    let PartType::Multipart(children) = &root.body else {
+        return None;
+    };
+    if !is_signed || children.len() != 2 {
+        return None;
+    }
+    let content = msg.parts.get(children[0] as usize)?;
+    let signature = msg.parts.get(children[1] as usize)?;
+    let start = content.raw_header_offset() as usize;
+    let end = (content.raw_end_offset() as usize).min(entity.len());
+    let signed = entity.get(start..end)?;
+    let detached = armour_block(signature.contents(), "SIGNATURE").and_then(|block| {
+        pgp::composed::DetachedSignature::from_armor_single(Cursor::new(block.to_vec()))
+            .ok()
+            .map(|(s, _)| s)
+    });
+    let verdict = match detached {
+        None => Signature::KeyUnknown,
+        Some(sig) => {
+            // Signed as canonical text: CRLF line ends, without the line break that
+            // belongs to the boundary after it.
+            let canonical = crlf(signed);
+            let candidates = [
+                canonical
+                    .strip_suffix(b"\r\n")
+                    .unwrap_or(&canonical)
+                    .to_vec(),
+                canonical.clone(),
+            ];
+            keys.iter()
+                .find(|k| {
+                    candidates.iter().any(|data| {
+                        sig.verify(&k.primary_key, data).is_ok()
+                            || k.public_subkeys
+                                .iter()
+                                .any(|s| sig.verify(&s.key, data).is_ok())
+                    })
+                })
+                .map_or(Signature::KeyUnknown, |k| {
+                    Signature::Verified(fingerprint_of(k))
+                })
+        }
+    };
+    Some((signed.to_vec(), verdict))
+}
+
+/// `data` with every line break a CRLF.
+fn crlf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
+    let mut prev = 0u8;
+    for &b in data {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
 }
 
 /// The encrypted payload of a PGP/MIME message, if `raw` is one.

@@ -271,6 +271,19 @@ name = "pallets/flask"
     }
 
     #[test]
+    fn a_signed_then_encrypted_entity_is_verified_and_its_signature_part_dropped() {
+        let r = open_fixture("nested-signed.eml");
+        assert_decrypted(&r, "Signed, then encrypted.", Format::PgpMime);
+        assert!(
+            r.attachments
+                .iter()
+                .all(|a| a.content_type != "application/pgp-signature"),
+            "{:?}",
+            r.attachments
+        );
+    }
+
+    #[test]
     fn exchanges_mixed_up_multipart_is_decrypted() {
         let r = open_fixture("exchange-mixed-up.eml");
         assert_decrypted(&r, "Exchange shape.", Format::PgpMime);
