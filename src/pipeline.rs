@@ -284,6 +284,35 @@ name = "pallets/flask"
     }
 
     #[test]
+    fn an_encrypted_attachment_is_replaced_by_its_plaintext() {
+        let keys = keys();
+        let armour = keys
+            .encrypt_to(b"print('proof of concept')\n", None)
+            .unwrap();
+        let raw = format!(
+            "From: a@example.org\r\nMessage-ID: <att@x>\r\nSubject: poc\r\n\
+             Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n\
+             --m\r\nContent-Type: text/plain\r\n\r\nSee the attachment.\r\n\
+             --m\r\nContent-Type: application/octet-stream\r\n\
+             Content-Disposition: attachment; filename=\"poc.py.asc\"\r\n\r\n{armour}\r\n--m--\r\n"
+        );
+        let r = parse(&config(), Some(&keys), raw.as_bytes()).unwrap();
+        assert_eq!(r.text, "See the attachment.");
+        let a = &r.attachments[0];
+        assert_eq!(a.filename.as_deref(), Some("poc.py"));
+        assert_eq!(a.data, b"print('proof of concept')\n");
+        assert!(a.is_text);
+        assert_eq!(a.sha256, mail::sha256_hex(&a.data));
+        assert!(matches!(
+            r.encryption,
+            Encryption::Decrypted {
+                format: Format::Inline,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn exchanges_mixed_up_multipart_is_decrypted() {
         let r = open_fixture("exchange-mixed-up.eml");
         assert_decrypted(&r, "Exchange shape.", Format::PgpMime);
