@@ -37,7 +37,20 @@ pub struct Prepared {
 pub fn parse(config: &Config, keys: Option<&Keys>, raw: &[u8]) -> Result<Report, ParseError> {
     let limits = Limits::from(&config.limits);
     let mut report = match keys {
-        Some(keys) if raw.len() <= limits.max_message_bytes => open(raw, keys, &limits)?,
+        Some(keys) if raw.len() <= limits.max_message_bytes => {
+            // Whatever rPGP makes of hostile key or signature data, the message becomes a
+            // quarantine entry, never a crash of the daemon.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                open(raw, keys, &limits)
+            })) {
+                Ok(report) => report?,
+                Err(_) => unreadable(
+                    mail::parse(raw, &limits)?,
+                    Format::PgpMime,
+                    "its OpenPGP data could not be parsed".into(),
+                ),
+            }
+        }
         _ => mail::parse(raw, &limits)?,
     };
     let trusted = &config.authentication.trusted_authserv_ids;
