@@ -7,6 +7,7 @@ use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use support::stack::{SECURITY_ADDRESS, Stack};
 
@@ -360,6 +361,37 @@ async fn pgp_export_prints_our_public_key_and_a_security_txt_snippet() {
     let probe = Gpg::new(stack.dir.path(), "probe");
     probe.import(text.as_bytes());
     assert_eq!(probe.fingerprint(SECURITY_ADDRESS), parties.our_fingerprint);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_unlocks_the_key_and_names_a_wrong_passphrase() {
+    let mut stack = Stack::start().await;
+    let parties = parties(&stack);
+    configure(&stack, &parties, None);
+    let mut ok = stack.daemon(&["check"]);
+    assert!(ok.wait(Duration::from_secs(60)).success(), "{}", ok.log());
+    assert!(
+        ok.log()
+            .contains(&format!("ok      OpenPGP key {}", parties.our_fingerprint)),
+        "{}",
+        ok.log()
+    );
+    std::fs::write(stack.dir.join("pgp-passphrase"), "not the passphrase").unwrap();
+    let mut failed = stack.daemon(&["check"]);
+    assert!(
+        !failed.wait(Duration::from_secs(60)).success(),
+        "{}",
+        failed.log()
+    );
+    let out = failed.log();
+    assert!(
+        out.contains("FAILED  OpenPGP key") && out.contains("pgp.secret_key_file"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("not the passphrase"),
+        "the passphrase in the output: {out}"
+    );
 }
 
 /// Every file under `dir`.
