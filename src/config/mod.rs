@@ -611,8 +611,8 @@ pub struct PgpConfig {
     /// named in the reply to a message we could not decrypt. Default none: that reply
     /// carries the key itself.
     pub key_url: Option<String>,
-    /// Encrypt (and sign) replies to a reporter whose message carries their key (an
-    /// `Autocrypt:` header or an attached public key). Default true.
+    /// Encrypt (and sign) replies and notices to a reporter whose message carries their
+    /// key (an `Autocrypt:` header or an attached public key). Default true.
     #[serde(default = "default_true")]
     pub encrypt_replies: bool,
 }

@@ -1717,3 +1717,22 @@ async fn a_decrypted_report_is_filed_and_its_reply_is_encrypted_to_the_reporter(
         "the reply goes encrypted to the key the report carried"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_notice_to_a_reporter_who_sent_a_key_is_encrypted_too() {
+    let h = pgp_harness();
+    assert!(filed(&h.handle(&pgp_fixture("pgp-mime-signed.eml")).await));
+    let ghsa = h.github.advisories()[0].ghsa_id.clone();
+    let (watcher, _rx) = h.watcher();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    h.github
+        .set_state(&ghsa, AdvisoryState::Published, None, h.clock.now());
+    watcher.look().await.unwrap();
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 2, "the acknowledgement and the notice");
+    assert!(sent[1].message_id.contains(".published@"));
+    assert!(
+        sent[1].encrypt_to.is_some(),
+        "the key is read again from the spooled report"
+    );
+}
