@@ -213,6 +213,7 @@ fn pgp_export(config: &Config) -> Result<ExitCode> {
             .unwrap_or("(publish the key above and put its URL here)")
     );
     println!("Policy: {}", config.reply.policy_url);
+    println!("# RFC 9116 also requires Expires: (a date at most a year ahead).");
     eprintln!("fingerprint: {}", keys.fingerprint());
     Ok(ExitCode::SUCCESS)
 }

@@ -44,6 +44,18 @@ impl Keys {
             .map_err(|e| format!("the key's self-signatures do not verify: {e}"))?;
         let password = passphrase.map_or_else(Password::empty, |p| Password::from(p.expose()));
         let public = secret.to_public_key();
+        if !public
+            .public_subkeys
+            .iter()
+            .any(|s| s.algorithm().can_encrypt())
+        {
+            return Err(format!(
+                "the key {} has no encryption subkey; add one with \
+                 `gpg --quick-add-key {} cv25519 encr`",
+                fingerprint_of(&public),
+                fingerprint_of(&public)
+            ));
+        }
         let keys = Keys {
             secret,
             password,

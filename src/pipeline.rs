@@ -266,6 +266,16 @@ name = "pallets/flask"
     }
 
     #[test]
+    fn a_public_key_is_not_taken_for_our_secret_key() {
+        let err = Keys::from_armored(
+            &String::from_utf8(pgp_file("alice.public.asc")).unwrap(),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.contains("not an armoured OpenPGP secret key"), "{err}");
+    }
+
+    #[test]
     fn a_wrong_passphrase_fails_at_load() {
         let armoured = String::from_utf8(pgp_file("security.secret.asc")).unwrap();
         let err = Keys::from_armored(&armoured, Some(&Secret::new("wrong"))).unwrap_err();

@@ -394,6 +394,56 @@ async fn check_unlocks_the_key_and_names_a_wrong_passphrase() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_without_an_encryption_subkey_is_refused_with_the_fix() {
+    let stack = Stack::start().await;
+    let signer = Gpg::new(stack.dir.path(), "sign-only");
+    let uid = format!("Security <{SECURITY_ADDRESS}>");
+    signer.run(
+        &[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            &uid,
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        b"",
+    );
+    let secret = signer.run(
+        &[
+            "--passphrase",
+            "",
+            "--armor",
+            "--export-secret-keys",
+            SECURITY_ADDRESS,
+        ],
+        b"",
+    );
+    let key_file = stack.dir.join("sign-only.asc");
+    std::fs::write(&key_file, secret).unwrap();
+    stack.write_config(|text| {
+        format!(
+            "{text}\n[pgp]\nsecret_key_file = \"{}\"\n",
+            key_file.display()
+        )
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_advisory-bridge"))
+        .args([
+            "--config",
+            stack.config_path.to_str().unwrap(),
+            "pgp",
+            "export",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no encryption subkey"), "{err}");
+    assert!(err.contains("--quick-add-key"), "{err}");
+}
+
 /// Every file under `dir`.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
