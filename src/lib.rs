@@ -22,6 +22,7 @@ pub mod journal;
 pub mod mail;
 pub mod mailbox;
 pub mod metrics;
+pub mod openpgp;
 pub mod pipeline;
 pub mod render;
 pub mod reply;

@@ -15,6 +15,7 @@ use advisory_bridge::daemon::{Daemon, Mode};
 use advisory_bridge::journal::{Entry, Journal, Reply, State};
 use advisory_bridge::mail::clean::single_line;
 use advisory_bridge::metrics::{self, Metrics};
+use advisory_bridge::openpgp::Encryption;
 use advisory_bridge::render::{self, AdvisoryRef, MarkerKey, Templates};
 use advisory_bridge::{github, pipeline, reply, source};
 
@@ -72,6 +73,24 @@ enum Command {
         /// on one line) instead of the one that fits 100 columns.
         #[arg(long, conflicts_with = "json")]
         long: bool,
+    },
+    /// Our OpenPGP key (`[pgp]`).
+    Pgp {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: PgpCommand,
+    },
+}
+
+/// `pgp` subcommands.
+#[derive(Subcommand)]
+enum PgpCommand {
+    /// Print our public key (armoured) and a `security.txt` snippet that points to it.
+    Export {
+        /// Where secrets written as `/run/credentials/<unit>/NAME` are read from when
+        /// run outside the service: `$CREDENTIALS_DIRECTORY` when set, else this folder.
+        #[arg(long, default_value = advisory_bridge::config::DEFAULT_CREDENTIALS_DIR)]
+        credentials_dir: PathBuf,
     },
 }
 
@@ -164,7 +183,39 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             status(&config, state.as_deref(), limit, format).await
         }
+        Command::Pgp {
+            command: PgpCommand::Export { credentials_dir },
+        } => {
+            let mut config = config;
+            config.credentials_dir = Some(credentials_dir);
+            pgp_export(&config)
+        }
     }
+}
+
+/// `pgp export`: the public key and the `security.txt` lines that point to it.
+fn pgp_export(config: &Config) -> Result<ExitCode> {
+    let Some(keys) = config.pgp_keys()? else {
+        anyhow::bail!(
+            "no [pgp] section in {}: there is no key to export",
+            config.path.display()
+        );
+    };
+    let key_url = config.pgp.as_ref().and_then(|p| p.key_url.clone());
+    print!("{}", keys.public_armored());
+    println!();
+    println!("# security.txt (RFC 9116), e.g. /.well-known/security.txt:");
+    println!("Contact: mailto:{}", config.smtp.from_address.trim());
+    println!(
+        "Encryption: {}",
+        key_url
+            .as_deref()
+            .unwrap_or("(publish the key above and put its URL here)")
+    );
+    println!("Policy: {}", config.reply.policy_url);
+    println!("# RFC 9116 also requires Expires: (a date at most a year ahead).");
+    eprintln!("fingerprint: {}", keys.fingerprint());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(config: Config, mode: Mode) -> Result<ExitCode> {
@@ -235,6 +286,14 @@ async fn check(config: Config) -> Result<ExitCode> {
             .map_err(Into::into),
     );
     report("state directory", check_state_dir(&config.state_dir).await);
+    if config.pgp.is_some() {
+        let keys = config.pgp_keys().map_err(anyhow::Error::from);
+        let what = match &keys {
+            Ok(Some(k)) => format!("OpenPGP key {}", k.fingerprint()),
+            _ => "OpenPGP key".to_owned(),
+        };
+        report(&what, keys.map(|_| ()));
+    }
     let resolved = Resolved::new(config.clone());
     let imap = async {
         let resolved = resolved.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -479,7 +538,8 @@ async fn check_state_dir(dir: &Path) -> Result<()> {
 
 fn preview(config: &Config, file: &Path) -> Result<ExitCode> {
     let raw = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let report = match pipeline::parse(config, &raw) {
+    let keys = config.pgp_keys()?;
+    let report = match pipeline::parse(config, keys.as_ref(), &raw) {
         Ok(r) => r,
         Err(e) => {
             let out = serde_json::json!({
@@ -510,6 +570,37 @@ fn preview(config: &Config, file: &Path) -> Result<ExitCode> {
         ),
         repository: prepared.route.repository.clone(),
     };
+    if let (Classification::Report, Encryption::Unreadable { reason, .. }) =
+        (&prepared.classification, &report.encryption)
+    {
+        // What the engine does: quarantine, and the short "could not read" note.
+        let reply = match &prepared.reply {
+            ReplyDecision::Send(to) => {
+                let hint = advisory_bridge::openpgp::key_hint(
+                    keys.as_ref(),
+                    config.pgp.as_ref().and_then(|p| p.key_url.as_deref()),
+                );
+                let m = render::unreadable_reply(
+                    &report,
+                    to,
+                    &from_address(config),
+                    &config.reply,
+                    &hint,
+                );
+                serde_json::json!({ "to": m.to.email, "subject": m.subject, "body": m.body })
+            }
+            ReplyDecision::Suppress(reason) => {
+                serde_json::json!({ "suppressed": reason.to_string() })
+            }
+        };
+        let out = serde_json::json!({
+            "outcome": "quarantine",
+            "reason": format!("an encrypted message that could not be read: {reason}"),
+            "reply": reply,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let reply = match &prepared.reply {
         ReplyDecision::Send(to) => {
             let m = render::reply(

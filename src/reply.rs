@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MessageBuilder};
+use lettre::message::header::{ContentDisposition, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MessageBuilder, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -47,6 +47,9 @@ pub struct MailerSettings {
     pub credentials: Option<(String, Secret)>,
     /// Timeout for the whole exchange.
     pub timeout: Duration,
+    /// Our OpenPGP key, when replies to a reporter who sent theirs are encrypted and
+    /// signed (`[pgp] encrypt_replies`).
+    pub pgp: Option<std::sync::Arc<crate::openpgp::Keys>>,
 }
 
 /// The header that marks mail we sent, so that classification recognises our own reply
@@ -75,6 +78,8 @@ pub struct Mailer {
     timeout: Duration,
     /// The SMTP password, only to make sure no message ever repeats it.
     password: Option<Secret>,
+    /// Our OpenPGP key, to encrypt and sign replies to reporters who sent theirs.
+    pgp: Option<std::sync::Arc<crate::openpgp::Keys>>,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -116,6 +121,7 @@ impl Mailer {
             server,
             timeout: settings.timeout,
             password: settings.credentials.as_ref().map(|(_, p)| p.clone()),
+            pgp: settings.pgp.clone(),
         })
     }
 
@@ -132,7 +138,7 @@ impl Mailer {
     /// Returns the exact bytes that were sent, for a copy in the `Sent` folder.
     pub async fn send(&self, message: &ReplyMessage) -> Result<Vec<u8>, SendError> {
         let recipient = printable(&message.to.email);
-        let email = build_message(message).map_err(|reason| SendError {
+        let email = build_message(message, self.pgp.as_deref()).map_err(|reason| SendError {
             recipient: recipient.clone(),
             message: reason,
             kind: FailureKind::Permanent,
@@ -278,7 +284,14 @@ fn tls_parameters(
 }
 
 /// Builds the RFC 5322 message; the error says why the reply cannot be sent at all.
-fn build_message(reply: &ReplyMessage) -> Result<lettre::Message, String> {
+/// The reply as lettre builds it: plain text, or, when the reply names the recipient's
+/// key and we have ours, RFC 3156 PGP/MIME (`multipart/encrypted`, the text encrypted to
+/// the recipient and to us, and signed). A key that cannot be used falls back to plain
+/// text, as for a reporter who sent none.
+fn build_message(
+    reply: &ReplyMessage,
+    pgp: Option<&crate::openpgp::Keys>,
+) -> Result<lettre::Message, String> {
     let to = mailbox(&reply.to, "recipient")?;
     let from = mailbox(&reply.from, "sender (smtp.from_address)")?;
     let own_id = clean_id(&reply.message_id).ok_or_else(|| {
@@ -294,8 +307,7 @@ fn build_message(reply: &ReplyMessage) -> Result<lettre::Message, String> {
         .subject(single_line(&reply.subject))
         .message_id(Some(format!("<{own_id}>")))
         .date_now()
-        .header(lettre::message::header::MIME_VERSION_1_0)
-        .header(ContentType::TEXT_PLAIN);
+        .header(lettre::message::header::MIME_VERSION_1_0);
     if let Some(id) = reply.in_reply_to.as_deref().and_then(clean_id) {
         builder = builder.in_reply_to(format!("<{id}>"));
     }
@@ -311,10 +323,38 @@ fn build_message(reply: &ReplyMessage) -> Result<lettre::Message, String> {
     builder = with_raw_header(builder, LOOP_HEADER, "reply");
     let envelope = lettre::address::Envelope::new(Some(from.email), vec![to.email])
         .map_err(|e| format!("cannot build the envelope: {e}"))?;
-    builder
-        .envelope(envelope)
-        .body(reply.body.replace('\0', ""))
-        .map_err(|e| format!("cannot build the reply: {e}"))
+    let builder = builder.envelope(envelope);
+    let body = reply.body.replace('\0', "");
+    let encrypted = match (pgp, reply.encrypt_to.as_deref()) {
+        (Some(keys), Some(theirs)) => {
+            crate::openpgp::parse_public_key(theirs.as_bytes()).and_then(|key| {
+                let inner = SinglePart::plain(body.clone()).formatted();
+                keys.encrypt_to(&inner, Some(&key)).ok()
+            })
+        }
+        _ => None,
+    };
+    match encrypted {
+        Some(armour) => {
+            let version = SinglePart::builder()
+                .header(ContentType::parse("application/pgp-encrypted").map_err(|e| e.to_string())?)
+                .body(String::from("Version: 1\r\n"));
+            let data = SinglePart::builder()
+                .header(
+                    ContentType::parse("application/octet-stream; name=\"encrypted.asc\"")
+                        .map_err(|e| e.to_string())?,
+                )
+                .header(ContentDisposition::inline_with_name("encrypted.asc"))
+                .body(armour);
+            builder.multipart(
+                MultiPart::encrypted("application/pgp-encrypted".to_owned())
+                    .singlepart(version)
+                    .singlepart(data),
+            )
+        }
+        None => builder.header(ContentType::TEXT_PLAIN).body(body),
+    }
+    .map_err(|e| format!("cannot build the reply: {e}"))
 }
 
 fn with_raw_header(builder: MessageBuilder, name: &'static str, value: &str) -> MessageBuilder {
@@ -370,6 +410,7 @@ mod tests {
             in_reply_to: Some("<orig@example.org>".into()),
             references: vec!["<a@x>".into(), "orig@example.org".into()],
             body: "Thanks.\nWe got it.\n".into(),
+            encrypt_to: None,
         }
     }
 
@@ -390,7 +431,7 @@ mod tests {
 
     #[test]
     fn a_reply_declares_its_mime_version() {
-        let lines = header_lines(&build_message(&reply()).unwrap());
+        let lines = header_lines(&build_message(&reply(), None).unwrap());
         assert!(lines.iter().any(|l| l == "MIME-Version: 1.0"), "{lines:#?}");
         assert!(
             lines
@@ -402,7 +443,7 @@ mod tests {
 
     #[test]
     fn line_breaks_in_a_subject_or_a_name_cannot_add_a_header() {
-        let message = build_message(&reply()).unwrap();
+        let message = build_message(&reply(), None).unwrap();
         let lines = header_lines(&message);
         assert!(
             !lines
@@ -420,7 +461,7 @@ mod tests {
 
     #[test]
     fn threading_and_auto_reply_headers_are_set() {
-        let lines = header_lines(&build_message(&reply()).unwrap());
+        let lines = header_lines(&build_message(&reply(), None).unwrap());
         for expected in [
             "Message-ID: <ack-123@example.org>",
             "In-Reply-To: <orig@example.org>",
@@ -443,7 +484,7 @@ mod tests {
 
     #[test]
     fn the_envelope_has_exactly_the_one_recipient() {
-        let message = build_message(&reply()).unwrap();
+        let message = build_message(&reply(), None).unwrap();
         let envelope = message.envelope();
         assert_eq!(envelope.to().len(), 1);
         assert_eq!(envelope.to()[0].to_string(), "reporter@example.org");
@@ -454,8 +495,46 @@ mod tests {
     fn an_unparseable_recipient_is_refused() {
         let mut bad = reply();
         bad.to.email = "not an address\r\nRCPT TO:<x@y>".into();
-        let err = build_message(&bad).unwrap_err();
+        let err = build_message(&bad, None).unwrap_err();
         assert!(err.contains("recipient"), "{err}");
         assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_reply_to_a_reporter_with_a_key_is_pgp_mime_they_can_decrypt() {
+        let file = |n: &str| {
+            std::fs::read_to_string(format!(
+                "{}/tests/fixtures/pgp/{n}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        };
+        let ours = crate::openpgp::Keys::from_armored(
+            &file("security.secret.asc"),
+            Some(&Secret::new("correct horse")),
+        )
+        .unwrap();
+        let mut message = reply();
+        message.body = "Thank you, we are looking into it.".into();
+        message.encrypt_to = Some(file("alice.public.asc"));
+        let bytes = build_message(&message, Some(&ours)).unwrap().formatted();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("multipart/encrypted"), "{text}");
+        assert!(
+            text.contains("protocol=\"application/pgp-encrypted\""),
+            "{text}"
+        );
+        assert!(!text.contains("looking into it"), "{text}");
+        let alice = crate::openpgp::Keys::from_armored(&file("alice.secret.asc"), None).unwrap();
+        let crate::openpgp::Opened::Decrypted { raw, .. } =
+            crate::openpgp::open(&bytes, &alice, 1 << 20)
+        else {
+            panic!("alice cannot open it");
+        };
+        assert!(String::from_utf8_lossy(&raw).contains("looking into it"));
+        // Without our key, or without theirs, the reply is plain as before.
+        message.encrypt_to = Some("not a key".into());
+        let plain = build_message(&message, Some(&ours)).unwrap().formatted();
+        assert!(String::from_utf8_lossy(&plain).contains("looking into it"));
     }
 }

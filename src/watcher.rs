@@ -349,6 +349,23 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
         }
     }
 
+    /// The key the report carried (for an encrypted notice), read again from the
+    /// spooled message through the same pure parse; `None` without `[pgp]` or a key.
+    async fn reporter_key(&self, entry: &Entry) -> Option<String> {
+        let keys = self.settings.pgp.clone()?;
+        let config = self.settings.config.clone();
+        let path = entry.spool_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let raw = std::fs::read(&path).ok()?;
+            crate::pipeline::parse(&config, Some(&keys), &raw)
+                .ok()?
+                .sender_key
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
     /// Sends one notice; false when it could not go out now.
     async fn send_notice(
         &self,
@@ -380,7 +397,10 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
             email: to,
         };
         let message = match self.templates.render(event, &ctx, &to, &self.settings.from) {
-            Ok(m) => m,
+            Ok(mut m) => {
+                m.encrypt_to = self.reporter_key(entry).await;
+                m
+            }
             Err(e) => {
                 error!(error = %e, "cannot render a notice; fix the template");
                 return Ok(false);

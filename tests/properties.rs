@@ -445,11 +445,13 @@ fn message() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-/// The fixtures as starting points for byte-level mutation.
+/// The fixtures (the encrypted ones too) as starting points for byte-level mutation.
 fn fixtures() -> Vec<Vec<u8>> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-    let mut out: Vec<Vec<u8>> = std::fs::read_dir(dir)
-        .expect("the fixtures directory exists")
+    let pgp = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pgp");
+    let mut out: Vec<Vec<u8>> = [dir, pgp]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).expect("the fixtures directory exists"))
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "eml"))
@@ -488,6 +490,52 @@ proptest! {
             }
         }
         let _ = pipeline().check(&raw);
+    }
+}
+
+/// Fixed, well-formed outer headers for the encryption property.
+const OUTER: &str = "From: Rita Reporter <rita@example.net>\r\nTo: security@palletsprojects.com\r\n\
+    Subject: report\r\nMessage-ID: <enc@example.net>\r\nMIME-Version: 1.0\r\n";
+
+/// `entity` encrypted to our key as RFC 3156 PGP/MIME under [`OUTER`].
+fn pgp_mime(entity: &[u8]) -> Vec<u8> {
+    static KEYS: OnceLock<advisory_bridge::openpgp::Keys> = OnceLock::new();
+    let armour = KEYS
+        .get_or_init(invariants::test_keys)
+        .encrypt_to(entity, None)
+        .expect("our key encrypts");
+    format!(
+        "{OUTER}Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; \
+         boundary=\"pgp\"\r\n\r\n--pgp\r\nContent-Type: application/pgp-encrypted\r\n\r\n\
+         Version: 1\r\n--pgp\r\nContent-Type: application/octet-stream\r\n\r\n{armour}\r\n--pgp--\r\n"
+    )
+    .into_bytes()
+}
+
+proptest! {
+    // Each case encrypts and decrypts with real keys: fewer cases.
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Decryption is transparent: an encrypted message reads exactly like the same
+    /// entity sent in the clear (text, attachments), and keeps every invariant.
+    #[test]
+    fn an_encrypted_message_reads_like_its_plaintext(body in part()) {
+        let mut entity = String::new();
+        render_part(&body, &mut entity, &mut 0);
+        let plain = format!("{OUTER}{entity}").into_bytes();
+        let Ok(clear) = pipeline().check(&plain) else {
+            return Ok(());
+        };
+        let encrypted = pipeline().check(&pgp_mime(entity.as_bytes()))
+            .expect("what parses in the clear parses encrypted");
+        let decrypted = matches!(
+            encrypted.report.encryption,
+            advisory_bridge::openpgp::Encryption::Decrypted { .. }
+        );
+        prop_assert!(decrypted, "not decrypted: {:?}", encrypted.report.encryption);
+        prop_assert_eq!(&encrypted.report.text, &clear.report.text);
+        prop_assert_eq!(&encrypted.report.attachments, &clear.report.attachments);
+        prop_assert_eq!(encrypted.classification, clear.classification);
     }
 }
 

@@ -56,6 +56,7 @@ impl Sink {
                 .as_ref()
                 .map(|a| (a.user.clone(), Secret::new(a.password.clone()))),
             timeout: Duration::from_secs(30),
+            pgp: None,
         }
     }
 
@@ -90,6 +91,7 @@ fn reply() -> ReplyMessage {
         in_reply_to: Some("report-1@example.net".into()),
         references: vec!["thread-0@example.net".into(), "report-1@example.net".into()],
         body: "Hello Alice,\n\nthank you \u{2014} we track this as GHSA-abcd-efgh-ijkl.\n".into(),
+        encrypt_to: None,
     }
 }
 
@@ -299,6 +301,7 @@ async fn an_unreachable_server_is_transient() {
         ca_file: None,
         credentials: None,
         timeout: Duration::from_secs(10),
+        pgp: None,
     })
     .unwrap();
     let error = mailer.send(&reply()).await.expect_err("nothing listens");

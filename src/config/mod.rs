@@ -595,6 +595,28 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
+/// `[pgp]`: our OpenPGP key, for encrypted reports and encrypted replies. Optional:
+/// without it, encrypted mail is filed as it arrives and replies go out plain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgpConfig {
+    /// Our armoured secret key (`gpg --armor --export-secret-keys`); a secret, found as
+    /// a systemd credential like the others. Required in `[pgp]`.
+    pub secret_key_file: PathBuf,
+    /// File holding the key's passphrase; default none (an unprotected key).
+    pub passphrase_file: Option<PathBuf>,
+    /// Environment variable holding the key's passphrase; default none.
+    pub passphrase_env: Option<String>,
+    /// Where reporters find our public key (the URL in `security.txt`'s `Encryption:`);
+    /// named in the reply to a message we could not decrypt. Default none: that reply
+    /// carries the key itself.
+    pub key_url: Option<String>,
+    /// Encrypt (and sign) replies and notices to a reporter whose message carries their
+    /// key (an `Autocrypt:` header or an attached public key). Default true.
+    #[serde(default = "default_true")]
+    pub encrypt_replies: bool,
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -640,6 +662,9 @@ pub struct Config {
     /// Mail to the maintainers.
     #[serde(default)]
     pub maintainers: MaintainersConfig,
+    /// Our OpenPGP key; none by default.
+    #[serde(default)]
+    pub pgp: Option<PgpConfig>,
     /// The repositories reports are routed to.
     #[serde(default, rename = "repository")]
     pub repositories: Vec<RepositoryConfig>,
@@ -858,6 +883,9 @@ impl Config {
                 fix(p);
             }
         }
+        if let Some(pgp) = &mut self.pgp {
+            fix(&mut pgp.secret_key_file);
+        }
         for p in [
             &mut self.imap.ca_file,
             &mut self.imap.password_file,
@@ -866,6 +894,10 @@ impl Config {
             &mut self.github.token_file,
             &mut self.github.private_key_file,
             &mut self.advisory.marker_key_file,
+            self.pgp
+                .as_mut()
+                .map(|p| &mut p.passphrase_file)
+                .unwrap_or(&mut None),
             &mut self.reply.template,
             &mut self.reply.followup_template,
             &mut self.notify.template_dir,
@@ -950,6 +982,15 @@ impl Config {
             &self.github.token_env,
             !app && !uncovered.is_empty(),
         )?;
+        if let Some(pgp) = &self.pgp {
+            check_secret(
+                self,
+                "pgp.passphrase_file",
+                &pgp.passphrase_file,
+                &pgp.passphrase_env,
+                false,
+            )?;
+        }
         if self.imap.username.trim().is_empty() {
             return Err(self.invalid("imap.username", "must not be empty"));
         }
@@ -1284,6 +1325,28 @@ impl Config {
         Err(self.invalid(key, "no secret configured"))
     }
 
+    /// Reads and unlocks our OpenPGP key, when `[pgp]` is set; fails naming the key
+    /// whose file or passphrase is wrong.
+    pub fn pgp_keys(&self) -> Result<Option<crate::openpgp::Keys>, ConfigError> {
+        let Some(pgp) = &self.pgp else {
+            return Ok(None);
+        };
+        let file = self.secret_path(&pgp.secret_key_file);
+        let armoured = std::fs::read_to_string(&file).map_err(|e| {
+            self.invalid(
+                "pgp.secret_key_file",
+                format!("cannot read the secret key {}: {e}", file.display()),
+            )
+        })?;
+        let passphrase = match (&pgp.passphrase_file, &pgp.passphrase_env) {
+            (None, None) => None,
+            (file, env) => Some(self.read_secret("pgp.passphrase_file", file, env)?),
+        };
+        crate::openpgp::Keys::from_armored(&armoured, passphrase.as_ref())
+            .map(Some)
+            .map_err(|e| self.invalid("pgp.secret_key_file", format!("{}: {e}", file.display())))
+    }
+
     /// The file of the key that authenticates advisory markers.
     pub fn marker_key_path(&self) -> PathBuf {
         match &self.advisory.marker_key_file {
@@ -1495,6 +1558,25 @@ name = "pallets/flask"
         let text = format!("{MINIMAL}\n[[repository]]\nname = \"pallets-eco/flask\"\n");
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("repository[1]"), "{err}");
+    }
+
+    #[test]
+    fn pgp_is_optional_and_its_passphrase_comes_from_one_place() {
+        assert!(parse(MINIMAL).unwrap().pgp.is_none());
+        let with = format!("{MINIMAL}\n[pgp]\nsecret_key_file = \"key.asc\"\n");
+        let c = parse(&with).unwrap();
+        let pgp = c.pgp.as_ref().unwrap();
+        assert!(pgp.encrypt_replies);
+        assert_eq!(pgp.key_url, None);
+        assert_eq!(
+            pgp.secret_key_file,
+            Path::new("/etc/advisory-bridge/key.asc")
+        );
+        let both = format!("{with}passphrase_file = \"p\"\npassphrase_env = \"P\"\n");
+        let err = parse(&both).unwrap_err().to_string();
+        assert!(err.contains("pgp.passphrase_file"), "{err}");
+        let err = c.pgp_keys().unwrap_err().to_string();
+        assert!(err.contains("pgp.secret_key_file"), "{err}");
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Resolved {
     pub claim_folder: String,
     /// The message limits for parsing.
     pub limits: Limits,
+    /// Our OpenPGP key, unlocked, when `[pgp]` is set.
+    pub pgp: Option<Arc<crate::openpgp::Keys>>,
 }
 
 impl Resolved {
@@ -52,6 +54,7 @@ impl Resolved {
             (Some(user), Some(pw)) => Some((user.clone(), pw)),
             _ => None,
         };
+        let pgp = config.pgp_keys()?.map(Arc::new);
         let smtp = MailerSettings {
             host: config.smtp.host.clone(),
             port: config.smtp.port(),
@@ -59,6 +62,9 @@ impl Resolved {
             ca_file: config.smtp.ca_file.clone(),
             credentials,
             timeout: Duration::from_secs(config.smtp.timeout_secs),
+            pgp: pgp
+                .clone()
+                .filter(|_| config.pgp.as_ref().is_some_and(|p| p.encrypt_replies)),
         };
         let github = GitHubSettings {
             api_url: config.github.api_url.clone(),
@@ -79,6 +85,7 @@ impl Resolved {
             github,
             instance,
             claim_folder,
+            pgp,
             config: Arc::new(config),
         })
     }

@@ -163,11 +163,13 @@ pub enum EngineError {
 
 /// Which reply a message gets.
 #[derive(Debug, Clone, Copy)]
-enum ReplyKind {
+enum ReplyKind<'a> {
     /// The acknowledgement of a new report.
-    Acknowledgement,
+    Acknowledgement(&'a AdvisoryRef),
     /// The short note answering a follow-up.
-    FollowUp,
+    FollowUp(&'a AdvisoryRef),
+    /// The note that an encrypted message could not be decrypted.
+    Unreadable,
 }
 
 /// A failure of an external step for one report.
@@ -327,22 +329,23 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         let received_at = received_at.unwrap_or(now);
         let spool_path = blocking(|| self.spool.store_message(&raw))?;
         let spool_path = spool_path.display().to_string();
-        let mut report = match pipeline::parse(&self.settings.config, &raw) {
-            Ok(r) => r,
-            Err(e) => {
-                let id = ReportId(hex::encode(Sha256::digest(&raw)));
-                self.record_seen(NewEntry {
-                    report_id: id.clone(),
-                    message_id: None,
-                    spool_path,
-                    sender: None,
-                    subject: None,
-                    content_hash: None,
-                })
-                .await?;
-                return Ok(self.quarantine(id, e.to_string()));
-            }
-        };
+        let mut report =
+            match pipeline::parse(&self.settings.config, self.settings.pgp.as_deref(), &raw) {
+                Ok(r) => r,
+                Err(e) => {
+                    let id = ReportId(hex::encode(Sha256::digest(&raw)));
+                    self.record_seen(NewEntry {
+                        report_id: id.clone(),
+                        message_id: None,
+                        spool_path,
+                        sender: None,
+                        subject: None,
+                        content_hash: None,
+                    })
+                    .await?;
+                    return Ok(self.quarantine(id, e.to_string()));
+                }
+            };
         drop(raw);
         // Identity is the Message-ID and what the message says: an exact copy is the
         // same report, a different message reusing a known id is a report of its own.
@@ -485,6 +488,9 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             }
             .into());
         }
+        if let crate::openpgp::Encryption::Unreadable { reason, .. } = &report.encryption {
+            return self.unreadable(report, &entry, &prepared, reason).await;
+        }
         let thread = match &entry.thread_of {
             Some(original) => self.journal.get(original).await?,
             None => match self.find_thread(report).await {
@@ -596,8 +602,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                     &entry,
                     &prepared.reply,
                     None,
-                    ReplyKind::Acknowledgement,
-                    &advisory,
+                    ReplyKind::Acknowledgement(&advisory),
                 )
                 .await?
             {
@@ -1030,8 +1035,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                     &entry,
                     &prepared.reply,
                     withheld,
-                    ReplyKind::FollowUp,
-                    &advisory,
+                    ReplyKind::FollowUp(&advisory),
                 )
                 .await?
             {
@@ -1111,8 +1115,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         entry: &Entry,
         decision: &ReplyDecision,
         withheld: Option<String>,
-        kind: ReplyKind,
-        advisory: &AdvisoryRef,
+        kind: ReplyKind<'_>,
     ) -> Flow<Option<Vec<u8>>> {
         let id = &report.report_id;
         let to = match decision {
@@ -1128,7 +1131,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         let to = match to {
             Ok(to) => to,
             Err(reason) => {
-                if matches!(kind, ReplyKind::Acknowledgement) {
+                if let ReplyKind::Acknowledgement(advisory) = kind {
                     // No reply to say so, but the reporter may still open the draft.
                     self.invite(report, advisory).await;
                 }
@@ -1146,7 +1149,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             return Ok(ControlFlow::Break(paused));
         }
         let rendered = match kind {
-            ReplyKind::Acknowledgement => {
+            ReplyKind::Acknowledgement(advisory) => {
                 let invited = self.invite(report, advisory).await;
                 render::reply_inviting(
                     report,
@@ -1158,7 +1161,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                     invited.as_deref(),
                 )
             }
-            ReplyKind::FollowUp => render::followup_reply(
+            ReplyKind::FollowUp(advisory) => render::followup_reply(
                 report,
                 to,
                 advisory,
@@ -1166,9 +1169,20 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 &self.settings.config.reply,
                 &self.templates,
             ),
+            ReplyKind::Unreadable => Ok(render::unreadable_reply(
+                report,
+                to,
+                &self.settings.from,
+                &self.settings.config.reply,
+                &self.where_our_key_is(),
+            )),
         };
         let message = match rendered {
-            Ok(m) => m,
+            Ok(mut m) => {
+                // Encrypted (and signed) to the reporter's own key when they sent one.
+                m.encrypt_to = report.sender_key.clone();
+                m
+            }
             Err(e) => {
                 let d = self.failed(entry, ReportFailure::Template(e)).await?;
                 return Ok(ControlFlow::Break(d));
@@ -1569,6 +1583,46 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 Ok(self.quarantine(id, reason))
             }
         }
+    }
+
+    /// An encrypted message our key cannot open: quarantined with the reason (no
+    /// advisory), and the reporter told, under the usual reply rules, that it could not
+    /// be read and where our key is. Never any of its content.
+    async fn unreadable(
+        &self,
+        report: &Report,
+        entry: &Entry,
+        prepared: &Prepared,
+        reason: &str,
+    ) -> Result<Disposition, EngineError> {
+        let mut copies = Vec::new();
+        if entry.reply == Reply::Pending {
+            match self
+                .acknowledge(report, entry, &prepared.reply, None, ReplyKind::Unreadable)
+                .await?
+            {
+                ControlFlow::Break(d) => return Ok(d),
+                ControlFlow::Continue(sent) => copies.extend(sent),
+            }
+        }
+        let mut d = self.quarantine(
+            report.report_id.clone(),
+            format!("an encrypted message that could not be read: {reason}"),
+        );
+        d.copies = copies;
+        Ok(d)
+    }
+
+    /// Where the "could not read" reply says our key is.
+    fn where_our_key_is(&self) -> String {
+        crate::openpgp::key_hint(
+            self.settings.pgp.as_deref(),
+            self.settings
+                .config
+                .pgp
+                .as_ref()
+                .and_then(|p| p.key_url.as_deref()),
+        )
     }
 
     fn quarantine(&self, id: ReportId, reason: String) -> Disposition {

@@ -485,7 +485,8 @@ impl Harness {
     }
 
     async fn entry(&self, raw: &[u8]) -> Entry {
-        let report = pipeline::parse(&self.settings.config, raw).unwrap();
+        let report =
+            pipeline::parse(&self.settings.config, self.settings.pgp.as_deref(), raw).unwrap();
         self.engine
             .journal()
             .get(&report.report_id)
@@ -1273,7 +1274,7 @@ async fn a_megabyte_subject_and_a_hundred_thousand_references_cost_little() {
     let d = h.handle(&raw).await;
     let took = started.elapsed();
     assert!(filed(&d), "{d:?}");
-    let report = pipeline::parse(&h.settings.config, &raw).unwrap();
+    let report = pipeline::parse(&h.settings.config, h.settings.pgp.as_deref(), &raw).unwrap();
     assert!(report.subject.len() <= mail::MAX_SUBJECT_BYTES);
     assert!(report.references.len() <= mail::MAX_REFERENCED_IDS);
     // Forged references to our ids: at most one listing per repository.
@@ -1601,4 +1602,158 @@ async fn an_authenticated_reporter_is_invited_to_the_draft_and_told_so() {
     assert!(filed(&d), "{d:?}");
     assert!(h.outbox.sent().is_empty());
     assert_eq!(h.github.advisories()[0].collaborators, ["ritar"]);
+}
+
+/// `[pgp]` with the test key of `tests/fixtures/pgp` (its passphrase in a file of `dir`),
+/// and the receiving server's authserv-id trusted.
+fn pgp_extra(dir: &Path) -> String {
+    let pass = dir.join("pgp-passphrase");
+    std::fs::write(&pass, "correct horse").unwrap();
+    format!(
+        "[authentication]\ntrusted_authserv_ids = [\"mx.palletsprojects.com\"]\n\
+         [pgp]\nsecret_key_file = \"{}/tests/fixtures/pgp/security.secret.asc\"\n\
+         passphrase_file = \"{}\"\nkey_url = \"https://palletsprojects.com/security.asc\"\n",
+        env!("CARGO_MANIFEST_DIR"),
+        pass.display()
+    )
+}
+
+fn pgp_harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = pgp_extra(dir.path());
+    Harness::in_dir(dir, &extra, MemoryGitHub::default())
+}
+
+fn pgp_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/pgp/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_message_is_quarantined_and_its_sender_told_once() {
+    let h = pgp_harness();
+    let raw = pgp_fixture("wrong-key.eml");
+    let d = h.handle(&raw).await;
+    match &d.action {
+        Action::File {
+            folder: Folder::Quarantine,
+            state: State::Quarantined,
+            reason: Some(reason),
+            ..
+        } => assert!(reason.contains("not encrypted to our key"), "{reason}"),
+        other => panic!("expected quarantine, got {other:?}"),
+    }
+    assert!(h.github.advisories().is_empty(), "no advisory");
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].body.contains("nobody has read it"),
+        "{}",
+        sent[0].body
+    );
+    assert!(
+        sent[0]
+            .body
+            .contains("https://palletsprojects.com/security.asc")
+    );
+    assert!(
+        !sent[0].subject.contains('['),
+        "no GHSA tag: {}",
+        sent[0].subject
+    );
+    assert_eq!(d.copies.len(), 1, "the note goes to the sent folder");
+    assert_eq!(h.entry(&raw).await.reply, Reply::Sent);
+    // A copy arriving again is filed with the original: no second note.
+    h.handle(&raw).await;
+    assert_eq!(h.outbox.sent().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_message_from_a_forged_sender_gets_no_reply() {
+    let h = pgp_harness();
+    let raw = String::from_utf8(pgp_fixture("wrong-key.eml"))
+        .unwrap()
+        .replace("dmarc=pass", "dmarc=fail");
+    let d = h.handle(raw.as_bytes()).await;
+    assert!(
+        matches!(
+            d.action,
+            Action::File {
+                folder: Folder::Quarantine,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert!(h.outbox.sent().is_empty(), "DMARC failed: no reply");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_note_that_fails_to_send_is_retried_then_quarantined() {
+    let h = pgp_harness();
+    let raw = pgp_fixture("wrong-key.eml");
+    h.outbox.fail(FailureKind::TRANSIENT, "451 try later");
+    let d = h.handle(&raw).await;
+    assert!(matches!(d.action, Action::Retry { .. }), "{d:?}");
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let d = h.handle(&raw).await;
+    assert!(
+        matches!(
+            d.action,
+            Action::File {
+                folder: Folder::Quarantine,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert_eq!(h.outbox.sent().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_decrypted_report_is_filed_and_its_reply_is_encrypted_to_the_reporter() {
+    let h = pgp_harness();
+    let raw = pgp_fixture("exchange-mixed-up.eml");
+    let d = h.handle(&raw).await;
+    assert!(filed(&d), "{d:?}");
+    let advisories = h.github.advisories();
+    assert_eq!(advisories.len(), 1);
+    assert!(
+        advisories[0]
+            .description
+            .contains("encrypted (PGP/MIME); signed, verified with key"),
+        "{}",
+        advisories[0].description
+    );
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0]
+            .encrypt_to
+            .as_deref()
+            .is_some_and(|k| k.contains("BEGIN PGP PUBLIC KEY BLOCK")),
+        "the reply goes encrypted to the key the report carried"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notice_to_a_reporter_who_sent_a_key_is_encrypted_too() {
+    let h = pgp_harness();
+    assert!(filed(&h.handle(&pgp_fixture("pgp-mime-signed.eml")).await));
+    let ghsa = h.github.advisories()[0].ghsa_id.clone();
+    let (watcher, _rx) = h.watcher();
+    tokio::time::advance(Duration::from_secs(60)).await;
+    h.github
+        .set_state(&ghsa, AdvisoryState::Published, None, h.clock.now());
+    watcher.look().await.unwrap();
+    let sent = h.outbox.sent();
+    assert_eq!(sent.len(), 2, "the acknowledgement and the notice");
+    assert!(sent[1].message_id.contains(".published@"));
+    assert!(
+        sent[1].encrypt_to.is_some(),
+        "the key is read again from the spooled report"
+    );
 }

@@ -171,6 +171,11 @@ pub struct Report {
     pub attachments: Vec<Attachment>,
     /// Size of the raw message in bytes.
     pub raw_size: usize,
+    /// Whether it came encrypted (set by `pipeline::parse` when `[pgp]` is configured).
+    pub encryption: crate::openpgp::Encryption,
+    /// The sender's public key, armoured, when the message carries one (an `Autocrypt:`
+    /// header or an attached key) and `[pgp]` is configured: replies are encrypted to it.
+    pub sender_key: Option<String>,
 }
 
 /// Parses raw RFC 5322 bytes into a [`Report`], enforcing `limits`.
@@ -262,6 +267,8 @@ pub fn parse(raw: &[u8], limits: &Limits) -> Result<Report, ParseError> {
         text_from_html,
         attachments,
         raw_size: raw.len(),
+        encryption: Default::default(),
+        sender_key: None,
     })
 }
 

@@ -335,6 +335,7 @@ fn metadata_table(
         ("Report reference", inline_code(&short_id)),
         ("Received", received),
         ("Sender authentication", authentication(report)),
+        ("Encryption", encryption(report)),
         ("Routed here because", route_reason(&ctx.route.reason)),
     ];
     if let Some(d) = ctx.duplicate {
@@ -352,6 +353,9 @@ fn metadata_table(
     rows.push(("Triage signals", signal_cell(signals)));
     if report.subject.is_empty() {
         rows.retain(|(k, _)| *k != "Subject");
+    }
+    if report.encryption == crate::openpgp::Encryption::Plain {
+        rows.retain(|(k, _)| *k != "Encryption");
     }
     let mut table = String::from("| | |\n| --- | --- |\n");
     for (key, value) in rows {
@@ -390,6 +394,20 @@ fn signal_cell(s: &crate::triage::Signals) -> String {
         found(&s.file, "file"),
     ]
     .join(" · ")
+}
+
+/// How the report was encrypted and what its signature says (fingerprints are hex).
+fn encryption(report: &Report) -> String {
+    use crate::openpgp::Encryption;
+    match &report.encryption {
+        Encryption::Plain => "none".to_owned(),
+        Encryption::Decrypted { format, signature } => {
+            format!("encrypted ({format}); {signature}")
+        }
+        Encryption::Unreadable { format, .. } => {
+            format!("encrypted ({format}); could not be decrypted")
+        }
+    }
 }
 
 /// The verdicts of the topmost `Authentication-Results` (the one our receiving server

@@ -44,7 +44,13 @@ pub struct DraftNote<'a> {
 pub fn new_draft(note: &DraftNote<'_>, to: &Address, from: &Address) -> ReplyMessage {
     let r = note.report;
     let a = note.advisory;
-    let summary = cut(&single_line(&note.draft.summary), SUBJECT_SUMMARY_CHARS);
+    // This mail goes out in the clear: nothing decrypted goes into it.
+    let encrypted = r.encryption != crate::openpgp::Encryption::Plain;
+    let summary = if encrypted {
+        "(an encrypted report: its summary is in the advisory)".to_owned()
+    } else {
+        cut(&single_line(&note.draft.summary), SUBJECT_SUMMARY_CHARS)
+    };
     let reporter = match &r.from {
         Some(Address {
             name: Some(name),
@@ -124,7 +130,11 @@ pub fn new_draft(note: &DraftNote<'_>, to: &Address, from: &Address) -> ReplyMes
             ));
         }
     }
-    if note.include_report {
+    if encrypted {
+        body.push_str(
+            "\nThe report came encrypted: its text is in the advisory only, never in this mail.\n",
+        );
+    } else if note.include_report {
         body.push_str("\nThe report as received (its text, also in the advisory):\n\n");
         for line in r.text.lines() {
             body.push_str("  ");
@@ -153,6 +163,7 @@ pub fn new_draft(note: &DraftNote<'_>, to: &Address, from: &Address) -> ReplyMes
         in_reply_to: None,
         references: Vec::new(),
         body,
+        encrypt_to: None,
     }
 }
 
@@ -206,6 +217,7 @@ pub fn digest(
         in_reply_to: None,
         references: Vec::new(),
         body,
+        encrypt_to: None,
     }
 }
 
@@ -282,5 +294,17 @@ mod tests {
         note.include_report = true;
         let m = new_draft(&note, &to, &us());
         assert!(m.body.contains("escape() does not escape"), "{}", m.body);
+
+        // A decrypted report's text and summary never go into this plain mail.
+        let mut encrypted = report.clone();
+        encrypted.encryption = crate::openpgp::Encryption::Decrypted {
+            format: crate::openpgp::Format::PgpMime,
+            signature: crate::openpgp::Signature::Unsigned,
+        };
+        note.report = &encrypted;
+        let m = new_draft(&note, &to, &us());
+        assert!(!m.body.contains("escape() does not escape"), "{}", m.body);
+        assert!(!m.subject.contains("XSS"), "{}", m.subject);
+        assert!(m.body.contains("came encrypted"), "{}", m.body);
     }
 }

@@ -21,7 +21,7 @@ pub use self::followup::{FollowupContext, FollowupRender, append_followup};
 pub use self::marker::{MarkerKey, MarkerQuery};
 pub use self::outgoing::{
     AdvisoryRef, ReplyMessage, TemplateError, Templates, followup_reply, header_safe_id, reply,
-    reply_inviting,
+    reply_inviting, unreadable_reply,
 };
 
 #[cfg(test)]

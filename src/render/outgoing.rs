@@ -37,6 +37,9 @@ pub struct ReplyMessage {
     pub references: Vec<String>,
     /// Plain-text body.
     pub body: String,
+    /// The recipient's armoured OpenPGP key: when set (and `[pgp]` is), the message
+    /// goes out encrypted to it and to us, and signed.
+    pub encrypt_to: Option<String>,
 }
 
 /// Why the reply template could not be rendered.
@@ -302,6 +305,48 @@ fn reply_with(
     }))
 }
 
+/// Renders the note to a reporter whose encrypted message our key could not open: that
+/// nobody could read it, nothing was filed, and `where_our_key_is` (the `[pgp] key_url`
+/// or the key itself). Threaded like [`reply`]; says nothing of what the message said.
+pub fn unreadable_reply(
+    report: &Report,
+    to: &Address,
+    from: &Address,
+    settings: &ReplyConfig,
+    where_our_key_is: &str,
+) -> ReplyMessage {
+    let name = to
+        .name
+        .as_deref()
+        .map(single_line)
+        .filter(|n| !n.is_empty())
+        .map_or_else(|| "Hello,".to_owned(), |n| format!("Hello {n},"));
+    let mut body = format!(
+        "{name}\n\nthank you for your message to {address}. It was encrypted, but not \
+         in a way we can decrypt (it may be encrypted to another key, or damaged on the \
+         way), so nobody has read it and nothing was filed.\n\n\
+         Please send it again, encrypted to our current OpenPGP key.",
+        address = single_line(&from.email),
+    );
+    if !where_our_key_is.is_empty() {
+        body.push_str(&format!(" {where_our_key_is}"));
+    }
+    body.push_str(&format!(
+        "\n\nOur security policy: {}\n\nThis is an automated message.\n",
+        settings.policy_url
+    ));
+    compose(Outgoing {
+        to,
+        from,
+        subject: &report.subject,
+        ghsa: "",
+        message_id: message_id::make(&report.report_id, Kind::Reply, from),
+        in_reply_to: report.message_id.as_deref(),
+        references: &report.references,
+        body,
+    })
+}
+
 /// What one outgoing message says and answers, before the shared rules are applied.
 pub(crate) struct Outgoing<'a> {
     /// Recipient.
@@ -349,11 +394,16 @@ pub(crate) fn compose(o: Outgoing<'_>) -> ReplyMessage {
     ReplyMessage {
         to: safe_address(o.to),
         from: safe_address(o.from),
-        subject: format!("Re: {subject_text} [{}]", o.ghsa),
+        subject: if o.ghsa.is_empty() {
+            format!("Re: {subject_text}")
+        } else {
+            format!("Re: {subject_text} [{}]", o.ghsa)
+        },
         message_id: o.message_id,
         in_reply_to,
         references,
         body: o.body,
+        encrypt_to: None,
     }
 }
 

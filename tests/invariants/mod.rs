@@ -8,9 +8,10 @@
 #![allow(dead_code)]
 
 use advisory_bridge::classify::{self, Classification, ReplyDecision};
-use advisory_bridge::config::Config;
+use advisory_bridge::config::{Config, Secret};
 use advisory_bridge::mail::clean::is_bidi_control;
 use advisory_bridge::mail::{self, Address, Limits, ParseError, Report};
+use advisory_bridge::openpgp::{Encryption, Keys};
 use advisory_bridge::pipeline::{self, Prepared};
 use advisory_bridge::render::markdown::{self, github_len};
 use advisory_bridge::render::{
@@ -63,6 +64,18 @@ pub struct Pipeline {
     /// Reporter addresses hidden (the default) and shown.
     configs: [Config; 2],
     templates: Templates,
+    /// Our OpenPGP key (the test key of `tests/fixtures/pgp`), so encrypted messages go
+    /// through the decrypting path the daemon takes with `[pgp]`.
+    keys: Keys,
+}
+
+/// The test key of `tests/fixtures/pgp`, as the daemon's `[pgp]` key.
+pub fn test_keys() -> Keys {
+    Keys::from_armored(
+        include_str!("../fixtures/pgp/security.secret.asc"),
+        Some(&Secret::new("correct horse")),
+    )
+    .expect("the test key unlocks")
 }
 
 /// The fixtures' repositories and mailbox as a config file, with `limits`.
@@ -138,6 +151,7 @@ impl Pipeline {
             limits,
             configs,
             templates,
+            keys: test_keys(),
         }
     }
 
@@ -148,7 +162,7 @@ impl Pipeline {
         // Alternate the privacy setting so both shapes of the sender cell are checked.
         let config = &self.configs[usize::from(raw.len().is_multiple_of(2))];
         let settings = &config.advisory;
-        let report = pipeline::parse(config, raw)?;
+        let report = pipeline::parse(config, Some(&self.keys), raw)?;
         check_report(&report, &self.limits);
         check_triage(&report);
         let Prepared {
@@ -282,6 +296,16 @@ fn check_report(report: &Report, limits: &Limits) {
         report.attachments.len()
     );
     assert_eq!(report.report_id.0.len(), 64, "report id is a SHA-256");
+    if let Encryption::Unreadable { reason, .. } = &report.encryption {
+        assert!(
+            report.text.is_empty() && report.attachments.is_empty(),
+            "an unreadable message keeps nothing it said"
+        );
+        assert!(
+            !reason.contains(['\r', '\n']),
+            "reason is one line: {reason:?}"
+        );
+    }
 }
 
 /// The triage shield on any report: a fingerprint equals itself and survives the
