@@ -1539,22 +1539,26 @@ fn authenticated_report(id: &str, verdict: &str, body: &str) -> Vec<u8> {
     format!("{}\r\n{body}\r\n", raw.trim_end()).into_bytes()
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_authenticated_reporter_is_invited_to_the_draft_and_told_so() {
-    let h = Harness::new(INVITE);
+/// Makes `ritar` a GitHub user and handles an authenticated report stating that login.
+async fn invite_ritar(h: &Harness, id: &str) -> Disposition {
     h.github
         .0
         .lock()
         .unwrap()
         .users
         .push(("ritar".to_owned(), "User"));
-    let d = h
-        .handle(&authenticated_report(
-            "i1@example.net",
-            "dmarc=pass header.from=example.net",
-            "@ritar on GitHub",
-        ))
-        .await;
+    h.handle(&authenticated_report(
+        id,
+        "dmarc=pass header.from=example.net",
+        "@ritar on GitHub",
+    ))
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_authenticated_reporter_is_invited_to_the_draft_and_told_so() {
+    let h = Harness::new(INVITE);
+    let d = invite_ritar(&h, "i1@example.net").await;
     assert!(filed(&d), "{d:?}");
     assert_eq!(h.github.advisories()[0].collaborators, ["ritar"]);
     let ack = &h.outbox.sent()[0];
@@ -1586,19 +1590,7 @@ async fn an_authenticated_reporter_is_invited_to_the_draft_and_told_so() {
 
     // With replies off, an authenticated reporter is still invited.
     let h = Harness::new(&format!("{INVITE}[reply]\nenabled = false\n"));
-    h.github
-        .0
-        .lock()
-        .unwrap()
-        .users
-        .push(("ritar".to_owned(), "User"));
-    let d = h
-        .handle(&authenticated_report(
-            "i3@example.net",
-            "dmarc=pass header.from=example.net",
-            "@ritar on GitHub",
-        ))
-        .await;
+    let d = invite_ritar(&h, "i3@example.net").await;
     assert!(filed(&d), "{d:?}");
     assert!(h.outbox.sent().is_empty());
     assert_eq!(h.github.advisories()[0].collaborators, ["ritar"]);
