@@ -8,6 +8,7 @@ mod support;
 
 mod attachments;
 mod conversation;
+mod dev_stack;
 mod encrypted;
 mod faults;
 mod fuzz_regressions;
