@@ -387,19 +387,29 @@ impl GitHub {
         ghsa_id: &str,
         description: &str,
     ) -> Result<(), GitHubError> {
+        let body = UpdateRepositoryAdvisory {
+            description: Some(description.to_owned()),
+            ..UpdateRepositoryAdvisory::default()
+        };
+        self.update(repository, ghsa_id, &body).await
+    }
+
+    /// Sends one paced `PATCH` of an advisory.
+    async fn update(
+        &self,
+        repository: &str,
+        ghsa_id: &str,
+        body: &UpdateRepositoryAdvisory,
+    ) -> Result<(), GitHubError> {
         const OPERATION: &str = "update advisory";
         let (owner, name) = split_repository(OPERATION, repository)?;
         let crab = self.client(OPERATION, repository).await?;
         let repos = crab.repos(owner, name);
         self.pacer.wait_turn().await;
-        let body = UpdateRepositoryAdvisory {
-            description: Some(description.to_owned()),
-            ..UpdateRepositoryAdvisory::default()
-        };
         self.call(
             OPERATION,
             repository,
-            repos.security_advisories().update(ghsa_id, &body),
+            repos.security_advisories().update(ghsa_id, body),
         )
         .await?;
         Ok(())
@@ -434,19 +444,11 @@ impl GitHub {
             return Ok(());
         }
         users.push(login.to_owned());
-        self.pacer.wait_turn().await;
         let body = UpdateRepositoryAdvisory {
             collaborating_users: Some(users),
             ..UpdateRepositoryAdvisory::default()
         };
-        let repos = crab.repos(owner, name);
-        self.call(
-            OPERATION,
-            repository,
-            repos.security_advisories().update(ghsa_id, &body),
-        )
-        .await?;
-        Ok(())
+        self.update(repository, ghsa_id, &body).await
     }
 
     /// Creates a draft advisory.
@@ -875,8 +877,8 @@ pub fn create_body(draft: &AdvisoryDraft) -> CreateRepositoryAdvisory {
                 ..CreateVulnerability::default()
             })
             .collect(),
-        cvss_vector_string: draft.cvss_vector.clone(),
-        cwe_ids: (!draft.cwe_ids.is_empty()).then(|| draft.cwe_ids.clone()),
+        cvss_vector_string: draft.signals.cvss.clone().and_then(Result::ok),
+        cwe_ids: (!draft.signals.cwe_ids.is_empty()).then(|| draft.signals.cwe_ids.clone()),
         credits: (!draft.credits.is_empty()).then(|| {
             draft
                 .credits

@@ -69,8 +69,7 @@ fn draft(repository: &str, summary: &str, report: &str) -> AdvisoryDraft {
         credits: Vec::new(),
         collaborators: Vec::new(),
         upload: None,
-        cvss_vector: None,
-        cwe_ids: Vec::new(),
+        signals: Default::default(),
     }
 }
 

@@ -565,7 +565,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 {
                     Ok(a) => {
                         let (rid, a2, at) = (id.clone(), a.clone(), self.clock.now());
-                        let signals = crate::triage::signals(report).summary();
+                        let signals = prepared.draft.signals.summary();
                         let (f, dup) = (
                             fingerprint.clone(),
                             duplicate

@@ -133,11 +133,10 @@ pub struct AdvisoryDraft {
     /// The attachments to commit before the draft is created (its description links
     /// to them), when `[attachments]` names a repository for this owner.
     pub upload: Option<AttachmentUpload>,
-    /// A valid CVSS 3.x or 4.0 vector the report gives, prefilled (GitHub then computes
-    /// the severity; it takes a vector or a severity, never both).
-    pub cvss_vector: Option<String>,
-    /// CWE ids the report names, prefilled.
-    pub cwe_ids: Vec<String>,
+    /// What the report shows that helps triage it: its valid CVSS vector and CWE ids
+    /// are prefilled (GitHub then computes the severity; it takes a vector or a
+    /// severity, never both), the rest is shown to maintainers.
+    pub signals: crate::triage::Signals,
 }
 
 /// Everything the advisory renderer needs besides the report.
@@ -173,7 +172,7 @@ stay private.\n";
 ///
 /// The description has, in order: the note that it becomes public, a metadata table
 /// (reporter, date, reference, how it was received, sender authentication, why this
-/// repository), the report text in a neutralised block, the attachments (small textual
+/// repository), the report text as safe Markdown ([`super::body`]), the attachments (small textual
 /// ones shown, all listed with size and SHA-256), and the hidden marker once at the
 /// very end. See [`markdown`] for why the neutralisation is safe. When everything would
 /// not fit GitHub's limit, the report text is cut with a note and kept in full as a
@@ -267,8 +266,7 @@ pub fn advisory(report: &Report, ctx: &AdvisoryContext<'_>) -> AdvisoryDraft {
         stored_attachments: stored,
         credits: Vec::new(),
         collaborators: Vec::new(),
-        cvss_vector: signals.cvss.clone().and_then(Result::ok),
-        cwe_ids: signals.cwe_ids.clone(),
+        signals,
     }
 }
 

@@ -92,7 +92,7 @@ pub fn new_draft(note: &DraftNote<'_>, to: &Address, from: &Address) -> ReplyMes
             single_line(&d.url)
         ));
     }
-    let signals = crate::triage::signals(r);
+    let signals = &note.draft.signals;
     body.push_str(&format!(
         "Signals:         {}\n",
         match signals.summary().as_str() {
@@ -262,8 +262,7 @@ mod tests {
             credits: Vec::new(),
             collaborators: Vec::new(),
             upload: None,
-            cvss_vector: None,
-            cwe_ids: Vec::new(),
+            signals: Default::default(),
         };
         let verdict = Verdict::Unknown;
         let mut note = DraftNote {
