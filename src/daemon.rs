@@ -121,6 +121,7 @@ impl From<MailboxError> for SessionError {
         match e {
             MailboxError::Imap(e) => SessionError::Imap(e),
             MailboxError::Journal(e) => SessionError::Fatal(e.into()),
+            MailboxError::Spool(e) => SessionError::Fatal(e.into()),
         }
     }
 }
@@ -349,14 +350,15 @@ impl Daemon {
                 "idle; {} message(s) waiting for a retry",
                 pass.deferred
             ));
+            if inbox.exists > pass.others {
+                // Mail arrived while we worked in the claim folder, or more of a backlog
+                // waits than one pass claims.
+                continue;
+            }
             if mode == Mode::Once {
                 return Ok(Summary {
                     deferred: pass.deferred,
                 });
-            }
-            if inbox.exists > pass.others {
-                // Mail arrived while we worked in the claim folder.
-                continue;
             }
             loop {
                 feed_watchdog();
@@ -431,6 +433,7 @@ impl Daemon {
         for uid in uids {
             if *shutdown.borrow() {
                 pass.stopped = true;
+                mailbox.flush_moves().await?;
                 return Ok(pass);
             }
             feed_watchdog();
@@ -441,6 +444,7 @@ impl Daemon {
             match step {
                 None => {
                     pass.stopped = true;
+                    mailbox.flush_moves().await?;
                     return Ok(pass);
                 }
                 Some(None) => {}
@@ -450,6 +454,8 @@ impl Daemon {
                 }
             }
         }
+        // Before anything selects another folder: the queued UIDs are the claim folder's.
+        mailbox.flush_moves().await?;
         if let Some(at) = mailbox.end_pass().await {
             pass.next_due = Some(pass.next_due.map_or(at, |n| n.min(at)));
         }

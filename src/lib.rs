@@ -5,7 +5,7 @@
 //! `mailbox` (claim, fetch) -> `engine` (spool, `pipeline`: parse, classify, route,
 //! render; GitHub; reply) -> `mailbox::Mailbox::settle` (journal, then file away), with
 //! `journal` recording every step, `watcher` sending notices on its own, and `daemon`
-//! supervising. Only `source`, `spool`, `github`, `reply` and `journal` touch the
+//! supervising. Only `source`, `spool`, `github`, `reply` (through `smtp`) and `journal` touch the
 //! outside world; `pipeline` and the stages it calls are pure functions.
 
 #![warn(missing_docs)]
@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod render;
 pub mod reply;
 pub mod route;
+pub mod smtp;
 pub mod source;
 pub mod spool;
 pub mod thread;

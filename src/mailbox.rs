@@ -25,6 +25,11 @@ pub const REFUSAL_SCOPE: &str = "IMAP";
 /// `advisory-bridge status`; empty once a pass saw none.
 pub const REFUSAL_META_KEY: &str = "imap_refusal";
 
+/// The most messages one pass claims, and the size of one claim or filing command: small
+/// enough that the first report of a large backlog is handled within a second, large
+/// enough that commands per message stay near one.
+pub const CLAIM_BATCH: usize = 64;
+
 /// Claim keywords are this plus the instance name (see `ImapSource::claim`).
 const CLAIM_KEYWORD_PREFIX: &str = "$AdvisoryBridgeClaim_";
 
@@ -40,6 +45,9 @@ pub enum MailboxError {
     /// The journal cannot be written: the daemon must stop.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The state directory cannot be made durable: the daemon must stop.
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 /// What [`Mailbox::fetch`] found for a UID.
@@ -70,6 +78,14 @@ pub struct Mailbox {
     refusals: u32,
     /// A refusal is noted in the journal for `status` and not yet cleared.
     refusal_noted: bool,
+    /// Settled messages waiting for their move: claim-folder UID, target folder, verdict.
+    moves: Vec<(u32, String, Action)>,
+    /// The claim folder's UIDs as the current pass listed them, for fetching sizes ahead.
+    listed: Vec<u32>,
+    /// Sizes fetched ahead for this pass, and the UIDs already asked about (a UID asked
+    /// about without a size is gone).
+    sizes: HashMap<u32, u32>,
+    asked: std::collections::HashSet<u32>,
 }
 
 /// What the mailbox remembers across sessions.
@@ -133,12 +149,19 @@ impl Mailbox {
             claim_folder,
             sent_folder,
             junk_folder,
+            moves: Vec::new(),
+            listed: Vec::new(),
+            sizes: HashMap::new(),
+            asked: std::collections::HashSet::new(),
             refusals: 0,
             // A note left by an earlier session or run is cleared by the first clean pass.
             refusal_noted: true,
         };
         match mailbox.other_claim_folders().await {
-            Ok(others) => mailbox.say_how_claims_work(others),
+            Ok(others) => {
+                mailbox.metrics.set_other_instances(others);
+                mailbox.say_how_claims_work(others);
+            }
             Err(e) => warn!(error = %e, "cannot look at other instances' claim folders"),
         }
         Ok((mailbox, state))
@@ -271,37 +294,68 @@ impl Mailbox {
         Some(Utc::now() + delay)
     }
 
-    /// Claims the watched mailbox's new mail into this instance's folder, one message at
-    /// a time, while `go_on` says so. A message another instance claimed first is simply
-    /// theirs; a crash after the move leaves the message in our folder, where the next
-    /// start finds it. A claim the server refuses (`NO`/`BAD`) is reported (see
-    /// [`Mailbox::refused`]), never read as another instance's. Returns how many messages
-    /// stay in the inbox: other instances' and refused ones.
+    /// Claims up to [`CLAIM_BATCH`] of the watched mailbox's new mail into this
+    /// instance's folder, while `go_on` says so: in batches of that size (flags, one
+    /// conditional store, flags again, one move: four commands per batch), so the first
+    /// messages of a large backlog are handled at once and the rest are claimed between
+    /// passes. A message another instance claimed first is simply theirs; a crash after
+    /// the move leaves the message in our folder, where the next start finds it. A batch
+    /// the server refuses (`NO`/`BAD`) is claimed again one message at a time, so the
+    /// refusal ([`Mailbox::refused`]) names the message, never read as another
+    /// instance's. Returns how many of the messages it looked at stay in the inbox
+    /// (other instances' and refused ones); the caller passes again while the inbox
+    /// holds more than that.
     pub async fn claim_new(&mut self, go_on: impl Fn() -> bool) -> Result<u32, ImapError> {
         let new = self.imap.list_uids().await?;
         let keyword = format!("{CLAIM_KEYWORD_PREFIX}{}", self.settings.instance);
         let claim = self.claim_folder.clone();
         let mut others = 0u32;
-        for &uid in &new {
-            if !go_on() {
+        let mut claimed = 0usize;
+        for batch in new.chunks(CLAIM_BATCH) {
+            if !go_on() || claimed >= CLAIM_BATCH {
                 break;
             }
+            let ours = match self
+                .imap
+                .claim_all(batch, CLAIM_KEYWORD_PREFIX, &keyword)
+                .await
+            {
+                Ok(ours) => ours,
+                Err(e) if self.imap.is_connected() => {
+                    debug!(error = %e, "a batch claim was refused; claiming one message at a time");
+                    self.claim_one_by_one(batch, &keyword).await?
+                }
+                Err(e) => return Err(e),
+            };
+            others += u32::try_from(batch.len() - ours.len()).unwrap_or(u32::MAX);
             // A failed move still ends the session as before: the reconnect recreates a
             // claim folder someone deleted.
-            match self.imap.claim(uid, CLAIM_KEYWORD_PREFIX, &keyword).await {
-                Ok(true) => self.imap.move_to(uid, &claim).await?,
-                Ok(false) => others += 1,
-                Err(e) if self.imap.is_connected() => {
-                    self.refused(uid, "claim", &e).await;
-                    others += 1;
-                }
+            self.imap.move_all(&ours, &claim).await?;
+            claimed += ours.len();
+        }
+        if claimed > 0 {
+            debug!(count = claimed, folder = %claim, "claimed new mail");
+        }
+        Ok(others)
+    }
+
+    /// Claims `uids` one at a time (after the server refused them as a batch); the
+    /// refused ones are reported and stay. Returns the UIDs that are ours.
+    async fn claim_one_by_one(
+        &mut self,
+        uids: &[u32],
+        keyword: &str,
+    ) -> Result<Vec<u32>, ImapError> {
+        let mut ours = Vec::new();
+        for &uid in uids {
+            match self.imap.claim(uid, CLAIM_KEYWORD_PREFIX, keyword).await {
+                Ok(true) => ours.push(uid),
+                Ok(false) => {}
+                Err(e) if self.imap.is_connected() => self.refused(uid, "claim", &e).await,
                 Err(e) => return Err(e),
             }
         }
-        if !new.is_empty() {
-            debug!(count = new.len(), folder = %claim, "claimed new mail");
-        }
-        Ok(others)
+        Ok(ours)
     }
 
     /// Selects the claim folder and lists its messages. A change of UIDVALIDITY voids
@@ -332,6 +386,9 @@ impl Mailbox {
         }
         let oldest = since.values().min().map_or(0, |t| (now - *t).num_seconds());
         self.metrics.waiting(uids.len(), oldest);
+        self.listed = uids.clone();
+        self.sizes.clear();
+        self.asked.clear();
         Ok(uids)
     }
 
@@ -347,7 +404,14 @@ impl Mailbox {
             return Ok(Fetched::Deferred(until));
         }
         let max = self.settings.limits.max_message_bytes;
-        let outcome = match self.imap.fetch(uid, max).await {
+        let outcome = match self.fetch_ahead(uid, now).await {
+            Ok(Some(size)) => self.imap.fetch_sized(uid, size, max).await,
+            Ok(None) => Ok(FetchOutcome::Gone),
+            // The batch was refused: ask for this message alone, so a refusal names it.
+            Err(_) if self.imap.is_connected() => self.imap.fetch(uid, max).await,
+            Err(e) => Err(e),
+        };
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(e) if self.imap.is_connected() => {
                 // A NO to the fetch is not "gone": the message stays and is tried again.
@@ -379,9 +443,46 @@ impl Mailbox {
         })
     }
 
+    /// The size of `uid`, fetched with those of the next [`CLAIM_BATCH`] listed messages
+    /// not waiting for a retry (one command for the lot); `None` when it is gone.
+    async fn fetch_ahead(
+        &mut self,
+        uid: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<u32>, ImapError> {
+        if !self.asked.contains(&uid) {
+            let from = self
+                .listed
+                .iter()
+                .position(|&u| u == uid)
+                .unwrap_or(self.listed.len());
+            let mut ahead = vec![uid];
+            for &u in self.listed.iter().skip(from + 1) {
+                if ahead.len() >= CLAIM_BATCH {
+                    break;
+                }
+                let waiting = self
+                    .memory
+                    .deferred
+                    .get(&self.key(u))
+                    .is_some_and(|&until| until > now);
+                if !waiting && !self.asked.contains(&u) {
+                    ahead.push(u);
+                }
+            }
+            let sizes = self.imap.sizes(&ahead).await?;
+            self.asked.extend(ahead);
+            self.sizes.extend(sizes);
+        }
+        Ok(self.sizes.get(&uid).copied())
+    }
+
     /// Carries out the engine's verdict on one message: keeps copies of the mail sent for
-    /// it, then journals its outcome and moves it (or leaves it for a retry). Returns when
-    /// it next wants attention, for messages left in place.
+    /// it, then journals its outcome and queues its move (or leaves it for a retry).
+    /// Queued moves go out together, one command per folder, when [`CLAIM_BATCH`] are
+    /// queued and at [`Mailbox::flush_moves`] (the end of every pass): the journal holds
+    /// each outcome first, so a crash before the move only repeats the move. Returns when
+    /// the message next wants attention, for messages left in place.
     pub async fn settle(
         &mut self,
         uid: u32,
@@ -406,33 +507,71 @@ impl Mailbox {
             Action::Hold { .. } => folders.held_folder.clone(),
         };
         record_before_move(&self.journal, &disposition.action, Utc::now()).await?;
-        if matches!(disposition.action, Action::Hold { .. }) && self.imap.features().keywords {
-            // What tells this message, moved back by a person, from a fresh copy: the
-            // keyword travels with a move, and no mail can set it.
-            if let Err(e) = self.imap.set_flag(uid, HELD_KEYWORD).await {
-                warn!(error = %e, "cannot mark the held message; its arrival time tells a release instead");
-                if !self.imap.is_connected() {
-                    return Err(e.into());
+        self.moves.push((uid, target, disposition.action));
+        if self.moves.len() >= CLAIM_BATCH {
+            self.flush_moves().await?;
+        }
+        Ok(None)
+    }
+
+    /// Moves every settled message to its folder: per folder, held messages marked first
+    /// (one `STORE`), then one `MOVE` for the lot, then the records that follow a move.
+    pub async fn flush_moves(&mut self) -> Result<(), MailboxError> {
+        if self.moves.is_empty() {
+            return Ok(());
+        }
+        // The messages leave the claim folder: their spool files and outcomes must
+        // survive a power cut first. One syncfs for the batch.
+        let spool = self.settings.config.state_dir.join("spool");
+        let synced =
+            tokio::task::spawn_blocking(move || crate::spool::sync_state(&spool).map(|()| spool))
+                .await
+                .map_err(|e| crate::spool::SpoolError {
+                    path: self.settings.config.state_dir.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+        synced?;
+        let mut queued = std::mem::take(&mut self.moves);
+        while !queued.is_empty() {
+            let target = queued[0].1.clone();
+            let (batch, rest): (Vec<_>, Vec<_>) = queued.into_iter().partition(|m| m.1 == target);
+            queued = rest;
+            let uids: Vec<u32> = batch.iter().map(|m| m.0).collect();
+            let held: Vec<u32> = batch
+                .iter()
+                .filter(|m| matches!(m.2, Action::Hold { .. }))
+                .map(|m| m.0)
+                .collect();
+            if !held.is_empty() && self.imap.features().keywords {
+                // What tells this message, moved back by a person, from a fresh copy: the
+                // keyword travels with a move, and no mail can set it.
+                if let Err(e) = self.imap.set_flag_all(&held, HELD_KEYWORD).await {
+                    warn!(error = %e, "cannot mark the held message; its arrival time tells a release instead");
+                    if !self.imap.is_connected() {
+                        return Err(e.into());
+                    }
                 }
             }
+            self.imap.move_all(&uids, &target).await?;
+            for (uid, _, action) in &batch {
+                record_after_move(&self.journal, action, Utc::now()).await?;
+                match action {
+                    Action::File {
+                        state: State::Ignored,
+                        ..
+                    } => self.metrics.ignored.inc(),
+                    Action::File {
+                        state: State::Quarantined,
+                        ..
+                    } => self.metrics.quarantined.inc(),
+                    Action::Hold { .. } => self.metrics.held.inc(),
+                    _ => 0,
+                };
+                let key = self.key(*uid);
+                self.memory.deferred.remove(&key);
+            }
         }
-        self.imap.move_to(uid, &target).await?;
-        record_after_move(&self.journal, &disposition.action, Utc::now()).await?;
-        match &disposition.action {
-            Action::File {
-                state: State::Ignored,
-                ..
-            } => self.metrics.ignored.inc(),
-            Action::File {
-                state: State::Quarantined,
-                ..
-            } => self.metrics.quarantined.inc(),
-            Action::Hold { .. } => self.metrics.held.inc(),
-            _ => 0,
-        };
-        let key = self.key(uid);
-        self.memory.deferred.remove(&key);
-        Ok(None)
+        Ok(())
     }
 
     /// Appends a copy of mail we sent to `imap.sent_folder` (or the server's `\Sent`), if any. The mail

@@ -61,6 +61,7 @@ pub struct Metrics {
     paused_gauge: Gauge,
     /// Messages in this instance's claim folder at the start of the last pass.
     messages_waiting: Gauge,
+    other_instances: Gauge,
     /// Seconds the longest-waiting of those has waited since this instance first saw it.
     oldest_waiting_seconds: Gauge,
     /// Unix time of the last successful exchange, by `server` (`imap`, `github`, `smtp`).
@@ -167,6 +168,10 @@ impl Metrics {
             "messages_waiting",
             "Messages in this instance's claim folder at the start of the last pass.",
         );
+        let other_instances = gauge(
+            "other_instances",
+            "Claim folders of other instances on this mailbox, seen at the last connect.",
+        );
         let oldest_waiting_seconds = gauge(
             "oldest_waiting_seconds",
             "Seconds the longest-waiting message has waited since this instance first saw it.",
@@ -180,6 +185,7 @@ impl Metrics {
         Metrics {
             registry,
             messages_waiting,
+            other_instances,
             oldest_waiting_seconds,
             last_success,
             messages_seen,
@@ -229,6 +235,18 @@ impl Metrics {
         self.last_success
             .get_or_create(&vec![("server".to_owned(), name.to_owned())])
             .set(chrono::Utc::now().timestamp());
+    }
+
+    /// Records how many other instances' claim folders the mailbox holds.
+    pub fn set_other_instances(&self, count: usize) {
+        self.other_instances
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// True when other instances' claim folders were seen on the mailbox: a message may
+    /// then have been handled by another instance, with a journal of its own.
+    pub fn shares_mailbox(&self) -> bool {
+        self.other_instances.get() > 0
     }
 
     /// Records the backlog: how many messages wait, and the oldest one's wait in seconds.

@@ -5,8 +5,9 @@ use std::time::Duration;
 use lettre::message::header::{ContentDisposition, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MessageBuilder, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
+
+use crate::smtp::{Connector, Failure, Pool, Security};
 
 use crate::config::{Secret, TlsMode};
 use crate::failure::{Classify, FailureKind};
@@ -66,13 +67,13 @@ pub const SMTP_IDLE: Duration = Duration::from_secs(20);
 
 /// Sends replies.
 ///
-/// Connections are pooled (lettre's pool): a burst of replies, as when a backlog drains,
-/// reuses one authenticated connection instead of paying connect, TLS and AUTH for each;
-/// a connection idle for [`SMTP_IDLE`] is closed, and one the server dropped meanwhile is
-/// tested (`NOOP`) and replaced before use.
+/// Connections are pooled ([`crate::smtp::Pool`], with `TCP_NODELAY`): a burst of
+/// replies, as when a backlog drains, reuses one authenticated connection instead of
+/// paying connect, TLS and AUTH for each; a connection idle for [`SMTP_IDLE`] is closed,
+/// and one the server dropped meanwhile is tested (`NOOP`) and replaced before use.
 #[derive(Clone)]
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    pool: std::sync::Arc<Pool>,
     /// `host:port`, for messages.
     server: String,
     timeout: Duration,
@@ -96,28 +97,48 @@ impl Mailer {
     pub fn new(settings: &MailerSettings) -> Result<Mailer, SendError> {
         let server = format!("{}:{}", settings.host, settings.port);
         let host = settings.host.trim_start_matches('[').trim_end_matches(']');
-        let tls = match settings.tls {
-            TlsMode::Implicit => Tls::Wrapper(tls_parameters(host, settings, &server)?),
-            TlsMode::Starttls => Tls::Required(tls_parameters(host, settings, &server)?),
-            TlsMode::None => Tls::None,
+        let security = match settings.tls {
+            TlsMode::Implicit => {
+                // Checked the same way as for STARTTLS, so both say the same about a bad
+                // CA file; then our own rustls config, for the handshake before SMTP.
+                tls_parameters(host, settings, &server)?;
+                let config =
+                    crate::tls::client_config(settings.ca_file.as_deref()).map_err(|e| {
+                        SendError {
+                            recipient: format!("(any, through {server})"),
+                            message: format!("{e}; check smtp.ca_file"),
+                            kind: FailureKind::Permanent,
+                        }
+                    })?;
+                let name =
+                    rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+                        SendError {
+                            recipient: format!("(any, through {server})"),
+                            message: format!(
+                                "`{host}` is not a valid TLS server name: {e}; check smtp.host"
+                            ),
+                            kind: FailureKind::Permanent,
+                        }
+                    })?;
+                Security::Implicit(config, name)
+            }
+            TlsMode::Starttls => Security::Starttls(tls_parameters(host, settings, &server)?),
+            TlsMode::None => Security::None,
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(settings.port)
-            .tls(tls)
-            .timeout(Some(settings.timeout))
-            .pool_config(
-                lettre::transport::smtp::PoolConfig::new()
-                    .min_idle(0)
-                    .max_size(2)
-                    .idle_timeout(SMTP_IDLE),
-            );
-        if let Some((user, password)) = &settings.credentials {
-            builder = builder
-                .credentials(Credentials::new(user.clone(), password.expose().to_owned()))
-                .authentication(vec![Mechanism::Plain, Mechanism::Login]);
-        }
+        let credentials = settings.credentials.as_ref().map(|(user, password)| {
+            (
+                Credentials::new(user.clone(), password.expose().to_owned()),
+                vec![Mechanism::Plain, Mechanism::Login],
+            )
+        });
+        let connector = Connector {
+            host: host.to_owned(),
+            port: settings.port,
+            security,
+            credentials,
+        };
         Ok(Mailer {
-            transport: builder.build(),
+            pool: Pool::new(connector, SMTP_IDLE, 2),
             server,
             timeout: settings.timeout,
             password: settings.credentials.as_ref().map(|(_, p)| p.clone()),
@@ -144,10 +165,11 @@ impl Mailer {
             kind: FailureKind::Permanent,
         })?;
         let bytes = email.formatted();
-        let outcome = tokio::time::timeout(self.timeout, self.transport.send(email)).await;
+        let envelope = email.envelope().clone();
+        let outcome = tokio::time::timeout(self.timeout, self.pool.send(&envelope, &bytes)).await;
         match outcome {
-            Ok(Ok(_)) => Ok(bytes),
-            Ok(Err(e)) => Err(self.failure(recipient, &e)),
+            Ok(Ok(())) => Ok(bytes),
+            Ok(Err(e)) => Err(self.failed(recipient, &e)),
             Err(_) => Err(SendError {
                 recipient,
                 message: format!(
@@ -164,14 +186,14 @@ impl Mailer {
     /// Connects, upgrades to TLS and authenticates, then quits (for `check`).
     pub async fn check(&self) -> Result<(), SendError> {
         let recipient = String::new();
-        match tokio::time::timeout(self.timeout, self.transport.test_connection()).await {
+        match tokio::time::timeout(self.timeout, self.pool.test()).await {
             Ok(Ok(true)) => Ok(()),
             Ok(Ok(false)) => Err(SendError {
                 recipient,
                 message: format!("{} did not answer NOOP after login", self.server),
                 kind: FailureKind::TRANSIENT,
             }),
-            Ok(Err(e)) => Err(self.failure(recipient, &e)),
+            Ok(Err(e)) => Err(self.failed(recipient, &e)),
             Err(_) => Err(SendError {
                 recipient,
                 message: format!(
@@ -181,6 +203,43 @@ impl Mailer {
                 ),
                 kind: FailureKind::TRANSIENT,
             }),
+        }
+    }
+
+    /// Classifies a failure to connect or send.
+    fn failed(&self, recipient: String, failure: &Failure) -> SendError {
+        match failure {
+            Failure::Smtp(e) => self.failure(recipient, e),
+            Failure::Io(e) => self.io_failure(recipient, e),
+        }
+    }
+
+    /// Classifies a failure before SMTP began: the TCP connection or the implicit TLS
+    /// handshake, worded like lettre's own.
+    fn io_failure(&self, recipient: String, error: &std::io::Error) -> SendError {
+        if crate::tls::peer_spoke_plain_text(error) {
+            return SendError {
+                recipient,
+                message: format!(
+                    "{} does not speak TLS on this port (it answered in plain text); use its \
+                     implicit-TLS port (465) or set smtp.tls = \"starttls\"",
+                    self.server
+                ),
+                kind: FailureKind::Misconfigured,
+            };
+        }
+        let advice = if crate::tls::rustls_error_in(error).is_some() {
+            "; if the server's certificate comes from a private CA, set smtp.ca_file"
+        } else {
+            ""
+        };
+        SendError {
+            recipient,
+            message: printable(&format!(
+                "{}: Connection error: {error}{advice}",
+                self.server
+            )),
+            kind: FailureKind::TRANSIENT,
         }
     }
 

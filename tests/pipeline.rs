@@ -926,7 +926,7 @@ async fn check_reads_systemd_credentials_from_the_credentials_dir_and_warns_of_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_report_costs_two_github_requests_however_many_advisories_the_repository_holds() {
+async fn a_new_report_costs_one_github_request_however_many_advisories_the_repository_holds() {
     let mut stack = Stack::start().await;
     // A repository with a history: 250 advisories from a month ago.
     let month_ago = chrono::Utc::now() - chrono::Duration::days(30);
@@ -947,33 +947,69 @@ async fn a_new_report_costs_two_github_requests_however_many_advisories_the_repo
             .backdate_advisory("pallets/click", &ghsa, month_ago)
             .expect("backdated");
     }
+    let dated = |id: &str| {
+        String::from_utf8(report(id, "Click: cost", "details"))
+            .unwrap()
+            .replace(
+                "Date: Tue, 24 Nov 2026 10:00:00 +0000",
+                &format!("Date: {}", chrono::Utc::now().to_rfc2822()),
+            )
+    };
+    let count = |stack: &Stack, op: Operation| {
+        stack
+            .github
+            .requests()
+            .iter()
+            .filter(|r| r.operation == Some(op))
+            .count()
+    };
+
+    // A first start on a backlog: the mail arrived before the journal existed, so it may
+    // have been handled under a journal that is gone. One listing of the repository's
+    // marked advisories answers for every such report.
     stack.github.clear_requests();
-    let raw = String::from_utf8(report("cost-1", "Click: cost", "details"))
-        .unwrap()
-        .replace(
-            "Date: Tue, 24 Nov 2026 10:00:00 +0000",
-            &format!("Date: {}", chrono::Utc::now().to_rfc2822()),
-        );
-    stack.deliver(raw.as_bytes()).await;
+    stack.deliver(dated("backlog-1").as_bytes()).await;
+    stack.deliver(dated("backlog-2").as_bytes()).await;
     let once = stack.drain();
     assert_eq!(
         stack.github.advisories("pallets/click").len(),
-        251,
+        252,
+        "{}",
+        once.log()
+    );
+    assert_eq!(
+        count(&stack, Operation::List),
+        3,
+        "250 advisories: three pages, once"
+    );
+    assert_eq!(count(&stack, Operation::Create), 2);
+
+    // A running daemon's journal (made two days ago): a report it has never seen costs
+    // the create and nothing else.
+    let journal = rusqlite::Connection::open(stack.state_dir.join("journal.sqlite3")).unwrap();
+    let born = (chrono::Utc::now() - chrono::Duration::days(2))
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    journal
+        .execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'journal_started_at'",
+            [born],
+        )
+        .unwrap();
+    drop(journal);
+    stack.github.clear_requests();
+    stack.deliver(dated("cost-1").as_bytes()).await;
+    let once = stack.drain();
+    assert_eq!(
+        stack.github.advisories("pallets/click").len(),
+        253,
         "{}",
         once.log()
     );
     let requests = stack.github.requests();
-    let count = |op: Operation| requests.iter().filter(|r| r.operation == Some(op)).count();
     assert_eq!(
-        count(Operation::List),
-        1,
-        "one page of the marker scan, not three"
-    );
-    assert_eq!(count(Operation::Create), 1);
-    assert_eq!(
-        requests.len(),
-        2,
-        "{:?}",
-        requests.iter().map(|r| r.operation).collect::<Vec<_>>()
+        requests.iter().map(|r| r.operation).collect::<Vec<_>>(),
+        vec![Some(Operation::Create)],
+        "no marker scan for a report new to a running journal"
     );
 }

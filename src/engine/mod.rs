@@ -258,6 +258,27 @@ pub struct Engine<A, O> {
     clock: Clock,
     /// Per repository: when its marked advisories were listed, and what they were.
     recovery: tokio::sync::Mutex<RecoveryCache>,
+    /// When the journal was created (read once): mail that arrived before may have been
+    /// handled under a journal that is gone.
+    journal_born: tokio::sync::OnceCell<Option<DateTime<Utc>>>,
+}
+
+/// How [`Engine::ensure_advisory`] looks for an advisory made earlier for a report.
+enum Scan {
+    /// Walk the newest advisories down to the message's arrival.
+    Walk,
+    /// Look in the cached listing of the repository's marked advisories.
+    BeforeJournal,
+    /// None can exist.
+    None,
+}
+
+/// What the mailbox said about one message, and whether the journal knew it before.
+struct Arrival {
+    received_at: DateTime<Utc>,
+    internal_date: Option<DateTime<Utc>>,
+    held_mark: Option<bool>,
+    journaled: bool,
 }
 
 /// Marked advisories by repository, with when they were listed.
@@ -288,6 +309,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             metrics,
             clock,
             recovery: Default::default(),
+            journal_born: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -351,6 +373,8 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         // same report, a different message reusing a known id is a report of its own.
         let content = mail::content_hash(&report);
         let known = self.journal.get(&report.report_id).await?;
+        // Journaled before this call: an earlier attempt may have sent the create.
+        let mut journaled = known.is_some();
         if let Some(hash) = known.and_then(|e| e.content_hash)
             && hash != content
         {
@@ -362,6 +386,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 "a different message reuses a known Message-ID; it is a report of its own"
             );
             report.report_id = own;
+            journaled = self.journal.get(&report.report_id).await?.is_some();
         }
         let entry = self
             .record_seen(NewEntry {
@@ -376,7 +401,16 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         let was_held = matches!(entry.state, State::Held | State::Holding);
         let span = info_span!("report", report_id = %report.report_id);
         let disposition = self
-            .advance(&report, entry, received_at, internal_date, held_mark)
+            .advance(
+                &report,
+                entry,
+                Arrival {
+                    received_at,
+                    internal_date,
+                    held_mark,
+                    journaled,
+                },
+            )
             .instrument(span)
             .await?;
         if let Action::Hold { report_id, .. } = &disposition.action
@@ -401,10 +435,14 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         &self,
         report: &Report,
         entry: Entry,
-        received_at: DateTime<Utc>,
-        internal_date: Option<DateTime<Utc>>,
-        held_mark: Option<bool>,
+        arrival: Arrival,
     ) -> Result<Disposition, EngineError> {
+        let Arrival {
+            received_at,
+            internal_date,
+            held_mark,
+            journaled,
+        } = arrival;
         let id = &report.report_id;
         let now = self.clock.now();
         let entry = match entry.state {
@@ -559,8 +597,12 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                         blocking(|| self.spool.store_attachment(id, &a.file_name, data))?;
                     }
                 }
+                // The one durable point before the create: the spooled message, its
+                // attachments and the journal's record of the report (which makes a
+                // retry look for the advisory's marker) survive a power cut from here.
+                blocking(|| self.spool.sync())?;
                 match self
-                    .ensure_advisory(report, &prepared.draft, internal_date)
+                    .ensure_advisory(report, &prepared.draft, internal_date, journaled)
                     .await
                 {
                     Ok(a) => {
@@ -1321,13 +1363,84 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         Ok(ControlFlow::Continue(copies))
     }
 
-    /// Adopts the advisory that carries this report's marker, or creates it.
+    /// Adopts the advisory that carries this report's marker, or creates it. The scan
+    /// for a marker runs only when an advisory could exist: an earlier attempt may have
+    /// sent the create (the report was journaled before), or the report may have been
+    /// handled where this journal cannot see ([`Engine::may_be_known_elsewhere`]). A new
+    /// report costs one request: the create.
     async fn ensure_advisory(
         &self,
         report: &Report,
         draft: &AdvisoryDraft,
         arrived: Option<DateTime<Utc>>,
+        journaled: bool,
     ) -> Result<AdvisoryRef, ReportFailure> {
+        let found = match self.scan_needed(journaled, arrived).await {
+            Scan::Walk => self.find_marked(report, draft, arrived).await?,
+            Scan::BeforeJournal => {
+                let marked = self
+                    .marked_advisories(&draft.repository)
+                    .await
+                    .map_err(ReportFailure::GitHub)?;
+                marked.get(&report.report_id).cloned()
+            }
+            Scan::None => {
+                debug!("a report new to this journal and this mailbox: no marker scan");
+                None
+            }
+        };
+        if let Some(found) = found {
+            self.resumed(&github_scope(&draft.repository));
+            self.metrics.advisories_adopted.inc();
+            info!(ghsa = %found.ghsa_id, "adopted an existing advisory that carries this report's marker");
+            return Ok(found);
+        }
+        self.create_advisory(report, draft).await
+    }
+
+    /// Where an advisory for this report could exist without the journal knowing it.
+    /// An earlier attempt may have sent the create (the report was journaled before), or
+    /// another instance with a journal of its own shares the mailbox, or the arrival
+    /// time is unknown: walk the newest advisories down to the message's arrival. Mail
+    /// that arrived before this journal was created (a lost journal, a first start on a
+    /// backlog) can only have an advisory made before that, which one cached listing of
+    /// the repository's marked advisories shows ([`Engine::marked_advisories`]): every
+    /// advisory made since is this journal's own. Otherwise there is none.
+    async fn scan_needed(&self, journaled: bool, arrived: Option<DateTime<Utc>>) -> Scan {
+        let Some(arrived) = arrived else {
+            return Scan::Walk;
+        };
+        if journaled || self.metrics.shares_mailbox() {
+            return Scan::Walk;
+        }
+        let born = self
+            .journal_born
+            .get_or_init(|| async {
+                match self.journal.call(|db| db.started_at()).await {
+                    Ok(born) => born,
+                    Err(e) => {
+                        warn!(error = %e, "cannot read when the journal was created; scanning for markers");
+                        None
+                    }
+                }
+            })
+            .await;
+        match born {
+            // A day of slack, for a mail server whose clock is ahead of ours.
+            Some(born) if *born + chrono::Duration::hours(MARKER_SCAN_SLACK_HOURS) < arrived => {
+                Scan::None
+            }
+            _ => Scan::BeforeJournal,
+        }
+    }
+
+    /// The advisory that already carries this report's marker, adopted, if any.
+    async fn find_marked(
+        &self,
+        report: &Report,
+        draft: &AdvisoryDraft,
+        arrived: Option<DateTime<Utc>>,
+    ) -> Result<Option<AdvisoryRef>, ReportFailure> {
         let wanted = [self.marker.query(&report.report_id)];
         // No advisory for this report can predate the message: not its arrival at the
         // mail server (INTERNALDATE, kept by every move), nor, for an identical copy that
@@ -1347,11 +1460,17 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             .await
             .map_err(ReportFailure::GitHub)?
         {
-            self.resumed(&github_scope(&draft.repository));
-            self.metrics.advisories_adopted.inc();
-            info!(ghsa = %found.ghsa_id, "adopted an existing advisory that carries this report's marker");
-            return Ok(found);
+            return Ok(Some(found));
         }
+        Ok(None)
+    }
+
+    /// Commits the attachments (if any) and creates the advisory.
+    async fn create_advisory(
+        &self,
+        report: &Report,
+        draft: &AdvisoryDraft,
+    ) -> Result<AdvisoryRef, ReportFailure> {
         if let Some(upload) = &draft.upload {
             self.upload(report, &draft.stored_attachments, upload)
                 .await

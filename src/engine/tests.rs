@@ -420,6 +420,9 @@ impl Harness {
         let state_dir = &settings.config.state_dir;
         let spool = Spool::open(state_dir).unwrap();
         let journal = Journal::open(state_dir).unwrap();
+        // Created long before the test's mail arrives, as a running daemon's journal is:
+        // a report new to it needs no marker scan (see the tests at the end).
+        set_journal_born(state_dir, "2020-01-01T00:00:00.000Z");
         let outbox = MemoryOutbox::default();
         let metrics = Arc::new(Metrics::new());
         let clock = Clock::tokio_from(start());
@@ -591,7 +594,7 @@ async fn a_github_login_the_reporter_states_is_credited_once_github_knows_the_us
 async fn a_429_with_retry_after_waits_exactly_as_asked_then_creates_once() {
     let h = Harness::new("");
     h.github.fail(
-        "find",
+        "create",
         FailureKind::Transient {
             retry_after: Some(Duration::from_secs(40)),
         },
@@ -611,7 +614,7 @@ async fn a_429_with_retry_after_waits_exactly_as_asked_then_creates_once() {
     tokio::time::advance(Duration::from_secs(20)).await;
     let early = h.handle(&report("r429@example.net")).await;
     assert_eq!(retry_at(&early), at);
-    assert_eq!(h.github.calls("find"), 1);
+    assert_eq!(h.github.calls("create"), 1);
 
     tokio::time::advance(Duration::from_secs(21)).await;
     let d = h.handle(&report("r429@example.net")).await;
@@ -624,6 +627,9 @@ async fn a_429_with_retry_after_waits_exactly_as_asked_then_creates_once() {
 #[tokio::test(start_paused = true)]
 async fn backoff_doubles_between_attempts_and_is_capped() {
     let h = Harness::new("");
+    // Another instance shares the mailbox: every attempt looks for a marker first, and
+    // that request fails (a failed create would wait one request timeout instead).
+    h.metrics.set_other_instances(1);
     let raw = report("r5xx@example.net");
     let mut waits = Vec::new();
     for _ in 0..10 {
@@ -906,8 +912,9 @@ async fn a_lost_journal_adopts_the_advisory_instead_of_creating_another() {
         let h = Harness::in_dir(tempfile::tempdir().unwrap(), "", github.clone());
         assert!(filed(&h.handle(&raw).await));
     }
-    // A fresh state directory: the journal knows nothing.
+    // A fresh state directory: the journal knows nothing, and was created just now.
     let h = Harness::in_dir(dir, "", github.clone());
+    set_journal_born(&state, &h.clock.now().to_rfc3339());
     assert!(state.exists());
     assert!(filed(&h.handle(&raw).await));
     assert_eq!(github.advisories().len(), 1);
@@ -990,6 +997,8 @@ async fn an_absurd_delay_asked_by_a_server_is_capped_at_an_hour() {
         Duration::MAX,
     ];
     let raw = report("absurd@example.net");
+    // Every attempt looks for a marker first (another instance shares the mailbox).
+    h.metrics.set_other_instances(1);
     for delay in asked {
         h.github.fail(
             "find",
@@ -1097,7 +1106,7 @@ async fn a_follow_up_while_github_is_down_joins_its_report() {
     let h = Harness::new("");
     for _ in 0..3 {
         h.github
-            .fail("find", FailureKind::TRANSIENT, "HTTP 503: unavailable");
+            .fail("create", FailureKind::TRANSIENT, "HTTP 503: unavailable");
     }
     let original = report("orig@example.net");
     let d = h.handle(&original).await;
@@ -1297,7 +1306,7 @@ async fn a_megabyte_subject_and_a_hundred_thousand_references_cost_little() {
 async fn revoked_github_credentials_pause_that_owner_and_nothing_is_quarantined() {
     let h = Harness::new("");
     h.github.fail(
-        "find",
+        "create",
         FailureKind::Misconfigured,
         "HTTP 401: Bad credentials; check github.token_file",
     );
@@ -1318,7 +1327,7 @@ async fn revoked_github_credentials_pause_that_owner_and_nothing_is_quarantined(
         h.handle(&other).await.action,
         Action::Pause { .. }
     ));
-    assert_eq!(h.github.calls("find"), 1);
+    assert_eq!(h.github.calls("create"), 1);
     assert!(
         h.outbox.sent().is_empty(),
         "no acknowledgement while paused"
@@ -1748,4 +1757,72 @@ async fn a_notice_to_a_reporter_who_sent_a_key_is_encrypted_too() {
         sent[1].encrypt_to.is_some(),
         "the key is read again from the spooled report"
     );
+}
+
+/// Sets when the journal in `state_dir` says it was created (a second connection: the
+/// journal runs in WAL mode).
+fn set_journal_born(state_dir: &std::path::Path, at: &str) {
+    let db = rusqlite::Connection::open(state_dir.join("journal.sqlite3")).unwrap();
+    db.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'journal_started_at'",
+        [at],
+    )
+    .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_new_to_the_journal_costs_one_request_and_no_marker_scan() {
+    let h = Harness::new("");
+    let d = h.handle(&report("fresh@example.net")).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(
+        h.github.calls("find"),
+        0,
+        "nothing to find for a report never seen"
+    );
+    assert_eq!(h.github.calls("create"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_journaled_by_an_earlier_attempt_is_scanned_for_its_marker() {
+    let h = Harness::new("");
+    h.github.push(Fault {
+        operation: "create",
+        kind: FailureKind::TRANSIENT,
+        message: "no answer within 30 s (github.timeout_secs); will retry",
+        lands: true,
+    });
+    let raw = report("landed@example.net");
+    let d = h.handle(&raw).await;
+    assert_eq!(h.github.calls("find"), 0, "the first attempt does not scan");
+    tokio::time::advance((retry_at(&d) - h.clock.now()).to_std().unwrap()).await;
+    let d = h.handle(&raw).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(
+        h.github.calls("find"),
+        1,
+        "the outcome of the first create was unknown"
+    );
+    assert_eq!(h.github.calls("create"), 1, "adopted, not created twice");
+    assert_eq!(h.github.advisories().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mail_older_than_the_journal_or_a_shared_mailbox_means_a_marker_scan() {
+    // The harness's journal was created now, after the test clock's messages arrived:
+    // they may have been handled under a journal that is gone.
+    // One listing of the repository's marked advisories answers for all of them.
+    let h = Harness::new("");
+    let born = (h.clock.now() + chrono::Duration::hours(1)).to_rfc3339();
+    set_journal_born(&h.settings.config.state_dir, &born);
+    assert!(filed(&h.handle(&report("older@example.net")).await));
+    assert!(filed(&h.handle(&report("older2@example.net")).await));
+    assert_eq!(h.github.calls("find"), 0);
+    assert_eq!(h.github.calls("list"), 1);
+
+    // Another instance's claim folder on the mailbox: it has a journal of its own.
+    let h = Harness::new("");
+    h.metrics.set_other_instances(1);
+    assert!(filed(&h.handle(&report("shared@example.net")).await));
+    assert_eq!(h.github.calls("find"), 1);
 }

@@ -3,7 +3,8 @@
 //!
 //! The journal makes recovery fast and records outcomes; GitHub and the mailbox remain
 //! the truth (a lost journal cannot cause a duplicate advisory: see `engine`). Every
-//! record is committed (WAL, `synchronous=FULL`) before the caller moves on; a step that
+//! record is committed (WAL, `synchronous=NORMAL`: durable against a crash at once, against
+//! a power cut at the next `Spool::sync`) before the caller moves on; a step that
 //! writes several records does so in one transaction, so a crash loses at most the step
 //! in flight and never leaves half of one.
 //!

@@ -5,6 +5,7 @@ mod errors;
 mod transport;
 mod wire;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -196,6 +197,33 @@ fn command<T>(
     future: impl Future<Output = Result<T, async_imap::error::Error>>,
 ) -> impl Future<Output = Result<T, async_imap::error::Error>> {
     future
+}
+
+/// An IMAP UID set for `uids` (`4:6,9`): ascending, with runs as ranges. Empty for none.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
 }
 
 /// A logged-in IMAP session with the watched mailbox selected.
@@ -616,27 +644,54 @@ impl ImapSource {
     /// such message exists (any more), [`FetchOutcome::TooLarge`] if it is larger than
     /// `max_bytes` (checked with `RFC822.SIZE` before the body is read).
     pub async fn fetch(&mut self, uid: u32, max_bytes: usize) -> Result<FetchOutcome, ImapError> {
-        let news = self.news.clone();
-        let command = format!("UID FETCH {uid} (UID RFC822.SIZE)");
-        let sizes: Vec<Option<u32>> =
-            run!(self, "fetch size", |s| wire::fetches(s, &command, &news)
-                .await)
-            .await
-            .map_err(|e| self.about_uid(uid, e))?
-            .into_iter()
-            .filter(|f| f.uid == Some(uid))
-            .map(|f| f.size)
-            .collect();
-        if sizes.is_empty() {
+        let Some(&size) = self.sizes(&[uid]).await?.get(&uid) else {
             return Ok(FetchOutcome::Gone);
+        };
+        self.fetch_sized(uid, size, max_bytes).await
+    }
+
+    /// The sizes (`RFC822.SIZE`) of several messages in one command; a UID missing from
+    /// the answer is gone.
+    pub async fn sizes(&mut self, uids: &[u32]) -> Result<HashMap<u32, u32>, ImapError> {
+        if uids.is_empty() {
+            return Ok(HashMap::new());
         }
-        // A flag change by another client can add a FETCH for the same UID without a size.
-        let size = sizes.into_iter().flatten().next().ok_or_else(|| {
-            transient(
+        let news = self.news.clone();
+        let set = uid_set(uids);
+        let command = format!("UID FETCH {set} (UID RFC822.SIZE)");
+        let fetched = run!(self, "fetch size", |s| wire::fetches(s, &command, &news)
+            .await)
+        .await
+        .map_err(|e| self.about_uids(&set, e))?;
+        let mut sizes = HashMap::new();
+        let mut unsized_ = Vec::new();
+        for f in fetched {
+            let Some(uid) = f.uid else { continue };
+            match f.size {
+                Some(size) => {
+                    sizes.insert(uid, size);
+                }
+                // A flag change by another client can add a FETCH without a size.
+                None => unsized_.push(uid),
+            }
+        }
+        if let Some(uid) = unsized_.into_iter().find(|u| !sizes.contains_key(u)) {
+            return Err(transient(
                 "fetch size",
                 format!("{} did not say the size of UID {uid}", self.server),
-            )
-        })?;
+            ));
+        }
+        Ok(sizes)
+    }
+
+    /// [`ImapSource::fetch`] for a message whose size is known (from [`ImapSource::sizes`]).
+    pub async fn fetch_sized(
+        &mut self,
+        uid: u32,
+        size: u32,
+        max_bytes: usize,
+    ) -> Result<FetchOutcome, ImapError> {
+        let news = self.news.clone();
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         if size > max_bytes {
             return Ok(FetchOutcome::TooLarge { size });
@@ -673,10 +728,18 @@ impl ImapSource {
     /// folders; moving it again is harmless. Without `UIDPLUS` either, the last resort is a
     /// plain `EXPUNGE`, which also removes messages other clients marked `\Deleted`.
     pub async fn move_to(&mut self, uid: u32, folder: &str) -> Result<(), ImapError> {
+        self.move_all(&[uid], folder).await
+    }
+
+    /// Moves several messages to `folder` in one command ([`ImapSource::move_to`]).
+    pub async fn move_all(&mut self, uids: &[u32], folder: &str) -> Result<(), ImapError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
         let folder = &self.namespace.resolve(folder);
-        let uid_set = uid.to_string();
+        let uid_set = uid_set(uids);
         let in_folder = |mut e: ImapError| {
-            e.message = format!("UID {uid} to folder `{folder}`: {}", e.message);
+            e.message = format!("UID {uid_set} to folder `{folder}`: {}", e.message);
             e
         };
         if self.capabilities.move_command {
@@ -702,6 +765,11 @@ impl ImapSource {
     /// Adds a flag (`\Seen`, `\Flagged` or a keyword such as `$Processed`) to a message
     /// and leaves it where it is.
     pub async fn set_flag(&mut self, uid: u32, flag: &str) -> Result<(), ImapError> {
+        self.set_flag_all(&[uid], flag).await
+    }
+
+    /// [`ImapSource::set_flag`] for several messages in one command.
+    pub async fn set_flag_all(&mut self, uids: &[u32], flag: &str) -> Result<(), ImapError> {
         let is_atom = |s: &str| {
             !s.is_empty()
                 && s.bytes().all(|b| {
@@ -719,7 +787,10 @@ impl ImapSource {
                 format!("`{flag}` is not an IMAP flag; use e.g. \\Seen or $Keyword"),
             ));
         }
-        self.store_flag(&uid.to_string(), flag).await
+        if uids.is_empty() {
+            return Ok(());
+        }
+        self.store_flag(&uid_set(uids), flag).await
     }
 
     /// The claim keywords on a message and its MODSEQ (when the server has CONDSTORE);
@@ -796,6 +867,105 @@ impl ImapSource {
             Some((claims, _)) => Self::winner(&claims) == Some(keyword),
             None => false,
         })
+    }
+
+    /// [`ImapSource::claim`] for several messages in three commands whatever their
+    /// number: their flags and MODSEQs, one conditional store on those nobody claimed yet,
+    /// their flags again. The store's `UNCHANGEDSINCE` is the highest MODSEQ seen: a
+    /// mailbox's MODSEQs only grow, so a message another client changed after we looked
+    /// has a higher one and is left alone, exactly as with one message. Returns the UIDs
+    /// that are ours, ascending; gone and other instances' messages are simply absent.
+    pub async fn claim_all(
+        &mut self,
+        uids: &[u32],
+        prefix: &str,
+        keyword: &str,
+    ) -> Result<Vec<u32>, ImapError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.claim_mode() == ClaimMode::MoveOnly {
+            return Ok(uids.to_vec());
+        }
+        let states = self.claim_states(uids, prefix).await?;
+        let unclaimed: Vec<u32> = uids
+            .iter()
+            .copied()
+            .filter(|u| states.get(u).is_some_and(|(claims, _)| claims.is_empty()))
+            .collect();
+        if unclaimed.is_empty() {
+            let mut ours: Vec<u32> = states
+                .into_iter()
+                .filter(|(_, (claims, _))| Self::winner(claims) == Some(keyword))
+                .map(|(uid, _)| uid)
+                .collect();
+            ours.sort_unstable();
+            return Ok(ours);
+        }
+        let highest = unclaimed
+            .iter()
+            .filter_map(|u| states.get(u).and_then(|(_, m)| *m))
+            .max();
+        let set = uid_set(&unclaimed);
+        let query = match highest {
+            Some(m) if self.features.condstore => {
+                format!("(UNCHANGEDSINCE {m}) +FLAGS.SILENT ({keyword})")
+            }
+            _ => format!("+FLAGS.SILENT ({keyword})"),
+        };
+        let command = format!("UID STORE {set} {query}");
+        let news = self.news.clone();
+        run!(self, "claim", |s| wire::simple(s, &command, &news).await)
+            .await
+            .map_err(|e| self.about_uids(&set, e))?;
+        let mut ours: Vec<u32> = self
+            .claim_states(uids, prefix)
+            .await?
+            .into_iter()
+            .filter(|(_, (claims, _))| Self::winner(claims) == Some(keyword))
+            .map(|(uid, _)| uid)
+            .collect();
+        ours.sort_unstable();
+        Ok(ours)
+    }
+
+    /// [`ImapSource::claim_state`] for several messages in one command; gone ones are
+    /// absent.
+    async fn claim_states(
+        &mut self,
+        uids: &[u32],
+        prefix: &str,
+    ) -> Result<HashMap<u32, (Vec<String>, Option<u64>)>, ImapError> {
+        let set = uid_set(uids);
+        let command = if self.features.condstore {
+            format!("UID FETCH {set} (UID FLAGS MODSEQ)")
+        } else {
+            format!("UID FETCH {set} (UID FLAGS)")
+        };
+        let news = self.news.clone();
+        let found = run!(self, "fetch flags", |s| wire::fetches(s, &command, &news)
+            .await)
+        .await
+        .map_err(|e| self.about_uids(&set, e))?;
+        let mut states = HashMap::new();
+        for f in found {
+            let Some(uid) = f.uid else { continue };
+            // Another client's flag change can add a FETCH without MODSEQ: keep the
+            // fullest answer.
+            let claims: Vec<String> = f
+                .flags
+                .into_iter()
+                .filter(|k| k.starts_with(prefix))
+                .collect();
+            let entry = states.entry(uid).or_insert((Vec::new(), None));
+            if !claims.is_empty() {
+                entry.0 = claims;
+            }
+            if f.modseq.is_some() {
+                entry.1 = f.modseq;
+            }
+        }
+        Ok(states)
     }
 
     /// Of several claims on one message (a server whose conditional store is not atomic
@@ -966,6 +1136,12 @@ impl ImapSource {
         Ok(self.news.swap(false, Ordering::Relaxed) | has_new_mail(&session.unsolicited_responses))
     }
 
+    /// Names the messages in an error about them.
+    fn about_uids(&self, set: &str, mut e: ImapError) -> ImapError {
+        e.message = format!("UIDs {set} in `{}`: {}", self.mailbox, e.message);
+        e
+    }
+
     /// Names the message in an error about it.
     fn about_uid(&self, uid: u32, mut e: ImapError) -> ImapError {
         e.message = format!("UID {uid} in `{}`: {}", self.mailbox, e.message);
@@ -1133,6 +1309,13 @@ fn redact(mut error: ImapError, password: &str) -> ImapError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uid_sets_name_runs_as_ranges() {
+        assert_eq!(uid_set(&[]), "");
+        assert_eq!(uid_set(&[7]), "7");
+        assert_eq!(uid_set(&[9, 4, 5, 6, 6, 12, 13]), "4:6,9,12:13");
+    }
 
     fn assert_send<T: Send>(_: &T) {}
 
