@@ -131,6 +131,25 @@ impl From<EngineError> for SessionError {
     }
 }
 
+/// Which lane of a pass a message is handled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Without waiting for GitHub's pacing.
+    Unpaced,
+    /// Waiting for it.
+    Paced,
+}
+
+/// What became of one message in a pass.
+enum Stepped {
+    /// Filed, held, or gone.
+    Done,
+    /// Left for a retry not before this time.
+    Deferred(DateTime<Utc>),
+    /// Would have waited for GitHub's pacing: handled again in the paced lane.
+    Paced,
+}
+
 /// What one pass over the claim folder left.
 #[derive(Debug, Default)]
 struct Pass {
@@ -430,27 +449,39 @@ impl Daemon {
         let stop = shutdown.clone();
         pass.others = mailbox.claim_new(|| !*stop.borrow()).await?;
         let uids = mailbox.pending().await?;
-        for uid in uids {
-            if *shutdown.borrow() {
-                pass.stopped = true;
-                mailbox.flush_moves().await?;
-                return Ok(pass);
-            }
-            feed_watchdog();
-            let step = self
-                .step(mailbox, uid, shutdown)
-                .instrument(info_span!("message", uid))
-                .await?;
-            match step {
-                None => {
+        // Two lanes: first every message that can go without waiting for GitHub's
+        // pacing (noise, follow-ups, reports while the pacer is free), then the reports
+        // that would have waited, in order, waiting their turn.
+        let mut paced = Vec::new();
+        for (lane, uids) in [(Lane::Unpaced, uids), (Lane::Paced, Vec::new())] {
+            let uids = if lane == Lane::Paced {
+                std::mem::take(&mut paced)
+            } else {
+                uids
+            };
+            for uid in uids {
+                if *shutdown.borrow() {
                     pass.stopped = true;
                     mailbox.flush_moves().await?;
                     return Ok(pass);
                 }
-                Some(None) => {}
-                Some(Some(at)) => {
-                    pass.deferred += 1;
-                    pass.next_due = Some(pass.next_due.map_or(at, |n| n.min(at)));
+                feed_watchdog();
+                let step = self
+                    .step(mailbox, uid, lane, shutdown)
+                    .instrument(info_span!("message", uid))
+                    .await?;
+                match step {
+                    None => {
+                        pass.stopped = true;
+                        mailbox.flush_moves().await?;
+                        return Ok(pass);
+                    }
+                    Some(Stepped::Done) => {}
+                    Some(Stepped::Paced) => paced.push(uid),
+                    Some(Stepped::Deferred(at)) => {
+                        pass.deferred += 1;
+                        pass.next_due = Some(pass.next_due.map_or(at, |n| n.min(at)));
+                    }
                 }
             }
         }
@@ -464,21 +495,31 @@ impl Daemon {
 
     /// Fetches, handles and settles one message. On shutdown the step in flight gets a
     /// short grace period and is then abandoned (the journal lets the next start finish
-    /// it): `None`. Otherwise when the message wants attention again, if it stays.
+    /// it): `None`. Otherwise what became of the message.
     async fn step(
         &mut self,
         mailbox: &mut Mailbox,
         uid: u32,
+        lane: Lane,
         shutdown: &watch::Receiver<bool>,
-    ) -> Result<Option<Option<DateTime<Utc>>>, SessionError> {
+    ) -> Result<Option<Stepped>, SessionError> {
         let engine = &self.engine;
         let work = async {
             match mailbox.fetch(uid, Utc::now()).await? {
-                Fetched::Gone => Ok(None),
-                Fetched::Deferred(at) => Ok(Some(at)),
+                Fetched::Gone => Ok(Stepped::Done),
+                Fetched::Deferred(at) => Ok(Stepped::Deferred(at)),
                 Fetched::Message(incoming) => {
-                    let disposition = engine.handle(incoming).await?;
-                    Ok::<_, SessionError>(mailbox.settle(uid, disposition).await?)
+                    let disposition = match lane {
+                        Lane::Unpaced => engine.handle_unless_paced(incoming).await?,
+                        Lane::Paced => engine.handle(incoming).await?,
+                    };
+                    if disposition.action == crate::engine::Action::Paced {
+                        return Ok(Stepped::Paced);
+                    }
+                    Ok::<_, SessionError>(match mailbox.settle(uid, disposition).await? {
+                        Some(at) => Stepped::Deferred(at),
+                        None => Stepped::Done,
+                    })
                 }
             }
         };

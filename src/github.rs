@@ -106,6 +106,20 @@ impl Pacer {
         }
     }
 
+    /// How long a mutating request sent now would wait; `None` for no wait. A turn
+    /// being waited for right now counts as a full interval.
+    fn wait(&self) -> Option<Duration> {
+        if self.interval.is_zero() {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        let next = match self.last.try_lock() {
+            Ok(last) => (*last)? + self.interval,
+            Err(_) => now + self.interval,
+        };
+        (next > now).then(|| next - now)
+    }
+
     /// Waits until the next mutating request may go out, and books it.
     async fn wait_turn(&self) {
         let mut last = self.last.lock().await;
@@ -125,6 +139,12 @@ impl std::fmt::Debug for GitHub {
 }
 
 impl GitHub {
+    /// How long a content-creating request sent now would wait for its turn
+    /// (`github.min_mutation_interval_ms`); `None` when it would go at once.
+    pub fn pacing_wait(&self) -> Option<Duration> {
+        self.pacer.wait()
+    }
+
     /// Builds a client; does not contact GitHub.
     pub fn new(settings: &GitHubSettings) -> Result<GitHub, GitHubError> {
         let invalid = |message: String| GitHubError {

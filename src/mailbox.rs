@@ -498,6 +498,8 @@ impl Mailbox {
                 self.memory.deferred.insert(key, *at);
                 return Ok(Some(*at));
             }
+            // Handled again later in this pass (the daemon keeps its UID).
+            Action::Paced => return Ok(None),
             Action::File { folder, .. } => match folder {
                 Folder::Processed => folders.processed_folder.clone(),
                 Folder::Ignored => folders.ignored_folder.clone(),
@@ -669,7 +671,7 @@ pub async fn record_before_move(
         Action::Hold { report_id, reason } => {
             (report_id.clone(), State::Holding, Some(reason.clone()))
         }
-        Action::Retry { .. } | Action::Pause { .. } => return Ok(()),
+        Action::Retry { .. } | Action::Pause { .. } | Action::Paced => return Ok(()),
     };
     journal
         .call(move |db| db.record_final(&id, state, reason.as_deref(), now))

@@ -72,6 +72,11 @@ pub trait AdvisoryApi: Send + Sync {
         message: &str,
         files: &[(&str, &[u8])],
     ) -> impl Future<Output = Result<bool, GitHubError>> + Send;
+    /// How long a content-creating request sent now would wait for its turn (GitHub's
+    /// pacing); `None` when it would go at once.
+    fn pacing_wait(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// What the engine and the watcher need from SMTP.
@@ -156,6 +161,10 @@ impl AdvisoryApi for GitHub {
     ) -> Result<(), GitHubError> {
         GitHub::add_collaborator(self, repository, ghsa_id, login).await
     }
+
+    fn pacing_wait(&self) -> Option<std::time::Duration> {
+        GitHub::pacing_wait(self)
+    }
 }
 
 impl Outbox for Mailer {
@@ -226,6 +235,9 @@ impl<T: AdvisoryApi> AdvisoryApi for std::sync::Arc<T> {
         login: &str,
     ) -> impl Future<Output = Result<(), GitHubError>> + Send {
         (**self).add_collaborator(repository, ghsa_id, login)
+    }
+    fn pacing_wait(&self) -> Option<std::time::Duration> {
+        (**self).pacing_wait()
     }
 }
 

@@ -119,6 +119,10 @@ pub enum Action {
         /// The earliest next attempt.
         at: DateTime<Utc>,
     },
+    /// Leave it for now, nothing journaled: the next GitHub request would wait for
+    /// GitHub's pacing, and the caller asked not to wait ([`Engine::handle_unless_paced`]).
+    /// Handle it again after the other mail, so noise never waits behind pacing.
+    Paced,
     /// Leave it: our own configuration is wrong for `scope`; one message probes again
     /// at `at`.
     Pause {
@@ -261,6 +265,9 @@ pub struct Engine<A, O> {
     /// When the journal was created (read once): mail that arrived before may have been
     /// handled under a journal that is gone.
     journal_born: tokio::sync::OnceCell<Option<DateTime<Utc>>>,
+    /// Reports new to the journal that came back [`Action::Paced`] before any request
+    /// for them: still new at their next turn (no create can have been sent).
+    paced_new: std::sync::Mutex<std::collections::HashSet<ReportId>>,
 }
 
 /// How [`Engine::ensure_advisory`] looks for an advisory made earlier for a report.
@@ -279,6 +286,8 @@ struct Arrival {
     internal_date: Option<DateTime<Utc>>,
     held_mark: Option<bool>,
     journaled: bool,
+    /// The caller lets GitHub's pacing make this report wait.
+    may_wait: bool,
 }
 
 /// Marked advisories by repository, with when they were listed.
@@ -310,6 +319,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             clock,
             recovery: Default::default(),
             journal_born: tokio::sync::OnceCell::new(),
+            paced_new: Default::default(),
         }
     }
 
@@ -320,6 +330,23 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
 
     /// Moves one message as far through the pipeline as it can go now.
     pub async fn handle(&self, incoming: Incoming) -> Result<Disposition, EngineError> {
+        self.handle_pacing(incoming, true).await
+    }
+
+    /// [`Engine::handle`], except that a report whose next GitHub request would wait for
+    /// GitHub's pacing comes back as [`Action::Paced`] instead of waiting.
+    pub async fn handle_unless_paced(
+        &self,
+        incoming: Incoming,
+    ) -> Result<Disposition, EngineError> {
+        self.handle_pacing(incoming, false).await
+    }
+
+    async fn handle_pacing(
+        &self,
+        incoming: Incoming,
+        may_wait: bool,
+    ) -> Result<Disposition, EngineError> {
         let now = self.clock.now();
         let (raw, received_at, held_mark) = match incoming {
             Incoming::TooLarge { size, key } => {
@@ -388,6 +415,15 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             report.report_id = own;
             journaled = self.journal.get(&report.report_id).await?.is_some();
         }
+        if journaled
+            && self
+                .paced_new
+                .lock()
+                .expect("the paced set's lock")
+                .remove(&report.report_id)
+        {
+            journaled = false;
+        }
         let entry = self
             .record_seen(NewEntry {
                 report_id: report.report_id.clone(),
@@ -409,6 +445,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                     internal_date,
                     held_mark,
                     journaled,
+                    may_wait,
                 },
             )
             .instrument(span)
@@ -442,6 +479,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             internal_date,
             held_mark,
             journaled,
+            may_wait,
         } = arrival;
         let id = &report.report_id;
         let now = self.clock.now();
@@ -591,6 +629,15 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             _ => {
                 if let Some(paused) = self.paused(&github_scope(&route.repository)) {
                     return Ok(paused);
+                }
+                if !may_wait && self.github.pacing_wait().is_some() {
+                    if !journaled {
+                        self.paced_new
+                            .lock()
+                            .expect("the paced set's lock")
+                            .insert(id.clone());
+                    }
+                    return Ok(Action::Paced.into());
                 }
                 for a in &prepared.draft.stored_attachments {
                     if let Some(data) = a.data(report) {

@@ -55,6 +55,8 @@ struct GitHubState {
     users: Vec<(String, &'static str)>,
     /// Branches of attachment repositories: (repository, branch) and its files.
     branches: Vec<Branch>,
+    /// What [`AdvisoryApi::pacing_wait`] says.
+    pacing: Option<Duration>,
 }
 
 /// GitHub in memory: advisories, faults queued per operation, and a log of calls.
@@ -149,6 +151,10 @@ fn reference(a: &Stored) -> AdvisoryRef {
 }
 
 impl AdvisoryApi for MemoryGitHub {
+    fn pacing_wait(&self) -> Option<Duration> {
+        self.0.lock().unwrap().pacing
+    }
+
     async fn find_by_marker(
         &self,
         repository: &str,
@@ -1825,4 +1831,51 @@ async fn mail_older_than_the_journal_or_a_shared_mailbox_means_a_marker_scan() {
     h.metrics.set_other_instances(1);
     assert!(filed(&h.handle(&report("shared@example.net")).await));
     assert_eq!(h.github.calls("find"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_report_that_would_wait_for_pacing_comes_back_paced_and_noise_does_not_wait() {
+    let h = Harness::new("");
+    h.github.0.lock().unwrap().pacing = Some(Duration::from_secs(1));
+    let incoming = |raw: &[u8]| Incoming::Message {
+        raw: raw.to_vec(),
+        received_at: Some(h.clock.now()),
+        held_mark: None,
+    };
+    let raw = report("paced@example.net");
+    let d = h.engine.handle_unless_paced(incoming(&raw)).await.unwrap();
+    assert_eq!(d.action, Action::Paced);
+    assert!(d.copies.is_empty());
+    assert!(h.github.calls("create") == 0 && h.outbox.sent().is_empty());
+
+    // Noise is filed at once, whatever the pacing says.
+    let noise = mail(
+        "ooo@example.net",
+        "rita@example.net",
+        "Out of office",
+        "Auto-Submitted: auto-replied\r\n",
+    );
+    let d = h
+        .engine
+        .handle_unless_paced(incoming(&noise))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            d.action,
+            Action::File {
+                folder: Folder::Ignored,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+
+    // Its turn (the paced lane waits): still new to the journal, so no marker scan.
+    h.github.0.lock().unwrap().pacing = None;
+    let d = h.handle(&raw).await;
+    assert!(filed(&d), "{d:?}");
+    assert_eq!(h.github.calls("find") + h.github.calls("list"), 0);
+    assert_eq!(h.github.calls("create"), 1);
+    assert_eq!(h.outbox.sent().len(), 1);
 }
