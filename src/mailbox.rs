@@ -304,6 +304,23 @@ impl Mailbox {
         Ok(others)
     }
 
+    /// Moves every message in `folder` (the claim folder of an instance that died, as
+    /// the shared journal names it) into this instance's claim folder; how many moved.
+    /// Only the instance that won the takeover in the journal calls this, so the mail of
+    /// a dead instance is handled once, and by a live one.
+    pub async fn take_over_folder(&mut self, folder: &str) -> Result<usize, ImapError> {
+        let ours = self.claim_folder.clone();
+        if self.imap.namespace().resolve(folder) == ours {
+            return Ok(0);
+        }
+        self.imap.select_folder(folder).await?;
+        let uids = self.imap.list_uids().await?;
+        for &uid in &uids {
+            self.imap.move_to(uid, &ours).await?;
+        }
+        Ok(uids.len())
+    }
+
     /// Selects the claim folder and lists its messages. A change of UIDVALIDITY voids
     /// what we remembered about its UIDs (reports are keyed by their identity, so nothing
     /// is duplicated by a rescan).

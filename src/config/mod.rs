@@ -587,6 +587,59 @@ fn default_remind_after_days() -> u32 {
     7
 }
 
+/// How the PostgreSQL journal's connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalTls {
+    /// TLS (PostgreSQL's SSLRequest), certificate and host name verified (default).
+    #[default]
+    Require,
+    /// No TLS: refused unless the host is a loopback address.
+    None,
+}
+
+/// `[journal]`: where the journal lives. Default: SQLite in `state_dir`, for one
+/// instance. With `url`, a PostgreSQL database that several instances share and that
+/// coordinates them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// `postgres://USER@HOST[:PORT]/DATABASE`; default none (SQLite). The password goes
+    /// in `password_file` or `password_env`, never in the URL.
+    pub url: Option<String>,
+    /// File holding the database password; default none.
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the database password; default none.
+    pub password_env: Option<String>,
+    /// `require` (default) or `none` (loopback only).
+    #[serde(default)]
+    pub tls: JournalTls,
+    /// Extra CA certificate(s) (PEM) trusted for the database, besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// How long a claim on a report (and an instance's registration) lasts without being
+    /// renewed; a live instance renews every third of it. When an instance dies, another
+    /// takes over its claimed mail once this has run out. Default 60, at least 2.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            url: None,
+            password_file: None,
+            password_env: None,
+            tls: JournalTls::default(),
+            ca_file: None,
+            lease_secs: default_lease_secs(),
+        }
+    }
+}
+
+fn default_lease_secs() -> u64 {
+    60
+}
+
 /// `[metrics]`: the loopback HTTP endpoint for `/metrics` and `/healthz`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -656,6 +709,9 @@ pub struct Config {
     /// Monitoring endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Where the journal lives: SQLite (default) or a shared PostgreSQL database.
+    #[serde(default)]
+    pub journal: JournalConfig,
     /// Attachments on GitHub.
     #[serde(default)]
     pub attachments: AttachmentsConfig,
@@ -891,6 +947,8 @@ impl Config {
             &mut self.imap.password_file,
             &mut self.smtp.ca_file,
             &mut self.smtp.password_file,
+            &mut self.journal.ca_file,
+            &mut self.journal.password_file,
             &mut self.github.token_file,
             &mut self.github.private_key_file,
             &mut self.advisory.marker_key_file,
@@ -919,6 +977,31 @@ impl Config {
 
     /// Checks everything that serde cannot: cross-field rules and value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.journal.url {
+            let parsed = parse_journal_url(self, url)?;
+            if self.journal.tls == JournalTls::None {
+                let loopback = parsed.get_hosts().iter().all(|h| match h {
+                    postgres::config::Host::Tcp(h) => is_loopback_host(h),
+                    postgres::config::Host::Unix(_) => true,
+                });
+                if !loopback {
+                    return Err(self.invalid(
+                        "journal.tls",
+                        "\"none\" is allowed only for a loopback host; use \"require\"",
+                    ));
+                }
+            }
+        }
+        check_secret(
+            self,
+            "journal.password_file",
+            &self.journal.password_file,
+            &self.journal.password_env,
+            false,
+        )?;
+        if self.journal.lease_secs < 2 {
+            return Err(self.invalid("journal.lease_secs", "must be at least 2"));
+        }
         check_tls(self, "imap", &self.imap.host, self.imap.tls)?;
         check_tls(self, "smtp", &self.smtp.host, self.smtp.tls)?;
         check_secret(
@@ -1193,6 +1276,45 @@ impl Config {
             .find(|r| r.name.eq_ignore_ascii_case(name))
     }
 
+    /// The PostgreSQL journal to connect to, with its password and TLS; `None` for the
+    /// SQLite journal (no `[journal] url`).
+    pub fn journal_target(&self) -> Result<Option<crate::journal::PgTarget>, ConfigError> {
+        let Some(url) = &self.journal.url else {
+            return Ok(None);
+        };
+        let mut config = parse_journal_url(self, url)?;
+        if self.journal.password_file.is_some() || self.journal.password_env.is_some() {
+            let password = self.read_secret(
+                "journal.password_file",
+                &self.journal.password_file,
+                &self.journal.password_env,
+            )?;
+            config.password(password.expose());
+        }
+        config.application_name("advisory-bridge");
+        config.connect_timeout(std::time::Duration::from_secs(10));
+        config.keepalives(true);
+        config.keepalives_idle(std::time::Duration::from_secs(30));
+        let tls = match self.journal.tls {
+            JournalTls::None => {
+                config.ssl_mode(postgres::config::SslMode::Disable);
+                None
+            }
+            JournalTls::Require => {
+                config.ssl_mode(postgres::config::SslMode::Require);
+                Some(
+                    crate::tls::client_config(self.journal.ca_file.as_deref())
+                        .map_err(|e| self.invalid("journal.ca_file", e.to_string()))?,
+                )
+            }
+        };
+        Ok(Some(crate::journal::PgTarget {
+            config,
+            tls,
+            display: url.clone(),
+        }))
+    }
+
     /// Reads the IMAP password from its file or environment variable.
     pub fn imap_password(&self) -> Result<Secret, ConfigError> {
         self.read_secret(
@@ -1413,6 +1535,37 @@ fn check_tls(config: &Config, section: &str, host: &str, tls: TlsMode) -> Result
         ));
     }
     Ok(())
+}
+
+/// Parses `[journal] url`, refusing one that carries a password or no host, user or
+/// database.
+fn parse_journal_url(config: &Config, url: &str) -> Result<postgres::Config, ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(config.invalid(
+            "journal.url",
+            "must start with postgres:// (leave it out for the SQLite journal in state_dir)",
+        ));
+    }
+    let parsed: postgres::Config = url.parse().map_err(|e| {
+        config.invalid(
+            "journal.url",
+            format!("is not a PostgreSQL URL ({e}); write postgres://USER@HOST:PORT/DATABASE"),
+        )
+    })?;
+    if parsed.get_password().is_some() {
+        return Err(config.invalid(
+            "journal.url",
+            "holds a password; remove it and put it in journal.password_file or journal.password_env",
+        ));
+    }
+    if parsed.get_hosts().is_empty() || parsed.get_user().is_none() || parsed.get_dbname().is_none()
+    {
+        return Err(config.invalid(
+            "journal.url",
+            "needs a host, a user and a database: postgres://USER@HOST:PORT/DATABASE",
+        ));
+    }
+    Ok(parsed)
 }
 
 fn check_secret(

@@ -33,7 +33,7 @@ use crate::classify::{Classification, NoiseReason, ReplyDecision};
 use crate::config::{GithubMode, Resolved};
 use crate::failure::{Classify, FailureKind};
 use crate::github::GitHubError;
-use crate::journal::{Entry, Journal, JournalError, NewEntry, Reply, State};
+use crate::journal::{Backend, ClaimOutcome, Entry, Journal, JournalError, NewEntry, Reply, State};
 use crate::mail::{self, Report, ReportId};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Prepared};
@@ -303,6 +303,9 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             Incoming::TooLarge { size, key } => {
                 // Never read into memory; the message itself stays intact in quarantine.
                 let id = ReportId(format!("oversize-{key}"));
+                if let Some(at) = self.claim(&id).await? {
+                    return Ok(Action::Retry { at }.into());
+                }
                 let reason = format!(
                     "message is {size} bytes, over limits.max_message_bytes = {}",
                     self.settings.limits.max_message_bytes
@@ -334,6 +337,9 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 Ok(r) => r,
                 Err(e) => {
                     let id = ReportId(hex::encode(Sha256::digest(&raw)));
+                    if let Some(at) = self.claim(&id).await? {
+                        return Ok(Action::Retry { at }.into());
+                    }
                     self.record_seen(NewEntry {
                         report_id: id.clone(),
                         message_id: None,
@@ -363,6 +369,9 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             );
             report.report_id = own;
         }
+        if let Some(at) = self.claim(&report.report_id).await? {
+            return Ok(Action::Retry { at }.into());
+        }
         let entry = self
             .record_seen(NewEntry {
                 report_id: report.report_id.clone(),
@@ -389,6 +398,36 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 .await?;
         }
         Ok(disposition)
+    }
+
+    /// On a shared (PostgreSQL) journal, claims the report for this instance: one
+    /// winner across every instance, whatever the IMAP server offers. `None` means go
+    /// on; `Some(at)` means another instance holds a live lease on it: leave the message
+    /// and look again at `at` (by then it is done, and this copy is filed as one, or its
+    /// holder died and the claim is ours). SQLite journals serve one instance: `None`.
+    async fn claim(&self, id: &ReportId) -> Result<Option<DateTime<Utc>>, JournalError> {
+        if self.journal.backend() != Backend::Postgres {
+            return Ok(None);
+        }
+        let (rid, instance) = (id.clone(), self.settings.instance.clone());
+        let lease = Duration::from_secs(self.settings.config.journal.lease_secs);
+        match self
+            .journal
+            .call(move |db| db.claim(&rid, &instance, lease))
+            .await?
+        {
+            ClaimOutcome::Won => Ok(None),
+            ClaimOutcome::HeldBy { instance, until } => {
+                info!(
+                    report_id = %id,
+                    holder = %instance,
+                    lease_until = %until,
+                    "another instance works on this report; leaving this copy until its lease ends"
+                );
+                let wait = chrono::Duration::from_std(lease).unwrap_or_default();
+                Ok(Some(self.clock.now() + wait))
+            }
+        }
     }
 
     async fn record_seen(&self, new: NewEntry) -> Result<Entry, JournalError> {
