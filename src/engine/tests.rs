@@ -419,7 +419,17 @@ impl Harness {
         let settings = Arc::new(Resolved::new(config).unwrap());
         let state_dir = &settings.config.state_dir;
         let spool = Spool::open(state_dir).unwrap();
-        let journal = Journal::open(state_dir).unwrap();
+        // The same tests on both backends: `ADVISORY_BRIDGE_TEST_JOURNAL=postgres` (as
+        // scripts/test sets for a second run) puts the journal in PostgreSQL, one schema
+        // per state directory.
+        let journal = if crate::journal::testing::postgres_requested() {
+            Journal::connect(crate::journal::testing::pg_target(
+                &state_dir.display().to_string(),
+            ))
+            .unwrap()
+        } else {
+            Journal::open(state_dir).unwrap()
+        };
         let outbox = MemoryOutbox::default();
         let metrics = Arc::new(Metrics::new());
         let clock = Clock::tokio_from(start());

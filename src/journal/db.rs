@@ -188,7 +188,7 @@ impl Db {
         pg::migrate(&mut client, schema::PORTABLE, schema::latest() as i64)
             .map_err(|e| wrap(JournalFault::PgSchema(e)))?;
         Ok(Db {
-            conn: Conn::Pg(std::cell::RefCell::new(Pg::new(client))),
+            conn: Conn::Pg(Box::new(std::cell::RefCell::new(Pg::new(client)))),
             path: display.clone(),
             target: Some(target),
             reachable,
@@ -233,7 +233,7 @@ impl Db {
             }
             match target.connect() {
                 Ok(client) => {
-                    self.conn = Conn::Pg(std::cell::RefCell::new(Pg::new(client)));
+                    self.conn = Conn::Pg(Box::new(std::cell::RefCell::new(Pg::new(client))));
                     let renewed = match self.registration.clone() {
                         Some(r) => self.renew(&r),
                         None => Ok(()),
@@ -883,7 +883,8 @@ impl Db {
             id,
             "state = 'acknowledged', reply = ?3, reply_message_id = ?4, attempts = 0, \
              next_attempt_at = NULL, last_error = NULL, \
-             replied_at = CASE WHEN ?4 IS NULL THEN replied_at ELSE ?1 END, \
+             replied_at = CASE WHEN CAST(?4 AS TEXT) IS NULL THEN replied_at \
+             ELSE CAST(?1 AS TEXT) END, \
              reply_to = COALESCE(?5, reply_to)",
             vec![reply.encode().into(), message_id.into(), to.into()],
             now,
@@ -911,15 +912,12 @@ impl Db {
                 now,
             )
         };
-        match self.backend() {
-            // SQLite journals have no claims: exactly the statement of before.
-            Backend::Sqlite => set(),
-            Backend::Postgres => self.transaction(|db| {
-                set()?;
-                db.exec("DELETE FROM claims WHERE report_id = ?1", &[(&id.0).into()])?;
-                Ok(())
-            }),
-        }
+        // SQLite journals hold no claims (one instance each): the delete finds nothing.
+        self.transaction(|db| {
+            set()?;
+            db.exec("DELETE FROM claims WHERE report_id = ?1", &[(&id.0).into()])?;
+            Ok(())
+        })
     }
 
     /// Records a failure and when to try again; returns the attempt count.
@@ -987,7 +985,7 @@ impl Db {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.many(
             &format!(
-                "SELECT {COLUMNS} FROM reports WHERE (?1 IS NULL OR state = ?1)
+                "SELECT {COLUMNS} FROM reports WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1)
                  ORDER BY updated_at DESC LIMIT ?2"
             ),
             &[state.map(State::as_str).into(), limit.into()],
@@ -1153,10 +1151,52 @@ impl Db {
 mod tests {
     use super::*;
 
-    fn open(dir: &Path) -> Db {
-        let path = dir.join("journal.sqlite3");
-        Db::open(&path, &path.display().to_string()).unwrap()
+    /// The journal of `dir` on `backend`: the SQLite file in it, or the PostgreSQL
+    /// schema named after it in the test cluster.
+    fn open(backend: Backend, dir: &Path) -> Db {
+        match backend {
+            Backend::Sqlite => {
+                let path = dir.join("journal.sqlite3");
+                Db::open(&path, &path.display().to_string()).unwrap()
+            }
+            Backend::Postgres => Db::connect(
+                crate::journal::testing::pg_target(&dir.display().to_string()),
+                Arc::new(AtomicBool::new(true)),
+                Arc::new(AtomicBool::new(false)),
+            )
+            .unwrap(),
+        }
     }
+
+    /// Runs each named test (a `fn(Backend)`) on SQLite and on PostgreSQL.
+    macro_rules! on_both {
+        ($($name:ident),* $(,)?) => {
+            $(
+                mod $name {
+                    #[test]
+                    fn sqlite() {
+                        super::$name(super::Backend::Sqlite)
+                    }
+                    #[test]
+                    fn postgres() {
+                        super::$name(super::Backend::Postgres)
+                    }
+                }
+            )*
+        };
+    }
+
+    on_both!(
+        a_report_moves_through_its_states_and_survives_reopening,
+        seeing_a_report_again_keeps_its_progress,
+        failures_count_attempts_and_a_success_resets_them,
+        an_unknown_state_or_a_broken_timestamp_is_an_error_not_a_default,
+        a_rebuilt_record_is_written_whole,
+        per_sender_counts_ignore_case_and_follow_ups,
+        one_instance_wins_a_claim_until_its_lease_runs_out_or_the_report_is_final,
+        a_dead_instance_is_taken_over_once_and_kept_when_it_comes_back,
+        fingerprints_and_meta_round_trip,
+    );
 
     fn new_entry(id: &ReportId, path: &str) -> NewEntry {
         NewEntry {
@@ -1169,13 +1209,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_report_moves_through_its_states_and_survives_reopening() {
+    fn a_report_moves_through_its_states_and_survives_reopening(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let id = ReportId("r1".into());
         let now = Utc::now();
         {
-            let j = open(dir.path());
+            let j = open(b, dir.path());
             let e = j.record_seen(&new_entry(&id, "/s/1.eml"), now).unwrap();
             assert_eq!(e.state, State::Seen);
             assert_eq!(e.reply, Reply::Pending);
@@ -1184,7 +1223,7 @@ mod tests {
             j.record_advisory(&id, "GHSA-2345-6789-cfgh", "https://x", now)
                 .unwrap();
         }
-        let j = open(dir.path());
+        let j = open(b, dir.path());
         let e = j.get(&id).unwrap().unwrap();
         assert_eq!(e.state, State::AdvisoryCreated);
         assert_eq!(e.ghsa_id.as_deref(), Some("GHSA-2345-6789-cfgh"));
@@ -1199,10 +1238,9 @@ mod tests {
         assert_eq!(e.reply_message_id.as_deref(), Some("ack@x"));
     }
 
-    #[test]
-    fn seeing_a_report_again_keeps_its_progress() {
+    fn seeing_a_report_again_keeps_its_progress(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let j = open(dir.path());
+        let j = open(b, dir.path());
         let id = ReportId("r2".into());
         let now = Utc::now();
         j.record_seen(&new_entry(&id, "/s/2.eml"), now).unwrap();
@@ -1211,10 +1249,9 @@ mod tests {
         assert_eq!(again.state, State::AdvisoryCreated);
     }
 
-    #[test]
-    fn failures_count_attempts_and_a_success_resets_them() {
+    fn failures_count_attempts_and_a_success_resets_them(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let j = open(dir.path());
+        let j = open(b, dir.path());
         let id = ReportId("r3".into());
         let now = Utc::now();
         j.record_seen(&new_entry(&id, "/s/3.eml"), now).unwrap();
@@ -1230,10 +1267,9 @@ mod tests {
         assert!(j.recent(10, Some(State::Filed)).unwrap().is_empty());
     }
 
-    #[test]
-    fn an_unknown_state_or_a_broken_timestamp_is_an_error_not_a_default() {
+    fn an_unknown_state_or_a_broken_timestamp_is_an_error_not_a_default(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let j = open(dir.path());
+        let j = open(b, dir.path());
         let now = Utc::now();
         let a = ReportId("a".into());
         let b = ReportId("b".into());
@@ -1258,10 +1294,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_rebuilt_record_is_written_whole() {
+    fn a_rebuilt_record_is_written_whole(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = open(dir.path());
+        let mut j = open(b, dir.path());
         let id = ReportId("lost".into());
         let e = j
             .record_rebuilt(&id, "pallets/flask", "GHSA-q", "u", Utc::now())
@@ -1270,5 +1305,207 @@ mod tests {
         assert_eq!(e.state, State::AdvisoryCreated);
         assert_eq!(e.ghsa_id.as_deref(), Some("GHSA-q"));
         assert_eq!(e.repository.as_deref(), Some("pallets/flask"));
+    }
+
+    #[allow(clippy::needless_pass_by_value)]
+    fn per_sender_counts_ignore_case_and_follow_ups(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(b, dir.path());
+        let now = Utc::now();
+        let (r, f) = (ReportId("r".into()), ReportId("f".into()));
+        j.record_seen(&new_entry(&r, "/s/r"), now).unwrap();
+        j.record_advisory(&r, "GHSA-abcd", "u", now).unwrap();
+        j.record_reply(&r, &Reply::Sent, Some(("m@x", "reporter@example.org")), now)
+            .unwrap();
+        j.record_seen(&new_entry(&f, "/s/f"), now).unwrap();
+        j.record_thread(&f, &r, Some("pallets/flask"), now).unwrap();
+        let since = now - chrono::Duration::hours(1);
+        assert_eq!(j.advisories_from("REPORTER@example.org", since).unwrap(), 1);
+        assert_eq!(j.replies_to("Reporter@Example.org", since).unwrap(), 1);
+        assert_eq!(j.find_by_ghsa("ghsa-ABCD").unwrap().unwrap().report_id, r);
+        assert_eq!(j.thread_senders(&r).unwrap(), vec!["reporter@example.org"]);
+        assert!(j.last_reply_in_thread(&r).unwrap().is_some());
+        let related = j.find_related(&["abc@example.org".into()], &[]).unwrap();
+        assert_eq!(related.len(), 2);
+        assert_eq!(
+            j.find_related(&[], std::slice::from_ref(&f)).unwrap().len(),
+            1
+        );
+    }
+
+    fn one_instance_wins_a_claim_until_its_lease_runs_out_or_the_report_is_final(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(b, dir.path());
+        let id = ReportId("claimed".into());
+        let long = Duration::from_secs(3600);
+        assert_eq!(j.claim(&id, "a", long).unwrap(), ClaimOutcome::Won);
+        assert_eq!(
+            j.claim(&id, "a", long).unwrap(),
+            ClaimOutcome::Won,
+            "its own claim"
+        );
+        match j.claim(&id, "b", long).unwrap() {
+            ClaimOutcome::HeldBy { instance, .. } => assert_eq!(instance, "a"),
+            other => panic!("b must not win a live claim: {other:?}"),
+        }
+        // Filed: the claim ends with it.
+        j.record_seen(&new_entry(&id, "/s/c"), Utc::now()).unwrap();
+        j.record_final(&id, State::Filed, None, Utc::now()).unwrap();
+        assert_eq!(j.claim(&id, "b", long).unwrap(), ClaimOutcome::Won);
+        // A lease that ran out goes to whoever asks next.
+        let other = ReportId("expiring".into());
+        assert_eq!(
+            j.claim(&other, "a", Duration::ZERO).unwrap(),
+            ClaimOutcome::Won
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(j.claim(&other, "b", long).unwrap(), ClaimOutcome::Won);
+        assert!(matches!(
+            j.claim(&other, "a", long).unwrap(),
+            ClaimOutcome::HeldBy { .. }
+        ));
+    }
+
+    fn a_dead_instance_is_taken_over_once_and_kept_when_it_comes_back(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = open(b, dir.path());
+        let reg = |name: &str, lease: Duration| Registration {
+            name: name.into(),
+            claim_folder: format!("Processing.{name}"),
+            lease,
+        };
+        j.register(&reg("dead", Duration::ZERO)).unwrap();
+        j.register(&reg("alive", Duration::from_secs(3600)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let seen = j.instances().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen.iter().any(|i| i.name == "dead" && i.expired));
+        assert!(seen.iter().any(|i| i.name == "alive" && !i.expired));
+        assert!(
+            j.take_over("alive", Duration::from_secs(60))
+                .unwrap()
+                .is_none()
+        );
+        let won = j.take_over("dead", Duration::from_secs(60)).unwrap();
+        assert!(won.is_some());
+        assert!(
+            j.take_over("dead", Duration::from_secs(60))
+                .unwrap()
+                .is_none(),
+            "one winner"
+        );
+        // It came back before the taker was done: it keeps its registration.
+        std::thread::sleep(Duration::from_millis(5));
+        j.register(&reg("dead", Duration::from_secs(3600))).unwrap();
+        j.forget_instance("dead", won.unwrap()).unwrap();
+        assert_eq!(j.instances().unwrap().len(), 2);
+        // Gone for good this time.
+        j.register(&reg("dead", Duration::ZERO)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let won = j
+            .take_over("dead", Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
+        j.forget_instance("dead", won).unwrap();
+        let left: Vec<String> = j.instances().unwrap().into_iter().map(|i| i.name).collect();
+        assert_eq!(left, vec!["alive".to_owned()]);
+    }
+
+    fn fingerprints_and_meta_round_trip(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(b, dir.path());
+        let now = Utc::now();
+        let (a, c) = (ReportId("fa".into()), ReportId("fc".into()));
+        j.record_seen(&new_entry(&a, "/s/a"), now).unwrap();
+        j.record_advisory(&a, "GHSA-f", "https://a", now).unwrap();
+        let bytes: Vec<u8> = (0..4096u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let fp = (1..=bytes.len() / 4)
+            .find_map(|n| crate::triage::Fingerprint::from_stored("exact".into(), &bytes[..n * 4]))
+            .expect("a fingerprint of some size");
+        j.record_fingerprint(&a, &fp, "poc", Some(("GHSA-x", 0.75)), now)
+            .unwrap();
+        j.record_fingerprint(&a, &fp, "poc cvss", Some(("GHSA-x", 0.5)), now)
+            .unwrap();
+        let t = j.triage_of(&a).unwrap().unwrap();
+        assert_eq!(t.signals, "poc cvss");
+        assert_eq!(t.similarity, Some(0.5));
+        let others = j.fingerprints_with_advisory(&c).unwrap();
+        assert_eq!(others.len(), 1);
+        assert_eq!(others[0].0, fp);
+        assert!(j.fingerprints_with_advisory(&a).unwrap().is_empty());
+        assert_eq!(j.meta("k").unwrap(), None);
+        j.set_meta("k", "1").unwrap();
+        j.set_meta("k", "2").unwrap();
+        assert_eq!(j.meta("k").unwrap().as_deref(), Some("2"));
+        assert!(j.set_meta_once("once", "a").unwrap());
+        assert!(!j.set_meta_once("once", "b").unwrap());
+        assert!(j.started_at().unwrap().is_some());
+        assert_eq!(j.stored_schema_version().unwrap(), schema::latest() as i64);
+        j.record_notice(&a, "published", "n@x", now).unwrap();
+        j.record_notice(&a, "published", "n2@x", now).unwrap();
+        assert!(j.notice_sent(&a, "published").unwrap());
+        assert!(!j.notice_sent(&a, "cve").unwrap());
+        assert_eq!(j.recent(10, None).unwrap().len(), 1);
+        assert_eq!(
+            j.stale_drafts(now + chrono::Duration::days(1))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn on_postgres_claims_from_many_connections_have_one_winner_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().display().to_string();
+        // Migrate once first.
+        drop(open(Backend::Postgres, dir.path()));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let key = key.clone();
+                std::thread::spawn(move || {
+                    let db = Db::connect(
+                        crate::journal::testing::pg_target(&key),
+                        Arc::default(),
+                        Arc::default(),
+                    )
+                    .unwrap();
+                    (0..60)
+                        .filter(|i| {
+                            let id = ReportId(format!("race-{i}"));
+                            db.claim(&id, &format!("i{t}"), Duration::from_secs(600))
+                                .unwrap()
+                                == ClaimOutcome::Won
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let won: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(won, 60, "each report has exactly one winner");
+    }
+
+    #[test]
+    fn on_postgres_one_connection_leads_and_another_takes_over_when_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(Backend::Postgres, dir.path());
+        let b = open(Backend::Postgres, dir.path());
+        // The lock is the journal's (its schema's): other tests' journals do not hold it.
+        assert!(a.try_lead().unwrap());
+        assert!(!b.try_lead().unwrap(), "never two leaders");
+        assert!(a.try_lead().unwrap(), "a leader stays one");
+        drop(a);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !b.try_lead().unwrap() {
+            assert!(std::time::Instant::now() < deadline, "b never took over");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn sqlite_always_leads() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open(Backend::Sqlite, dir.path()).try_lead().unwrap());
     }
 }

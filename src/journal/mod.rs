@@ -20,6 +20,8 @@ mod db;
 pub mod pg;
 mod schema;
 mod sql;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::path::Path;
 use std::sync::Arc;

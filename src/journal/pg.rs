@@ -10,9 +10,11 @@ use postgres::{Client, NoTls};
 
 use super::sql::{Row, StatementCache, Val, dollar_placeholders};
 
-/// The advisory lock key held by the instance that runs the notice watcher and the
-/// maintainers' digest (`ab-watch` in ASCII).
-pub const WATCHER_LOCK: i64 = 0x6162_2d77_6174_6368;
+/// The first half of the advisory lock held by the instance that runs the notice
+/// watcher and the maintainers' digest (`ab-w` in ASCII); the second half is a hash of
+/// the journal's schema, so journals in different schemas of one database do not share
+/// a watcher.
+pub const WATCHER_LOCK: i32 = 0x6162_2d77;
 /// The advisory lock key held while the schema is migrated, so two instances starting
 /// at once do not both migrate.
 const MIGRATION_LOCK: i64 = 0x6162_2d6d_6967_7261;
@@ -55,7 +57,7 @@ impl PgTarget {
 pub struct Pg {
     client: Client,
     statements: StatementCache,
-    /// True while this connection holds [`WATCHER_LOCK`].
+    /// True while this connection holds the watcher's lock ([`WATCHER_LOCK`]).
     pub(super) leading: bool,
 }
 
@@ -103,7 +105,7 @@ impl Pg {
         self.client.batch_execute(sql)
     }
 
-    /// Takes [`WATCHER_LOCK`] if free (or already ours); true while this connection
+    /// Takes the watcher's lock ([`WATCHER_LOCK`]) if free (or already ours); true while this connection
     /// holds it. The lock goes with the connection: an instance that dies or loses the
     /// database loses it, and another takes it.
     pub(super) fn try_lead(&mut self) -> Result<bool, postgres::Error> {
@@ -112,9 +114,10 @@ impl Pg {
             self.client.batch_execute("SELECT 1")?;
             return Ok(true);
         }
-        let row = self
-            .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&WATCHER_LOCK])?;
+        let row = self.client.query_one(
+            "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))",
+            &[&WATCHER_LOCK],
+        )?;
         self.leading = row.get::<_, bool>(0);
         Ok(self.leading)
     }

@@ -190,7 +190,7 @@ pub(super) enum Conn {
     /// SQLite.
     Sqlite(rusqlite::Connection),
     /// PostgreSQL, with its prepared statements.
-    Pg(RefCell<Pg>),
+    Pg(Box<RefCell<Pg>>),
 }
 
 /// `?N` placeholders as PostgreSQL's `$N`.
