@@ -214,7 +214,11 @@ impl Mailbox {
                 continue;
             }
             others += 1;
-            if count > 0 {
+            // With a shared journal a dead instance's mail is taken over by itself.
+            let shared = self.journal.backend() == crate::journal::Backend::Postgres;
+            if count > 0 && shared {
+                debug!(folder = %folder, messages = count, "another instance's claim folder holds mail; taken over should its lease run out");
+            } else if count > 0 {
                 warn!(
                     folder = %folder,
                     messages = count,

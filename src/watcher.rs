@@ -123,7 +123,9 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
     /// failure ends it early (the daemon then stops).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), JournalError> {
         let interval = Duration::from_secs(self.settings.config.notify.interval_secs.max(1));
-        let mut was_leading = true;
+        // Who runs the watcher is news only on a shared journal.
+        let shared = self.journal.backend() == crate::journal::Backend::Postgres;
+        let mut was_leading = None;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -131,8 +133,8 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
             // On a shared journal only the instance holding the watcher's lock looks
             // (one sender of notices and digests); the others wait to take over.
             let leading = self.journal.call(|db| db.try_lead()).await?;
-            if leading != was_leading {
-                was_leading = leading;
+            if shared && was_leading != Some(leading) {
+                was_leading = Some(leading);
                 if leading {
                     info!("this instance runs the notice watcher and the maintainers' digest");
                 } else {

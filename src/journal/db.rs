@@ -72,6 +72,8 @@ pub struct Db {
     stopping: Arc<AtomicBool>,
     /// This instance's registration in a shared journal.
     registration: Option<Registration>,
+    /// When the connection last came back after a loss.
+    reconnected_at: Option<std::time::Instant>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -168,6 +170,7 @@ impl Db {
             reachable: Arc::new(AtomicBool::new(true)),
             stopping: Arc::new(AtomicBool::new(false)),
             registration: None,
+            reconnected_at: None,
         })
     }
 
@@ -194,6 +197,7 @@ impl Db {
             reachable,
             stopping,
             registration: None,
+            reconnected_at: None,
         })
     }
 
@@ -241,6 +245,7 @@ impl Db {
                     match renewed {
                         Ok(()) => {
                             self.reachable.store(true, Ordering::SeqCst);
+                            self.reconnected_at = Some(std::time::Instant::now());
                             tracing::info!(journal = %self.path, "the journal's database is reachable again; resuming");
                             return true;
                         }
@@ -249,7 +254,7 @@ impl Db {
                 }
                 Err(e) => {
                     if attempt == 0 {
-                        tracing::warn!(journal = %self.path, error = %e, "the journal's database is unreachable; waiting for it (nothing is handled meanwhile)");
+                        tracing::warn!(journal = %self.path, error = %pg::describe(&e), "the journal's database is unreachable; waiting for it (nothing is handled meanwhile)");
                     }
                 }
             }
@@ -1102,7 +1107,14 @@ impl Db {
     /// Takes over a dead instance: when `dead`'s lease has run out, extends it for
     /// `taker` to move the dead instance's mail (one winner); true when this call won.
     /// The taker then moves the mail and calls [`Db::forget_instance`].
+    ///
+    /// For one lease after this connection came back from a loss nobody is taken over:
+    /// the database itself was away, every instance lost it at once and the others
+    /// have not renewed yet; they are not dead.
     pub fn take_over(&self, dead: &str, lease: Duration) -> Result<Option<i64>, JournalError> {
+        if self.reconnected_at.is_some_and(|t| t.elapsed() < lease) {
+            return Ok(None);
+        }
         let now = self.conn.now_ms();
         let row = self.row(
             &format!(

@@ -53,13 +53,14 @@ pub enum JournalFault {
     #[error("{0}; check that the state directory is writable and not full")]
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL refused a statement.
-    #[error("{0}; check the database's log")]
+    #[error("{}; check the database's log", pg::describe(.0))]
     Postgres(#[from] postgres::Error),
     /// The PostgreSQL journal cannot be reached at start.
     #[error(
-        "cannot connect: {0}; check [journal] url (host, port, user, database), the password in journal.password_file or journal.password_env, journal.tls and journal.ca_file, and that the database is up"
+        "cannot connect: {}; check [journal] url (host, port, user, database), the password in journal.password_file or journal.password_env, journal.tls and journal.ca_file, and that the database is up",
+        pg::describe(.0)
     )]
-    Unreachable(postgres::Error),
+    Unreachable(#[source] postgres::Error),
     /// The PostgreSQL journal's schema cannot be used.
     #[error("cannot migrate the schema: {0}")]
     PgSchema(#[from] pg::PgSchemaError),

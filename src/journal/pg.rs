@@ -246,7 +246,7 @@ CREATE INDEX fingerprints_by_exact ON fingerprints(exact);
 #[derive(Debug, thiserror::Error)]
 pub enum PgSchemaError {
     /// The database refused a statement.
-    #[error(transparent)]
+    #[error("{}", describe(.0))]
     Postgres(#[from] postgres::Error),
     /// Written by a newer release.
     #[error(
@@ -281,6 +281,8 @@ pub(super) fn migrate(
 ) -> Result<(), PgSchemaError> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    // `IF NOT EXISTS` would log a NOTICE at every start.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS journal_schema (
             version    BIGINT PRIMARY KEY,
@@ -311,6 +313,23 @@ pub(super) fn migrate(
     }
     tx.commit()?;
     Ok(())
+}
+
+/// What went wrong, readably: the server's message (with its SQLSTATE) or the chain of
+/// causes (refused connection, TLS failure), where `postgres::Error` alone says only
+/// "db error" or "error connecting to server".
+pub fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({}: {})", e, db.code().code(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// How long to wait before the `attempt`th reconnection.
