@@ -249,7 +249,7 @@ async fn three_instances_on_one_postgres_journal_handle_each_report_once_through
         .unwrap_or_else(rand::random);
     eprintln!("seed {seed} (ADVISORY_BRIDGE_CRASH_SEED replays it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let total = reports_wanted(60).max(20);
+    let total = reports_wanted(120).max(20);
     let first = total / 3;
     let names = ["a", "b", "c"];
     let mut fleet = Fleet::new(&stack, &pg, &names, "");
@@ -389,7 +389,7 @@ async fn two_instances_wait_out_a_database_restart_and_resume() {
         &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[retry]"),
     );
     std::fs::write(&x_config, text).unwrap();
-    let total = reports_wanted(40).max(10) / 2;
+    let total = reports_wanted(40).max(10);
     fleet.start("x");
     fleet.start("y");
     let mut ids = deliver(&stack, 0..total / 2).await;

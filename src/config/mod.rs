@@ -1733,10 +1733,68 @@ name = "pallets/flask"
     }
 
     #[test]
+    fn a_journal_url_is_checked_before_anything_connects() {
+        let with = |journal: &str| format!("{MINIMAL}\n[journal]\n{journal}\n");
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.journal.url.is_none(), "SQLite by default");
+        assert!(c.journal_target().unwrap().is_none());
+        let ok = parse(&with("url = \"postgres://bridge@db.example.org/journal\"")).unwrap();
+        let target = ok.journal_target().unwrap().unwrap();
+        assert!(target.tls.is_some(), "TLS by default");
+        assert_eq!(ok.journal.lease_secs, 60);
+        for (journal, key, says) in [
+            (
+                "url = \"postgres://bridge:hunter2@db.example.org/journal\"",
+                "journal.url",
+                "holds a password",
+            ),
+            (
+                "url = \"postgres://bridge@db.example.org/journal?password=hunter2\"",
+                "journal.url",
+                "holds a password",
+            ),
+            (
+                "url = \"mysql://db.example.org/j\"",
+                "journal.url",
+                "postgres://",
+            ),
+            (
+                "url = \"postgres://db.example.org/journal\"",
+                "journal.url",
+                "a user",
+            ),
+            (
+                "url = \"postgres://bridge@db.example.org/journal\"\ntls = \"none\"",
+                "journal.tls",
+                "loopback",
+            ),
+            (
+                "url = \"postgres://bridge@127.0.0.1/journal\"\nlease_secs = 1",
+                "journal.lease_secs",
+                "at least 2",
+            ),
+        ] {
+            let err = parse(&with(journal)).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(says), "{journal}: {err}");
+            assert!(
+                !err.contains("hunter2"),
+                "the password is never shown: {err}"
+            );
+        }
+        parse(&with(
+            "url = \"postgres://bridge@127.0.0.1/journal\"\ntls = \"none\"",
+        ))
+        .unwrap();
+    }
+
+    #[test]
     fn the_example_config_is_valid_and_shows_the_defaults() {
         let text = include_str!("../../config.example.toml");
         let c = parse(text).unwrap();
         let d = parse(MINIMAL).unwrap();
+        assert_eq!(c.journal.url, d.journal.url);
+        assert_eq!(c.journal.tls, d.journal.tls);
+        assert_eq!(c.journal.lease_secs, d.journal.lease_secs);
         assert_eq!(c.imap.poll_interval_secs, d.imap.poll_interval_secs);
         assert_eq!(c.imap.idle_recheck_secs, d.imap.idle_recheck_secs);
         assert_eq!(c.imap.timeout_secs, d.imap.timeout_secs);
