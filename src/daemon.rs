@@ -511,10 +511,10 @@ impl Daemon {
             .await
             .map_err(|e| SessionError::Fatal(e.into()))?;
         for dead in instances.into_iter().filter(|i| i.expired && i.name != me) {
-            let name = dead.name.clone();
+            let (name, taker) = (dead.name.clone(), me.clone());
             let won = self
                 .journal
-                .call(move |db| db.take_over(&name, lease))
+                .call(move |db| db.take_over(&name, &taker, lease))
                 .await
                 .map_err(|e| SessionError::Fatal(e.into()))?;
             let Some(renewed_at) = won else { continue };

@@ -1111,20 +1111,40 @@ impl Db {
     /// For one lease after this connection came back from a loss nobody is taken over:
     /// the database itself was away, every instance lost it at once and the others
     /// have not renewed yet; they are not dead.
-    pub fn take_over(&self, dead: &str, lease: Duration) -> Result<Option<i64>, JournalError> {
+    ///
+    /// The dead instance's claims on reports become the taker's in the same
+    /// transaction: should the dead one come back before the taker is done, it does not
+    /// renew claims on mail that is no longer in its folder.
+    pub fn take_over(
+        &self,
+        dead: &str,
+        taker: &str,
+        lease: Duration,
+    ) -> Result<Option<i64>, JournalError> {
         if self.reconnected_at.is_some_and(|t| t.elapsed() < lease) {
             return Ok(None);
         }
         let now = self.conn.now_ms();
-        let row = self.row(
-            &format!(
-                "UPDATE instances SET lease_until = {now} + ?2
-                 WHERE name = ?1 AND lease_until < {now} RETURNING renewed_at"
-            ),
-            &[dead.into(), lease_ms(lease).into()],
-        )?;
-        row.map(|r| r.int(0).map_err(|w| self.wrong_type(w)))
-            .transpose()
+        self.transaction(|db| {
+            let row = db.row(
+                &format!(
+                    "UPDATE instances SET lease_until = {now} + ?2
+                     WHERE name = ?1 AND lease_until < {now} RETURNING renewed_at"
+                ),
+                &[dead.into(), lease_ms(lease).into()],
+            )?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let renewed_at = row.int(0).map_err(|w| db.wrong_type(w))?;
+            db.exec(
+                &format!(
+                    "UPDATE claims SET instance = ?2, lease_until = {now} + ?3 WHERE instance = ?1"
+                ),
+                &[dead.into(), taker.into(), lease_ms(lease).into()],
+            )?;
+            Ok(Some(renewed_at))
+        })
     }
 
     /// Forgets a taken-over instance, unless it came back meanwhile (renewed since).
@@ -1386,39 +1406,44 @@ mod tests {
             claim_folder: format!("Processing.{name}"),
             lease,
         };
+        let hour = Duration::from_secs(3600);
         j.register(&reg("dead", Duration::ZERO)).unwrap();
-        j.register(&reg("alive", Duration::from_secs(3600)))
-            .unwrap();
+        let mail = ReportId("in-the-dead-ones-folder".into());
+        assert_eq!(j.claim(&mail, "dead", hour).unwrap(), ClaimOutcome::Won);
+        j.register(&reg("dead", Duration::ZERO)).unwrap();
+        j.register(&reg("alive", hour)).unwrap();
         std::thread::sleep(Duration::from_millis(5));
         let seen = j.instances().unwrap();
         assert_eq!(seen.len(), 2);
         assert!(seen.iter().any(|i| i.name == "dead" && i.expired));
         assert!(seen.iter().any(|i| i.name == "alive" && !i.expired));
-        assert!(
-            j.take_over("alive", Duration::from_secs(60))
-                .unwrap()
-                .is_none()
-        );
-        let won = j.take_over("dead", Duration::from_secs(60)).unwrap();
+        let minute = Duration::from_secs(60);
+        assert!(j.take_over("alive", "taker", minute).unwrap().is_none());
+        let won = j.take_over("dead", "taker", minute).unwrap();
         assert!(won.is_some());
         assert!(
-            j.take_over("dead", Duration::from_secs(60))
-                .unwrap()
-                .is_none(),
+            j.take_over("dead", "other", minute).unwrap().is_none(),
             "one winner"
         );
-        // It came back before the taker was done: it keeps its registration.
+        // Its claims went to the taker with its mail.
+        match j.claim(&mail, "dead", minute).unwrap() {
+            ClaimOutcome::HeldBy { instance, .. } => assert_eq!(instance, "taker"),
+            other => panic!("the taker holds the dead one's claims: {other:?}"),
+        }
+        // It came back before the taker was done: it keeps its registration, and
+        // renewing its leases does not take the claims back.
         std::thread::sleep(Duration::from_millis(5));
-        j.register(&reg("dead", Duration::from_secs(3600))).unwrap();
+        j.register(&reg("dead", hour)).unwrap();
         j.forget_instance("dead", won.unwrap()).unwrap();
         assert_eq!(j.instances().unwrap().len(), 2);
+        assert!(matches!(
+            j.claim(&mail, "dead", minute).unwrap(),
+            ClaimOutcome::HeldBy { .. }
+        ));
         // Gone for good this time.
         j.register(&reg("dead", Duration::ZERO)).unwrap();
         std::thread::sleep(Duration::from_millis(5));
-        let won = j
-            .take_over("dead", Duration::from_secs(60))
-            .unwrap()
-            .unwrap();
+        let won = j.take_over("dead", "taker", minute).unwrap().unwrap();
         j.forget_instance("dead", won).unwrap();
         let left: Vec<String> = j.instances().unwrap().into_iter().map(|i| i.name).collect();
         assert_eq!(left, vec!["alive".to_owned()]);
