@@ -456,11 +456,27 @@ impl Daemon {
         let stop = shutdown.clone();
         pass.others = mailbox.claim_new(|| !*stop.borrow()).await?;
         self.take_over_dead_instances(mailbox).await?;
+        let shared = self.journal.backend() == Backend::Postgres;
+        let takeover_every = Duration::from_secs(self.settings.config.journal.lease_secs) / 3;
+        let mut takeover_checked = tokio::time::Instant::now();
         let uids = mailbox.pending().await?;
         for uid in uids {
             if *shutdown.borrow() {
                 pass.stopped = true;
                 return Ok(pass);
+            }
+            // A long pass still takes over a dead instance's mail soon after its lease
+            // ran out; what it moves here is handled right after this pass.
+            if shared && takeover_checked.elapsed() >= takeover_every {
+                takeover_checked = tokio::time::Instant::now();
+                let (won, moved) = self.take_over_dead_instances(mailbox).await?;
+                if moved > 0 {
+                    pass.next_due = Some(Utc::now());
+                }
+                if won > 0 {
+                    // The takeover selected the dead instance's folder: back to ours.
+                    mailbox.pending().await?;
+                }
             }
             feed_watchdog();
             let step = self
@@ -494,15 +510,17 @@ impl Daemon {
 
     /// On a shared journal: for each other instance whose lease ran out, wins its
     /// takeover in the journal (one winner) and moves the mail of its claim folder into
-    /// ours, where this pass handles it. Its claims on reports have run out too, so ours
-    /// win them. An instance that comes back meanwhile keeps its registration.
+    /// ours, where this pass handles it; its claims on reports become ours. An instance
+    /// that comes back meanwhile keeps its registration. Returns how many instances
+    /// were taken over and how many messages moved.
     async fn take_over_dead_instances(
         &mut self,
         mailbox: &mut Mailbox,
-    ) -> Result<(), SessionError> {
+    ) -> Result<(usize, usize), SessionError> {
         if self.journal.backend() != Backend::Postgres {
-            return Ok(());
+            return Ok((0, 0));
         }
+        let (mut won_any, mut total) = (0, 0);
         let me = self.settings.instance.clone();
         let lease = Duration::from_secs(self.settings.config.journal.lease_secs);
         let instances = self
@@ -518,7 +536,9 @@ impl Daemon {
                 .await
                 .map_err(|e| SessionError::Fatal(e.into()))?;
             let Some(renewed_at) = won else { continue };
+            won_any += 1;
             let moved = mailbox.take_over_folder(&dead.claim_folder).await?;
+            total += moved;
             warn!(
                 instance = %dead.name,
                 last_renewal = %dead.renewed_at,
@@ -531,7 +551,7 @@ impl Daemon {
                 .await
                 .map_err(|e| SessionError::Fatal(e.into()))?;
         }
-        Ok(())
+        Ok((won_any, total))
     }
 
     /// Fetches, handles and settles one message. On shutdown the step in flight gets a

@@ -174,7 +174,18 @@ impl Mailbox {
             ClaimMode::Plain => "a plain keyword",
             ClaimMode::MoveOnly => "the move alone",
         };
+        let shared = self.journal.backend() == crate::journal::Backend::Postgres;
         match (imap.claim_mode(), other_instances) {
+            (ClaimMode::Conditional, _) if shared => tracing::info!(
+                server,
+                capabilities = %caps,
+                "claims use a conditional keyword (CONDSTORE) and {moves}, and each report is claimed in the shared journal: safe for several instances"
+            ),
+            (_, _) if shared => tracing::info!(
+                server,
+                capabilities = %caps,
+                "the IMAP server lacks {lacking}; claims use {how} and {moves}, and each report is claimed in the shared journal: safe for several instances"
+            ),
             (ClaimMode::Conditional, _) => tracing::info!(
                 server,
                 capabilities = %caps,

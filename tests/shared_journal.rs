@@ -17,7 +17,7 @@ use mail_parser::MessageParser;
 use rand::{Rng, SeedableRng};
 use support::postgres::PostgresServer;
 use support::stack::{PATIENCE, Stack, report};
-use support::{Process, daemon_binary, header_value, wait_for_async};
+use support::{Process, ServerKind, daemon_binary, header_value, wait_for_async};
 
 /// Short leases, so that a takeover happens within the test.
 const LEASE_SECS: u64 = 3;
@@ -179,7 +179,17 @@ async fn deliver(stack: &Stack, range: std::ops::Range<usize>) -> Vec<String> {
 /// The exactly-once invariants over every report: each message filed once and nowhere
 /// else, one advisory each, at least one answer each (a second only after a SIGKILL
 /// between its send and its record, and then with the same Message-ID).
-async fn assert_exactly_once(stack: &Stack, ids: &[String], instances: &[&str], logs: &str) {
+///
+/// With `copies_filed`, a message may also be in `Processed` twice: a server without
+/// CONDSTORE and MOVE lets two instances both copy it into their claim folders, and the
+/// instance that loses the report's claim files its copy as one.
+async fn assert_exactly_once(
+    stack: &Stack,
+    ids: &[String],
+    instances: &[&str],
+    copies_filed: bool,
+    logs: &str,
+) {
     let mut placed: HashMap<String, Vec<String>> = HashMap::new();
     let mut folders: Vec<String> = ["INBOX", "Processed", "Ignored", "Quarantine", "Held"]
         .iter()
@@ -204,6 +214,7 @@ async fn assert_exactly_once(stack: &Stack, ids: &[String], instances: &[&str], 
     for id in ids {
         match placed.get(id).map(Vec::as_slice) {
             Some([only]) if only == "Processed" => {}
+            Some([a, b]) if copies_filed && a == "Processed" && b == "Processed" => {}
             other => misplaced.push(format!("{id}: {other:?}")),
         }
         let hash = advisory_bridge::mail::sha256_hex(
@@ -345,7 +356,7 @@ async fn three_instances_on_one_postgres_journal_handle_each_report_once_through
         (published.len(), published.len()),
         "one notice per published advisory\n{logs}"
     );
-    assert_exactly_once(&stack, &ids, &names, &logs).await;
+    assert_exactly_once(&stack, &ids, &names, false, &logs).await;
     assert!(logs.contains("took over the mail of an instance whose lease ran out"));
 }
 
@@ -433,5 +444,46 @@ async fn two_instances_wait_out_a_database_restart_and_resume() {
         logs.contains("the journal's database is reachable again; resuming"),
         "{logs}"
     );
-    assert_exactly_once(&stack, &ids, &names, &logs).await;
+    assert_exactly_once(&stack, &ids, &names, false, &logs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_a_server_without_condstore_or_move_make_one_advisory_per_report() {
+    // Dovecot announcing neither CONDSTORE nor MOVE: the IMAP claim is a plain keyword
+    // and COPY + EXPUNGE, which two instances can both win; the journal's claim decides.
+    let kind = ServerKind::Dovecot(vec![
+        "--capabilities".into(),
+        "IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE UIDPLUS".into(),
+    ]);
+    let stack = Stack::start_on(kind).await;
+    let pg = PostgresServer::start(&stack.dir.join("pg"));
+    let names = ["p", "q"];
+    let mut fleet = Fleet::new(&stack, &pg, &names, "");
+    fleet.start("p");
+    fleet.start("q");
+    let total = reports_wanted(40).max(10);
+    let ids = deliver(&stack, 0..total).await;
+    wait_for_async(PATIENCE * 2, "every report filed", || async {
+        let mut filed: Vec<String> = stack
+            .folder("Processed")
+            .await
+            .iter()
+            .map(|m| message_id(m))
+            .collect();
+        filed.sort();
+        filed.dedup();
+        filed.len() >= total
+    })
+    .await;
+    fleet.terminate_all();
+    let logs = fleet.logs();
+    assert!(
+        logs.contains("each report is claimed in the shared journal: safe for several instances"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("two instances may both handle one message"),
+        "{logs}"
+    );
+    assert_exactly_once(&stack, &ids, &names, true, &logs).await;
 }

@@ -1541,6 +1541,17 @@ mod tests {
     }
 
     #[test]
+    fn a_sqlite_journal_never_makes_healthz_unhealthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = crate::journal::Journal::open(dir.path()).unwrap();
+        assert!(j.reachable());
+        let m = crate::metrics::Metrics::new();
+        m.watch_journal(j.reachable_flag());
+        m.set_mailbox_connected(true);
+        assert!(m.health().is_ok(), "{:?}", m.health());
+    }
+
+    #[test]
     fn sqlite_always_leads() {
         let dir = tempfile::tempdir().unwrap();
         assert!(open(Backend::Sqlite, dir.path()).try_lead().unwrap());
