@@ -23,13 +23,14 @@ fn start_cluster() -> Result<Cluster, String> {
         .tempdir()
         .map_err(|e| e.to_string())?
         .keep();
-    // The cluster runs as `postgres` when the tests run as root.
+    // The cluster runs as `postgres` when the tests run as root. The script's reaper
+    // stops it and removes the whole directory once this process is gone.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| e.to_string())?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres-instance");
     let out = std::process::Command::new(&script)
         .arg("start")
-        .arg(dir.join("pg"))
+        .arg(&dir)
         .arg("--stop-with")
         .arg(std::process::id().to_string())
         .output()
@@ -40,7 +41,7 @@ fn start_cluster() -> Result<Cluster, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let env = std::fs::read_to_string(dir.join("pg/env")).map_err(|e| e.to_string())?;
+    let env = std::fs::read_to_string(dir.join("env")).map_err(|e| e.to_string())?;
     let vars: HashMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
     Ok(Cluster {
         port: vars
