@@ -16,7 +16,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::{Config, ConfigError, Resolved};
 use crate::engine::{Clock, Engine, EngineError, backoff};
 use crate::github::{GitHub, GitHubError};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Backend, Journal, JournalError, Registration};
 use crate::mailbox::{self, Fetched, Mailbox, MailboxError, Memory};
 use crate::metrics::Metrics;
 use crate::render::marker::MarkerKeyError;
@@ -185,7 +185,8 @@ impl Daemon {
         let mailer = Mailer::new(&settings.smtp)?;
         let github = GitHub::new(&settings.github)?;
         let spool = Spool::open(&settings.config.state_dir)?;
-        let journal = Journal::open(&settings.config.state_dir)?;
+        let journal = Journal::from_config(&settings.config)?;
+        metrics.watch_journal(journal.reachable_flag());
         let config = &settings.config;
         // Markers without a tag were written by releases before keys existed: they count
         // on advisories older than this journal's first start with such a release.
@@ -240,7 +241,17 @@ impl Daemon {
             (Mode::Run, Some(w)) => Some(tokio::spawn(w.run(shutdown.clone()))),
             _ => None,
         };
+        let renewal = (self.journal.backend() == Backend::Postgres).then(|| {
+            tokio::spawn(renew_leases(
+                self.journal.clone(),
+                Duration::from_secs(self.settings.config.journal.lease_secs),
+                shutdown.clone(),
+            ))
+        });
         let result = self.supervise(mode, shutdown).await;
+        if let Some(task) = renewal {
+            task.abort();
+        }
         if let Some(task) = watcher {
             // After a shutdown the watcher ends by itself; after a fatal error it must be
             // stopped. A journal failure in the watcher is fatal too.
@@ -298,6 +309,23 @@ impl Daemon {
                 }
             };
             reconnect_attempts = 0;
+            if self.journal.backend() == Backend::Postgres {
+                // Registered with the claim folder as this server names it, for whoever
+                // takes over our mail should we die.
+                let registration = Registration {
+                    name: self.settings.instance.clone(),
+                    claim_folder: mailbox.claim_folder().to_owned(),
+                    lease: Duration::from_secs(self.settings.config.journal.lease_secs),
+                };
+                let registered = self
+                    .journal
+                    .call(move |db| db.register(&registration))
+                    .await;
+                if let Err(e) = registered {
+                    let _ = mailbox.into_memory().1.logout().await;
+                    return Err(e.into());
+                }
+            }
             self.metrics.set_mailbox_connected(true);
             if !ready_sent {
                 ready_sent = true;
@@ -448,6 +476,10 @@ impl Daemon {
         let mut pass = Pass::default();
         let stop = shutdown.clone();
         pass.others = mailbox.claim_new(|| !*stop.borrow()).await?;
+        self.take_over_dead_instances(mailbox).await?;
+        let shared = self.journal.backend() == Backend::Postgres;
+        let takeover_every = Duration::from_secs(self.settings.config.journal.lease_secs) / 3;
+        let mut takeover_checked = tokio::time::Instant::now();
         let uids = mailbox.pending().await?;
         // Two lanes: first every message that can go without waiting for GitHub's
         // pacing (noise, follow-ups, reports while the pacer is free), then the reports
@@ -460,6 +492,22 @@ impl Daemon {
                 uids
             };
             for uid in uids {
+                // A long pass still takes over a dead instance's mail soon after its
+                // lease ran out; what it moves here is handled right after this pass.
+                if shared && takeover_checked.elapsed() >= takeover_every {
+                    takeover_checked = tokio::time::Instant::now();
+                    // Queued moves name UIDs of our claim folder: out before another
+                    // folder is selected.
+                    mailbox.flush_moves().await?;
+                    let (won, moved) = self.take_over_dead_instances(mailbox).await?;
+                    if moved > 0 {
+                        pass.next_due = Some(Utc::now());
+                    }
+                    if won > 0 {
+                        // The takeover selected the dead instance's folder: back to ours.
+                        mailbox.pending().await?;
+                    }
+                }
                 if *shutdown.borrow() {
                     pass.stopped = true;
                     mailbox.flush_moves().await?;
@@ -490,7 +538,60 @@ impl Daemon {
         if let Some(at) = mailbox.end_pass().await {
             pass.next_due = Some(pass.next_due.map_or(at, |n| n.min(at)));
         }
+        if self.journal.backend() == Backend::Postgres {
+            // Another pass every third of a lease even when no mail comes: it takes over
+            // the mail of an instance that died soon after its lease runs out.
+            let lease = Duration::from_secs(self.settings.config.journal.lease_secs);
+            let at = Utc::now() + chrono::Duration::from_std(lease / 3).unwrap_or_default();
+            pass.next_due = Some(pass.next_due.map_or(at, |n| n.min(at)));
+        }
         Ok(pass)
+    }
+
+    /// On a shared journal: for each other instance whose lease ran out, wins its
+    /// takeover in the journal (one winner) and moves the mail of its claim folder into
+    /// ours, where this pass handles it; its claims on reports become ours. An instance
+    /// that comes back meanwhile keeps its registration. Returns how many instances
+    /// were taken over and how many messages moved.
+    async fn take_over_dead_instances(
+        &mut self,
+        mailbox: &mut Mailbox,
+    ) -> Result<(usize, usize), SessionError> {
+        if self.journal.backend() != Backend::Postgres {
+            return Ok((0, 0));
+        }
+        let (mut won_any, mut total) = (0, 0);
+        let me = self.settings.instance.clone();
+        let lease = Duration::from_secs(self.settings.config.journal.lease_secs);
+        let instances = self
+            .journal
+            .call(|db| db.instances())
+            .await
+            .map_err(|e| SessionError::Fatal(e.into()))?;
+        for dead in instances.into_iter().filter(|i| i.expired && i.name != me) {
+            let (name, taker) = (dead.name.clone(), me.clone());
+            let won = self
+                .journal
+                .call(move |db| db.take_over(&name, &taker, lease))
+                .await
+                .map_err(|e| SessionError::Fatal(e.into()))?;
+            let Some(renewed_at) = won else { continue };
+            won_any += 1;
+            let moved = mailbox.take_over_folder(&dead.claim_folder).await?;
+            total += moved;
+            warn!(
+                instance = %dead.name,
+                last_renewal = %dead.renewed_at,
+                moved,
+                "took over the mail of an instance whose lease ran out"
+            );
+            let name = dead.name.clone();
+            self.journal
+                .call(move |db| db.forget_instance(&name, renewed_at))
+                .await
+                .map_err(|e| SessionError::Fatal(e.into()))?;
+        }
+        Ok((won_any, total))
     }
 
     /// Fetches, handles and settles one message. On shutdown the step in flight gets a
@@ -562,6 +663,29 @@ impl Daemon {
                 }
                 _ = shutdown.changed() => return true,
             }
+        }
+    }
+}
+
+/// Renews this instance's lease and those of its claims every third of the lease, until
+/// shutdown; then makes journal waits give up, so that a stop while the database is
+/// unreachable does not hang.
+async fn renew_leases(journal: Journal, lease: Duration, mut shutdown: watch::Receiver<bool>) {
+    let every = (lease / 3).max(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => {
+                journal.stop_waiting();
+                return;
+            }
+        }
+        if *shutdown.borrow() {
+            journal.stop_waiting();
+            return;
+        }
+        if let Err(e) = journal.call(|db| db.renew_leases()).await {
+            warn!(error = %e, "cannot renew this instance's leases; trying again");
         }
     }
 }

@@ -197,7 +197,18 @@ impl Mailbox {
             ClaimMode::Plain => "a plain keyword",
             ClaimMode::MoveOnly => "the move alone",
         };
+        let shared = self.journal.backend() == crate::journal::Backend::Postgres;
         match (imap.claim_mode(), other_instances) {
+            (ClaimMode::Conditional, _) if shared => tracing::info!(
+                server,
+                capabilities = %caps,
+                "claims use a conditional keyword (CONDSTORE) and {moves}, and each report is claimed in the shared journal: safe for several instances"
+            ),
+            (_, _) if shared => tracing::info!(
+                server,
+                capabilities = %caps,
+                "the IMAP server lacks {lacking}; claims use {how} and {moves}, and each report is claimed in the shared journal: safe for several instances"
+            ),
             (ClaimMode::Conditional, _) => tracing::info!(
                 server,
                 capabilities = %caps,
@@ -237,7 +248,11 @@ impl Mailbox {
                 continue;
             }
             others += 1;
-            if count > 0 {
+            // With a shared journal a dead instance's mail is taken over by itself.
+            let shared = self.journal.backend() == crate::journal::Backend::Postgres;
+            if count > 0 && shared {
+                debug!(folder = %folder, messages = count, "another instance's claim folder holds mail; taken over should its lease run out");
+            } else if count > 0 {
                 warn!(
                     folder = %folder,
                     messages = count,
@@ -356,6 +371,23 @@ impl Mailbox {
             }
         }
         Ok(ours)
+    }
+
+    /// Moves every message in `folder` (the claim folder of an instance that died, as
+    /// the shared journal names it) into this instance's claim folder; how many moved.
+    /// Only the instance that won the takeover in the journal calls this, so the mail of
+    /// a dead instance is handled once, and by a live one.
+    pub async fn take_over_folder(&mut self, folder: &str) -> Result<usize, ImapError> {
+        let ours = self.claim_folder.clone();
+        if self.imap.namespace().resolve(folder) == ours {
+            return Ok(0);
+        }
+        self.imap.select_folder(folder).await?;
+        let uids = self.imap.list_uids().await?;
+        for &uid in &uids {
+            self.imap.move_to(uid, &ours).await?;
+        }
+        Ok(uids.len())
     }
 
     /// Selects the claim folder and lists its messages. A change of UIDVALIDITY voids

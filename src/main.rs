@@ -285,7 +285,70 @@ async fn check(config: Config) -> Result<ExitCode> {
             .map(|_| ())
             .map_err(Into::into),
     );
-    report("state directory", check_state_dir(&config.state_dir).await);
+    report(
+        "state directory",
+        check_state_dir(&config.state_dir, config.journal.url.is_none()).await,
+    );
+    if config.journal.url.is_some() {
+        let target = config.journal_target();
+        let location = config.journal.url.clone().unwrap_or_default();
+        let inspected = match target {
+            Ok(Some(t)) => tokio::task::spawn_blocking(move || {
+                advisory_bridge::journal::pg::inspect(&t).map(|i| (i, t.tls.is_some()))
+            })
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.map_err(anyhow::Error::from)),
+            Ok(None) => Err(anyhow::anyhow!("no [journal] url")),
+            Err(e) => Err(e.into()),
+        };
+        let latest = Journal::schema_version() as i64;
+        let verdict = inspected.and_then(|(i, tls)| {
+            let how = if tls { "TLS" } else { "plain text, loopback" };
+            match i.version {
+                Some(v) if v > latest => Err(anyhow::anyhow!(
+                    "schema version {v} is newer than this release's {latest}; upgrade this instance"
+                )),
+                Some(v) if v < latest => {
+                    println!("info    journal schema version {v}: the next start migrates it to {latest}");
+                    Ok((i.instances, how))
+                }
+                Some(_) => Ok((i.instances, how)),
+                None => {
+                    println!("info    journal database is empty: the first start creates the journal (schema {latest})");
+                    Ok((i.instances, how))
+                }
+            }
+        });
+        match verdict {
+            Ok((instances, how)) => {
+                report(
+                    &format!("journal {location} ({how}, schema {latest})"),
+                    Ok(()),
+                );
+                if instances.is_empty() {
+                    println!("info    no instance registered yet");
+                }
+                for i in instances {
+                    println!(
+                        "info    instance {} (claim folder {}): last lease renewal {}, {} {}",
+                        i.name,
+                        i.claim_folder,
+                        i.renewed_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        if i.expired {
+                            "lease ran out at"
+                        } else {
+                            "lease until"
+                        },
+                        i.lease_until
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    );
+                }
+            }
+            Err(e) => report(&format!("journal {location}"), Err(e)),
+        }
+    }
     if config.pgp.is_some() {
         let keys = config.pgp_keys().map_err(anyhow::Error::from);
         let what = match &keys {
@@ -524,15 +587,17 @@ fn unreadable_for_the_service(path: &Path) -> Option<String> {
     })
 }
 
-async fn check_state_dir(dir: &Path) -> Result<()> {
+async fn check_state_dir(dir: &Path, sqlite_journal: bool) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create state_dir {}", dir.display()))?;
     let probe = dir.join(".write-probe");
     std::fs::write(&probe, b"ok")
         .with_context(|| format!("state_dir {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
-    let journal = Journal::open(dir)?;
-    journal.call(|db| db.recent(1, None)).await?;
+    if sqlite_journal {
+        let journal = Journal::open(dir)?;
+        journal.call(|db| db.recent(1, None)).await?;
+    }
     Ok(())
 }
 
@@ -674,7 +739,9 @@ async fn status(
             format!("unknown state `{s}`: use {}", names.join(", "))
         })?),
     };
-    let journal = Journal::open(&config.state_dir)?;
+    let journal = Journal::from_config(config)?;
+    // A one-shot command fails rather than waits for a database that goes away.
+    journal.stop_waiting();
     let entries = journal.call(move |db| db.recent(limit, state)).await?;
     let ids: Vec<_> = entries.iter().map(|e| e.report_id.clone()).collect();
     let triage = journal

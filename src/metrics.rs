@@ -69,6 +69,8 @@ pub struct Metrics {
     mailbox_connected: AtomicBool,
     /// Paused scopes (`GitHub pallets`, `SMTP`, …) with why and when to probe again.
     paused: Mutex<BTreeMap<String, Pause>>,
+    /// False while the journal's database cannot be reached (PostgreSQL only).
+    journal_flag: Mutex<Option<Arc<AtomicBool>>>,
 }
 
 /// A server whose last successful exchange is exported.
@@ -208,6 +210,7 @@ impl Metrics {
             paused_gauge,
             mailbox_connected: AtomicBool::new(false),
             paused: Mutex::new(BTreeMap::new()),
+            journal_flag: Mutex::new(None),
         }
     }
 
@@ -217,6 +220,23 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// Makes `/healthz` report the journal's database unreachable while `flag` is false.
+    pub fn watch_journal(&self, flag: Arc<AtomicBool>) {
+        *self
+            .journal_flag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(flag);
+    }
+
+    /// False while the journal's database cannot be reached.
+    pub fn journal_reachable(&self) -> bool {
+        self.journal_flag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_none_or(|f| f.load(Ordering::SeqCst))
     }
 
     /// Records whether a mailbox session is up.
@@ -315,6 +335,13 @@ impl Metrics {
             .collect();
         if !self.mailbox_connected() {
             problems.insert(0, "mailbox not connected".to_owned());
+        }
+        if !self.journal_reachable() {
+            problems.insert(
+                0,
+                "journal database unreachable: waiting for it, nothing is handled meanwhile"
+                    .to_owned(),
+            );
         }
         if problems.is_empty() {
             Ok("ok: mailbox connected\n".to_owned())

@@ -123,13 +123,31 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
     /// failure ends it early (the daemon then stops).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), JournalError> {
         let interval = Duration::from_secs(self.settings.config.notify.interval_secs.max(1));
+        // Who runs the watcher is news only on a shared journal.
+        let shared = self.journal.backend() == crate::journal::Backend::Postgres;
+        let mut was_leading = None;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            tokio::select! {
-                r = self.look() => r?,
-                _ = shutdown.changed() => return Ok(()),
+            // On a shared journal only the instance holding the watcher's lock looks
+            // (one sender of notices and digests); the others wait to take over.
+            let leading = self.journal.call(|db| db.try_lead()).await?;
+            if shared && was_leading != Some(leading) {
+                was_leading = Some(leading);
+                if leading {
+                    info!("this instance runs the notice watcher and the maintainers' digest");
+                } else {
+                    info!(
+                        "another instance runs the notice watcher; this one takes over if it goes away"
+                    );
+                }
+            }
+            if leading {
+                tokio::select! {
+                    r = self.look() => r?,
+                    _ = shutdown.changed() => return Ok(()),
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
@@ -176,7 +194,14 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
             }
             let key = format!("digest:{period}:{}", address.to_ascii_lowercase());
             let k = key.clone();
-            if self.journal.call(move |db| db.meta(&k)).await?.is_some() {
+            let (sent_before, leading) = self
+                .journal
+                .call(move |db| Ok((db.meta(&k)?.is_some(), db.try_lead()?)))
+                .await?;
+            if !leading {
+                return Ok(());
+            }
+            if sent_before {
                 continue;
             }
             let to = Address {
@@ -284,10 +309,14 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
         );
         for event in events {
             let (id, name) = (entry.report_id.clone(), event.as_str());
-            let sent_before = self
+            let (sent_before, leading) = self
                 .journal
-                .call(move |db| db.notice_sent(&id, name))
+                .call(move |db| Ok((db.notice_sent(&id, name)?, db.try_lead()?)))
                 .await?;
+            if !leading {
+                // The lock went to another instance (a lost connection): it sends.
+                return Ok(false);
+            }
             if !self.wanted(event) || sent_before {
                 continue;
             }

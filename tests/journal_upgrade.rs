@@ -120,8 +120,8 @@ fn a_journal_from_release_0_1_0_is_migrated_and_lists_the_same_reports() {
     assert_eq!(listed(&out.stdout), want);
     assert_eq!(
         user_version(&journal),
-        5,
-        "migrated to this release's schema"
+        6,
+        "migrated to this release's schema (6: the coordination tables of a shared journal)"
     );
 
     // Opening it again changes nothing.

@@ -25,5 +25,6 @@ mod pipeline;
 mod properties;
 mod recovery;
 mod rendered;
+mod shared_journal;
 mod smtp_reply;
 mod triage;

@@ -587,6 +587,59 @@ fn default_remind_after_days() -> u32 {
     7
 }
 
+/// How the PostgreSQL journal's connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalTls {
+    /// TLS (PostgreSQL's SSLRequest), certificate and host name verified (default).
+    #[default]
+    Require,
+    /// No TLS: refused unless the host is a loopback address.
+    None,
+}
+
+/// `[journal]`: where the journal lives. Default: SQLite in `state_dir`, for one
+/// instance. With `url`, a PostgreSQL database that several instances share and that
+/// coordinates them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// `postgres://USER@HOST[:PORT]/DATABASE`; default none (SQLite). The password goes
+    /// in `password_file` or `password_env`, never in the URL.
+    pub url: Option<String>,
+    /// File holding the database password; default none.
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the database password; default none.
+    pub password_env: Option<String>,
+    /// `require` (default) or `none` (loopback only).
+    #[serde(default)]
+    pub tls: JournalTls,
+    /// Extra CA certificate(s) (PEM) trusted for the database, besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// How long a claim on a report (and an instance's registration) lasts without being
+    /// renewed; a live instance renews every third of it. When an instance dies, another
+    /// takes over its claimed mail once this has run out. Default 60, at least 2.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            url: None,
+            password_file: None,
+            password_env: None,
+            tls: JournalTls::default(),
+            ca_file: None,
+            lease_secs: default_lease_secs(),
+        }
+    }
+}
+
+fn default_lease_secs() -> u64 {
+    60
+}
+
 /// `[metrics]`: the loopback HTTP endpoint for `/metrics` and `/healthz`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -656,6 +709,9 @@ pub struct Config {
     /// Monitoring endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Where the journal lives: SQLite (default) or a shared PostgreSQL database.
+    #[serde(default)]
+    pub journal: JournalConfig,
     /// Attachments on GitHub.
     #[serde(default)]
     pub attachments: AttachmentsConfig,
@@ -891,6 +947,8 @@ impl Config {
             &mut self.imap.password_file,
             &mut self.smtp.ca_file,
             &mut self.smtp.password_file,
+            &mut self.journal.ca_file,
+            &mut self.journal.password_file,
             &mut self.github.token_file,
             &mut self.github.private_key_file,
             &mut self.advisory.marker_key_file,
@@ -919,6 +977,31 @@ impl Config {
 
     /// Checks everything that serde cannot: cross-field rules and value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.journal.url {
+            let parsed = parse_journal_url(self, url)?;
+            if self.journal.tls == JournalTls::None {
+                let loopback = parsed.get_hosts().iter().all(|h| match h {
+                    postgres::config::Host::Tcp(h) => is_loopback_host(h),
+                    postgres::config::Host::Unix(_) => true,
+                });
+                if !loopback {
+                    return Err(self.invalid(
+                        "journal.tls",
+                        "\"none\" is allowed only for a loopback host; use \"require\"",
+                    ));
+                }
+            }
+        }
+        check_secret(
+            self,
+            "journal.password_file",
+            &self.journal.password_file,
+            &self.journal.password_env,
+            false,
+        )?;
+        if self.journal.lease_secs < 2 {
+            return Err(self.invalid("journal.lease_secs", "must be at least 2"));
+        }
         check_tls(self, "imap", &self.imap.host, self.imap.tls)?;
         check_tls(self, "smtp", &self.smtp.host, self.smtp.tls)?;
         check_secret(
@@ -1193,6 +1276,45 @@ impl Config {
             .find(|r| r.name.eq_ignore_ascii_case(name))
     }
 
+    /// The PostgreSQL journal to connect to, with its password and TLS; `None` for the
+    /// SQLite journal (no `[journal] url`).
+    pub fn journal_target(&self) -> Result<Option<crate::journal::PgTarget>, ConfigError> {
+        let Some(url) = &self.journal.url else {
+            return Ok(None);
+        };
+        let mut config = parse_journal_url(self, url)?;
+        if self.journal.password_file.is_some() || self.journal.password_env.is_some() {
+            let password = self.read_secret(
+                "journal.password_file",
+                &self.journal.password_file,
+                &self.journal.password_env,
+            )?;
+            config.password(password.expose());
+        }
+        config.application_name("advisory-bridge");
+        config.connect_timeout(std::time::Duration::from_secs(10));
+        config.keepalives(true);
+        config.keepalives_idle(std::time::Duration::from_secs(30));
+        let tls = match self.journal.tls {
+            JournalTls::None => {
+                config.ssl_mode(postgres::config::SslMode::Disable);
+                None
+            }
+            JournalTls::Require => {
+                config.ssl_mode(postgres::config::SslMode::Require);
+                Some(
+                    crate::tls::client_config(self.journal.ca_file.as_deref())
+                        .map_err(|e| self.invalid("journal.ca_file", e.to_string()))?,
+                )
+            }
+        };
+        Ok(Some(crate::journal::PgTarget {
+            config,
+            tls,
+            display: url.clone(),
+        }))
+    }
+
     /// Reads the IMAP password from its file or environment variable.
     pub fn imap_password(&self) -> Result<Secret, ConfigError> {
         self.read_secret(
@@ -1415,6 +1537,37 @@ fn check_tls(config: &Config, section: &str, host: &str, tls: TlsMode) -> Result
     Ok(())
 }
 
+/// Parses `[journal] url`, refusing one that carries a password or no host, user or
+/// database.
+fn parse_journal_url(config: &Config, url: &str) -> Result<postgres::Config, ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(config.invalid(
+            "journal.url",
+            "must start with postgres:// (leave it out for the SQLite journal in state_dir)",
+        ));
+    }
+    let parsed: postgres::Config = url.parse().map_err(|e| {
+        config.invalid(
+            "journal.url",
+            format!("is not a PostgreSQL URL ({e}); write postgres://USER@HOST:PORT/DATABASE"),
+        )
+    })?;
+    if parsed.get_password().is_some() {
+        return Err(config.invalid(
+            "journal.url",
+            "holds a password; remove it and put it in journal.password_file or journal.password_env",
+        ));
+    }
+    if parsed.get_hosts().is_empty() || parsed.get_user().is_none() || parsed.get_dbname().is_none()
+    {
+        return Err(config.invalid(
+            "journal.url",
+            "needs a host, a user and a database: postgres://USER@HOST:PORT/DATABASE",
+        ));
+    }
+    Ok(parsed)
+}
+
 fn check_secret(
     config: &Config,
     key: &str,
@@ -1580,10 +1733,68 @@ name = "pallets/flask"
     }
 
     #[test]
+    fn a_journal_url_is_checked_before_anything_connects() {
+        let with = |journal: &str| format!("{MINIMAL}\n[journal]\n{journal}\n");
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.journal.url.is_none(), "SQLite by default");
+        assert!(c.journal_target().unwrap().is_none());
+        let ok = parse(&with("url = \"postgres://bridge@db.example.org/journal\"")).unwrap();
+        let target = ok.journal_target().unwrap().unwrap();
+        assert!(target.tls.is_some(), "TLS by default");
+        assert_eq!(ok.journal.lease_secs, 60);
+        for (journal, key, says) in [
+            (
+                "url = \"postgres://bridge:hunter2@db.example.org/journal\"",
+                "journal.url",
+                "holds a password",
+            ),
+            (
+                "url = \"postgres://bridge@db.example.org/journal?password=hunter2\"",
+                "journal.url",
+                "holds a password",
+            ),
+            (
+                "url = \"mysql://db.example.org/j\"",
+                "journal.url",
+                "postgres://",
+            ),
+            (
+                "url = \"postgres://db.example.org/journal\"",
+                "journal.url",
+                "a user",
+            ),
+            (
+                "url = \"postgres://bridge@db.example.org/journal\"\ntls = \"none\"",
+                "journal.tls",
+                "loopback",
+            ),
+            (
+                "url = \"postgres://bridge@127.0.0.1/journal\"\nlease_secs = 1",
+                "journal.lease_secs",
+                "at least 2",
+            ),
+        ] {
+            let err = parse(&with(journal)).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(says), "{journal}: {err}");
+            assert!(
+                !err.contains("hunter2"),
+                "the password is never shown: {err}"
+            );
+        }
+        parse(&with(
+            "url = \"postgres://bridge@127.0.0.1/journal\"\ntls = \"none\"",
+        ))
+        .unwrap();
+    }
+
+    #[test]
     fn the_example_config_is_valid_and_shows_the_defaults() {
         let text = include_str!("../../config.example.toml");
         let c = parse(text).unwrap();
         let d = parse(MINIMAL).unwrap();
+        assert_eq!(c.journal.url, d.journal.url);
+        assert_eq!(c.journal.tls, d.journal.tls);
+        assert_eq!(c.journal.lease_secs, d.journal.lease_secs);
         assert_eq!(c.imap.poll_interval_secs, d.imap.poll_interval_secs);
         assert_eq!(c.imap.idle_recheck_secs, d.imap.idle_recheck_secs);
         assert_eq!(c.imap.timeout_secs, d.imap.timeout_secs);

@@ -33,7 +33,7 @@ use crate::classify::{Classification, NoiseReason, ReplyDecision};
 use crate::config::{GithubMode, Resolved};
 use crate::failure::{Classify, FailureKind};
 use crate::github::GitHubError;
-use crate::journal::{Entry, Journal, JournalError, NewEntry, Reply, State};
+use crate::journal::{Backend, ClaimOutcome, Entry, Journal, JournalError, NewEntry, Reply, State};
 use crate::mail::{self, Report, ReportId};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Prepared};
@@ -352,6 +352,9 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             Incoming::TooLarge { size, key } => {
                 // Never read into memory; the message itself stays intact in quarantine.
                 let id = ReportId(format!("oversize-{key}"));
+                if let Some(at) = self.claim(&id).await? {
+                    return Ok(Action::Retry { at }.into());
+                }
                 let reason = format!(
                     "message is {size} bytes, over limits.max_message_bytes = {}",
                     self.settings.limits.max_message_bytes
@@ -383,6 +386,9 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 Ok(r) => r,
                 Err(e) => {
                     let id = ReportId(hex::encode(Sha256::digest(&raw)));
+                    if let Some(at) = self.claim(&id).await? {
+                        return Ok(Action::Retry { at }.into());
+                    }
                     self.record_seen(NewEntry {
                         report_id: id.clone(),
                         message_id: None,
@@ -424,6 +430,9 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         {
             journaled = false;
         }
+        if let Some(at) = self.claim(&report.report_id).await? {
+            return Ok(Action::Retry { at }.into());
+        }
         let entry = self
             .record_seen(NewEntry {
                 report_id: report.report_id.clone(),
@@ -460,6 +469,36 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                 .await?;
         }
         Ok(disposition)
+    }
+
+    /// On a shared (PostgreSQL) journal, claims the report for this instance: one
+    /// winner across every instance, whatever the IMAP server offers. `None` means go
+    /// on; `Some(at)` means another instance holds a live lease on it: leave the message
+    /// and look again at `at` (by then it is done, and this copy is filed as one, or its
+    /// holder died and the claim is ours). SQLite journals serve one instance: `None`.
+    async fn claim(&self, id: &ReportId) -> Result<Option<DateTime<Utc>>, JournalError> {
+        if self.journal.backend() != Backend::Postgres {
+            return Ok(None);
+        }
+        let (rid, instance) = (id.clone(), self.settings.instance.clone());
+        let lease = Duration::from_secs(self.settings.config.journal.lease_secs);
+        match self
+            .journal
+            .call(move |db| db.claim(&rid, &instance, lease))
+            .await?
+        {
+            ClaimOutcome::Won => Ok(None),
+            ClaimOutcome::HeldBy { instance, until } => {
+                info!(
+                    report_id = %id,
+                    holder = %instance,
+                    lease_until = %until,
+                    "another instance works on this report; leaving this copy until its lease ends"
+                );
+                let wait = chrono::Duration::from_std(lease).unwrap_or_default();
+                Ok(Some(self.clock.now() + wait))
+            }
+        }
     }
 
     async fn record_seen(&self, new: NewEntry) -> Result<Entry, JournalError> {
@@ -1448,7 +1487,8 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
     /// Where an advisory for this report could exist without the journal knowing it.
     /// An earlier attempt may have sent the create (the report was journaled before), or
     /// another instance with a journal of its own shares the mailbox, or the arrival
-    /// time is unknown: walk the newest advisories down to the message's arrival. Mail
+    /// time is unknown: walk the newest advisories down to the message's arrival. (A
+    /// shared PostgreSQL journal is every instance's: the others need no walk there.) Mail
     /// that arrived before this journal was created (a lost journal, a first start on a
     /// backlog) can only have an advisory made before that, which one cached listing of
     /// the repository's marked advisories shows ([`Engine::marked_advisories`]): every
@@ -1457,7 +1497,10 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         let Some(arrived) = arrived else {
             return Scan::Walk;
         };
-        if journaled || self.metrics.shares_mailbox() {
+        // A shared (PostgreSQL) journal knows every instance's reports: only a journal of
+        // our own leaves the others' unseen.
+        let own_journal = self.journal.backend() == crate::journal::Backend::Sqlite;
+        if journaled || (own_journal && self.metrics.shares_mailbox()) {
             return Scan::Walk;
         }
         let born = self

@@ -425,10 +425,20 @@ impl Harness {
         let settings = Arc::new(Resolved::new(config).unwrap());
         let state_dir = &settings.config.state_dir;
         let spool = Spool::open(state_dir).unwrap();
-        let journal = Journal::open(state_dir).unwrap();
+        // The same tests on both backends: `ADVISORY_BRIDGE_TEST_JOURNAL=postgres` (as
+        // scripts/test sets for a second run) puts the journal in PostgreSQL, one schema
+        // per state directory.
+        let journal = if crate::journal::testing::postgres_requested() {
+            Journal::connect(crate::journal::testing::pg_target(
+                &state_dir.display().to_string(),
+            ))
+            .unwrap()
+        } else {
+            Journal::open(state_dir).unwrap()
+        };
         // Created long before the test's mail arrives, as a running daemon's journal is:
         // a report new to it needs no marker scan (see the tests at the end).
-        set_journal_born(state_dir, "2020-01-01T00:00:00.000Z");
+        set_journal_born(&journal, "2020-01-01T00:00:00.000Z");
         let outbox = MemoryOutbox::default();
         let metrics = Arc::new(Metrics::new());
         let clock = Clock::tokio_from(start());
@@ -633,14 +643,16 @@ async fn a_429_with_retry_after_waits_exactly_as_asked_then_creates_once() {
 #[tokio::test(start_paused = true)]
 async fn backoff_doubles_between_attempts_and_is_capped() {
     let h = Harness::new("");
-    // Another instance shares the mailbox: every attempt looks for a marker first, and
-    // that request fails (a failed create would wait one request timeout instead).
-    h.metrics.set_other_instances(1);
+    // A journal younger than the mail: every attempt lists the marked advisories first,
+    // and that request fails (a failed create would wait one request timeout instead).
+    set_journal_born(h.engine.journal(), &h.clock.now().to_rfc3339());
     let raw = report("r5xx@example.net");
     let mut waits = Vec::new();
-    for _ in 0..10 {
+    for attempt in 0..10 {
+        // Then, journaled, each retry walks the newest advisories (`find`).
+        let operation = if attempt == 0 { "list" } else { "find" };
         h.github
-            .fail("find", FailureKind::TRANSIENT, "HTTP 502: Bad Gateway");
+            .fail(operation, FailureKind::TRANSIENT, "HTTP 502: Bad Gateway");
         let d = h.handle(&raw).await;
         let at = retry_at(&d);
         let wait = (at - h.clock.now()).to_std().unwrap();
@@ -920,7 +932,7 @@ async fn a_lost_journal_adopts_the_advisory_instead_of_creating_another() {
     }
     // A fresh state directory: the journal knows nothing, and was created just now.
     let h = Harness::in_dir(dir, "", github.clone());
-    set_journal_born(&state, &h.clock.now().to_rfc3339());
+    set_journal_born(h.engine.journal(), &h.clock.now().to_rfc3339());
     assert!(state.exists());
     assert!(filed(&h.handle(&raw).await));
     assert_eq!(github.advisories().len(), 1);
@@ -1003,11 +1015,11 @@ async fn an_absurd_delay_asked_by_a_server_is_capped_at_an_hour() {
         Duration::MAX,
     ];
     let raw = report("absurd@example.net");
-    // Every attempt looks for a marker first (another instance shares the mailbox).
-    h.metrics.set_other_instances(1);
-    for delay in asked {
+    // Every attempt lists the marked advisories first (the journal is younger).
+    set_journal_born(h.engine.journal(), &h.clock.now().to_rfc3339());
+    for (attempt, delay) in asked.into_iter().enumerate() {
         h.github.fail(
-            "find",
+            if attempt == 0 { "list" } else { "find" },
             FailureKind::Transient {
                 retry_after: Some(delay),
             },
@@ -1765,15 +1777,11 @@ async fn a_notice_to_a_reporter_who_sent_a_key_is_encrypted_too() {
     );
 }
 
-/// Sets when the journal in `state_dir` says it was created (a second connection: the
-/// journal runs in WAL mode).
-fn set_journal_born(state_dir: &std::path::Path, at: &str) {
-    let db = rusqlite::Connection::open(state_dir.join("journal.sqlite3")).unwrap();
-    db.execute(
-        "UPDATE meta SET value = ?1 WHERE key = 'journal_started_at'",
-        [at],
-    )
-    .unwrap();
+/// Sets when `journal` says it was created (before the engine first asks).
+fn set_journal_born(journal: &Journal, at: &str) {
+    let at = at.to_owned();
+    futures::executor::block_on(journal.call(move |db| db.set_meta("journal_started_at", &at)))
+        .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -1820,17 +1828,22 @@ async fn mail_older_than_the_journal_or_a_shared_mailbox_means_a_marker_scan() {
     // One listing of the repository's marked advisories answers for all of them.
     let h = Harness::new("");
     let born = (h.clock.now() + chrono::Duration::hours(1)).to_rfc3339();
-    set_journal_born(&h.settings.config.state_dir, &born);
+    set_journal_born(h.engine.journal(), &born);
     assert!(filed(&h.handle(&report("older@example.net")).await));
     assert!(filed(&h.handle(&report("older2@example.net")).await));
     assert_eq!(h.github.calls("find"), 0);
     assert_eq!(h.github.calls("list"), 1);
 
-    // Another instance's claim folder on the mailbox: it has a journal of its own.
+    // Another instance's claim folder on the mailbox: it has a journal of its own,
+    // unless the journal is the shared PostgreSQL one, which knows its reports too.
     let h = Harness::new("");
     h.metrics.set_other_instances(1);
     assert!(filed(&h.handle(&report("shared@example.net")).await));
-    assert_eq!(h.github.calls("find"), 1);
+    let walks = match h.engine.journal().backend() {
+        crate::journal::Backend::Sqlite => 1,
+        crate::journal::Backend::Postgres => 0,
+    };
+    assert_eq!(h.github.calls("find"), walks);
 }
 
 #[tokio::test(start_paused = true)]

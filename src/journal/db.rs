@@ -1,11 +1,16 @@
-//! The journal's SQL: one connection, used only from the journal's thread.
+//! The journal's SQL: one connection (SQLite or PostgreSQL), used only from the
+//! journal's thread. Every statement is written once for both backends (`sql`).
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 
+use super::pg::{self, Pg, PgTarget};
+use super::sql::{Backend, Conn, Row, SqlError, Val, WrongType};
 use super::{AdvisoryState, Entry, JournalError, JournalFault, NewEntry, Reply, State, schema};
 use crate::mail::ReportId;
 
@@ -14,18 +19,77 @@ const COLUMNS: &str = "report_id, message_id, state, first_seen_at, updated_at, 
     reply_message_id, outcome, attempts, next_attempt_at, last_error, thread_of, reply_to, \
     github_state, cve_id, released, content_hash, held_received_at";
 
+/// This instance, as registered in a shared journal: renewed with its leases, and again
+/// right after a lost connection comes back.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The instance's name.
+    pub name: String,
+    /// Its claim folder, for whoever takes over its mail.
+    pub claim_folder: String,
+    /// How long its claims stay its own without a renewal.
+    pub lease: Duration,
+}
+
+/// An instance another one saw in a shared journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// Its name.
+    pub name: String,
+    /// Its claim folder.
+    pub claim_folder: String,
+    /// When it last renewed its lease.
+    pub renewed_at: DateTime<Utc>,
+    /// Until when its lease runs.
+    pub lease_until: DateTime<Utc>,
+    /// True when the lease has run out (by the database's clock).
+    pub expired: bool,
+}
+
+/// Who may work on a report (`Db::claim`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// This instance: go on.
+    Won,
+    /// Another instance, whose lease runs until `until` (by the database's clock).
+    HeldBy {
+        /// The instance working on it.
+        instance: String,
+        /// When its lease runs out unless renewed.
+        until: DateTime<Utc>,
+    },
+}
+
 /// The journal's database connection with the typed operations on it.
 pub struct Db {
-    conn: Connection,
+    conn: Conn,
     path: String,
+    /// How to connect again (PostgreSQL only).
+    target: Option<PgTarget>,
+    /// False while the database cannot be reached (shared with `/healthz`).
+    reachable: Arc<AtomicBool>,
+    /// Set when the daemon stops: a wait for the database gives up.
+    stopping: Arc<AtomicBool>,
+    /// This instance's registration in a shared journal.
+    registration: Option<Registration>,
+    /// When the connection last came back after a loss.
+    reconnected_at: Option<std::time::Instant>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+fn ms_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
 /// A row as stored, before its values are checked.
-struct Row {
+struct RawEntry {
     report_id: String,
     message_id: Option<String>,
     state: String,
@@ -41,50 +105,50 @@ struct Row {
     reply: Option<String>,
     reply_message_id: Option<String>,
     outcome: Option<String>,
-    attempts: u32,
+    attempts: i64,
     next_attempt_at: Option<String>,
     last_error: Option<String>,
     thread_of: Option<String>,
     reply_to: Option<String>,
     github_state: Option<String>,
     cve_id: Option<String>,
-    released: bool,
+    released: i64,
     content_hash: Option<String>,
     held_received_at: Option<String>,
 }
 
-fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok(Row {
-        report_id: row.get(0)?,
-        message_id: row.get(1)?,
-        state: row.get(2)?,
-        first_seen_at: row.get(3)?,
-        updated_at: row.get(4)?,
-        spool_path: row.get(5)?,
-        sender: row.get(6)?,
-        subject: row.get(7)?,
-        repository: row.get(8)?,
-        route_reason: row.get(9)?,
-        ghsa_id: row.get(10)?,
-        advisory_url: row.get(11)?,
-        reply: row.get(12)?,
-        reply_message_id: row.get(13)?,
-        outcome: row.get(14)?,
-        attempts: row.get(15)?,
-        next_attempt_at: row.get(16)?,
-        last_error: row.get(17)?,
-        thread_of: row.get(18)?,
-        reply_to: row.get(19)?,
-        github_state: row.get(20)?,
-        cve_id: row.get(21)?,
-        released: row.get(22)?,
-        content_hash: row.get(23)?,
-        held_received_at: row.get(24)?,
+fn read_entry(row: &Row) -> Result<RawEntry, WrongType> {
+    Ok(RawEntry {
+        report_id: row.text(0)?,
+        message_id: row.opt_text(1)?,
+        state: row.text(2)?,
+        first_seen_at: row.text(3)?,
+        updated_at: row.text(4)?,
+        spool_path: row.text(5)?,
+        sender: row.opt_text(6)?,
+        subject: row.opt_text(7)?,
+        repository: row.opt_text(8)?,
+        route_reason: row.opt_text(9)?,
+        ghsa_id: row.opt_text(10)?,
+        advisory_url: row.opt_text(11)?,
+        reply: row.opt_text(12)?,
+        reply_message_id: row.opt_text(13)?,
+        outcome: row.opt_text(14)?,
+        attempts: row.int(15)?,
+        next_attempt_at: row.opt_text(16)?,
+        last_error: row.opt_text(17)?,
+        thread_of: row.opt_text(18)?,
+        reply_to: row.opt_text(19)?,
+        github_state: row.opt_text(20)?,
+        cve_id: row.opt_text(21)?,
+        released: row.int(22)?,
+        content_hash: row.opt_text(23)?,
+        held_received_at: row.opt_text(24)?,
     })
 }
 
 impl Db {
-    /// Opens the database file, sets durability and migrates the schema.
+    /// Opens the SQLite database file, sets durability and migrates the schema.
     pub(super) fn open(path: &Path, display: &str) -> Result<Db, JournalError> {
         let wrap = |fault: JournalFault| JournalError {
             path: display.to_owned(),
@@ -103,15 +167,113 @@ impl Db {
             .map_err(|e| wrap(e.into()))?;
         schema::migrate(&mut conn).map_err(|e| wrap(e.into()))?;
         Ok(Db {
-            conn,
+            conn: Conn::Sqlite(conn),
             path: display.to_owned(),
+            target: None,
+            reachable: Arc::new(AtomicBool::new(true)),
+            stopping: Arc::new(AtomicBool::new(false)),
+            registration: None,
+            reconnected_at: None,
         })
     }
 
-    fn wrap(&self, source: rusqlite::Error) -> JournalError {
+    /// Connects to the PostgreSQL journal and migrates its schema.
+    pub(super) fn connect(
+        target: PgTarget,
+        reachable: Arc<AtomicBool>,
+        stopping: Arc<AtomicBool>,
+    ) -> Result<Db, JournalError> {
+        let display = target.display.clone();
+        let wrap = |fault: JournalFault| JournalError {
+            path: display.clone(),
+            fault,
+        };
+        let mut client = target
+            .connect()
+            .map_err(|e| wrap(JournalFault::Unreachable(e)))?;
+        pg::migrate(&mut client, schema::PORTABLE, schema::latest() as i64)
+            .map_err(|e| wrap(JournalFault::PgSchema(e)))?;
+        Ok(Db {
+            conn: Conn::Pg(Box::new(std::cell::RefCell::new(Pg::new(client)))),
+            path: display.clone(),
+            target: Some(target),
+            reachable,
+            stopping,
+            registration: None,
+            reconnected_at: None,
+        })
+    }
+
+    /// Which backend this journal is on.
+    pub fn backend(&self) -> Backend {
+        self.conn.backend()
+    }
+
+    /// Where the journal is: the SQLite file, or the PostgreSQL URL without password.
+    pub fn location(&self) -> &str {
+        &self.path
+    }
+
+    /// True when `e` says the database went away (PostgreSQL only): the journal's
+    /// thread then waits for it ([`Db::reconnect`]) and runs the operation again.
+    pub(super) fn lost(&self, e: &JournalError) -> bool {
+        match (&self.conn, &e.fault) {
+            (Conn::Pg(p), JournalFault::Postgres(pe)) => {
+                let closed = p.try_borrow().map(|p| p.is_closed()).unwrap_or(false);
+                pg::is_connection_error(pe, closed)
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits until the database can be reached again (health says it cannot meanwhile),
+    /// then registers this instance again; false when the daemon stops first.
+    pub(super) fn reconnect(&mut self) -> bool {
+        let Some(target) = self.target.clone() else {
+            return false;
+        };
+        self.reachable.store(false, Ordering::SeqCst);
+        let mut attempt = 0u32;
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return false;
+            }
+            match target.connect() {
+                Ok(client) => {
+                    self.conn = Conn::Pg(Box::new(std::cell::RefCell::new(Pg::new(client))));
+                    let renewed = match self.registration.clone() {
+                        Some(r) => self.renew(&r),
+                        None => Ok(()),
+                    };
+                    match renewed {
+                        Ok(()) => {
+                            self.reachable.store(true, Ordering::SeqCst);
+                            self.reconnected_at = Some(std::time::Instant::now());
+                            tracing::info!(journal = %self.path, "the journal's database is reachable again; resuming");
+                            return true;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "renewal after reconnecting failed"),
+                    }
+                }
+                Err(e) => {
+                    if attempt == 0 {
+                        tracing::warn!(journal = %self.path, error = %pg::describe(&e), "the journal's database is unreachable; waiting for it (nothing is handled meanwhile)");
+                    }
+                }
+            }
+            attempt += 1;
+            std::thread::sleep(pg::reconnect_delay(attempt));
+        }
+    }
+
+    fn wrap(&self, source: impl Into<SqlError>) -> JournalError {
+        let fault = match source.into() {
+            SqlError::Sqlite(e) => JournalFault::Sqlite(e),
+            SqlError::Postgres(e) => JournalFault::Postgres(e),
+        };
         JournalError {
             path: self.path.clone(),
-            fault: source.into(),
+            fault,
         }
     }
 
@@ -125,13 +287,58 @@ impl Db {
         }
     }
 
+    fn wrong_type(&self, w: WrongType) -> JournalError {
+        self.corrupt(
+            "(a row)",
+            format!("column {} does not hold {}", w.index, w.expected),
+        )
+    }
+
+    fn exec(&self, sql: &str, params: &[Val]) -> Result<u64, JournalError> {
+        self.conn.exec(sql, params).map_err(|e| self.wrap(e))
+    }
+
+    fn rows(&self, sql: &str, params: &[Val]) -> Result<Vec<Row>, JournalError> {
+        self.conn.rows(sql, params).map_err(|e| self.wrap(e))
+    }
+
+    fn row(&self, sql: &str, params: &[Val]) -> Result<Option<Row>, JournalError> {
+        self.conn.row(sql, params).map_err(|e| self.wrap(e))
+    }
+
+    fn count(&self, sql: &str, params: &[Val]) -> Result<u32, JournalError> {
+        let n = match self.row(sql, params)? {
+            Some(r) => r.int(0).map_err(|w| self.wrong_type(w))?,
+            None => 0,
+        };
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Runs `f` in one transaction: all of it is committed, or none.
+    fn transaction<R>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<R, JournalError>,
+    ) -> Result<R, JournalError> {
+        self.conn.batch("BEGIN").map_err(|e| self.wrap(e))?;
+        match f(self) {
+            Ok(r) => {
+                self.conn.batch("COMMIT").map_err(|e| self.wrap(e))?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = self.conn.batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
     fn time(&self, id: &str, column: &str, value: &str) -> Result<DateTime<Utc>, JournalError> {
         DateTime::parse_from_rfc3339(value)
             .map(|t| t.with_timezone(&Utc))
             .map_err(|e| self.corrupt(id, format!("{column} `{value}` is not a timestamp ({e})")))
     }
 
-    fn entry(&self, r: Row) -> Result<Entry, JournalError> {
+    fn entry(&self, r: RawEntry) -> Result<Entry, JournalError> {
         let id = r.report_id.as_str();
         let state = State::parse(&r.state)
             .ok_or_else(|| self.corrupt(id, format!("unknown state `{}`", r.state)))?;
@@ -172,8 +379,8 @@ impl Db {
             reply,
             reply_message_id: r.reply_message_id,
             outcome: r.outcome,
-            released: r.released,
-            attempts: r.attempts,
+            released: r.released != 0,
+            attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
             next_attempt_at,
             last_error: r.last_error,
             thread_of: r.thread_of.map(ReportId),
@@ -185,94 +392,85 @@ impl Db {
         })
     }
 
-    fn one(
-        &self,
-        sql: &str,
-        params: &[&dyn rusqlite::ToSql],
-    ) -> Result<Option<Entry>, JournalError> {
-        let row = self
-            .conn
-            .query_row(sql, params, read_row)
-            .optional()
-            .map_err(|e| self.wrap(e))?;
-        row.map(|r| self.entry(r)).transpose()
+    fn one(&self, sql: &str, params: &[Val]) -> Result<Option<Entry>, JournalError> {
+        match self.row(sql, params)? {
+            None => Ok(None),
+            Some(row) => {
+                let raw = read_entry(&row).map_err(|w| self.wrong_type(w))?;
+                self.entry(raw).map(Some)
+            }
+        }
     }
 
-    fn many(&self, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Vec<Entry>, JournalError> {
-        let mut stmt = self.conn.prepare(sql).map_err(|e| self.wrap(e))?;
-        let rows = stmt
-            .query_map(params, read_row)
-            .map_err(|e| self.wrap(e))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.wrap(e))?;
-        rows.into_iter().map(|r| self.entry(r)).collect()
+    fn many(&self, sql: &str, params: &[Val]) -> Result<Vec<Entry>, JournalError> {
+        self.rows(sql, params)?
+            .iter()
+            .map(|row| {
+                let raw = read_entry(row).map_err(|w| self.wrong_type(w))?;
+                self.entry(raw)
+            })
+            .collect()
     }
 
     /// The record of a report, if any.
     pub fn get(&self, id: &ReportId) -> Result<Option<Entry>, JournalError> {
         self.one(
             &format!("SELECT {COLUMNS} FROM reports WHERE report_id = ?1"),
-            &[&id.0],
+            &[(&id.0).into()],
         )
     }
 
     /// Records a report seen for the first time; an existing record is left alone.
     /// Returns the record as it now stands.
     pub fn record_seen(&self, new: &NewEntry, now: DateTime<Utc>) -> Result<Entry, JournalError> {
-        self.conn
-            .execute(
-                "INSERT OR IGNORE INTO reports
-                 (report_id, message_id, state, first_seen_at, updated_at, spool_path, sender,
-                  subject, content_hash)
-                 VALUES (?1, ?2, 'seen', ?3, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    new.report_id.0,
-                    new.message_id,
-                    ts(now),
-                    new.spool_path,
-                    new.sender,
-                    new.subject,
-                    new.content_hash,
-                ],
-            )
-            .map_err(|e| self.wrap(e))?;
+        self.exec(
+            "INSERT INTO reports
+             (report_id, message_id, state, first_seen_at, updated_at, spool_path, sender,
+              subject, content_hash)
+             VALUES (?1, ?2, 'seen', ?3, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT DO NOTHING",
+            &[
+                (&new.report_id.0).into(),
+                (&new.message_id).into(),
+                ts(now).into(),
+                (&new.spool_path).into(),
+                (&new.sender).into(),
+                (&new.subject).into(),
+                (&new.content_hash).into(),
+            ],
+        )?;
         // A report journaled before content hashes existed learns its hash now, and one
         // rebuilt from its advisory (journal lost) what only its message tells.
-        self.conn
-            .execute(
-                "UPDATE reports SET content_hash = COALESCE(content_hash, ?2),
-                 message_id = COALESCE(message_id, ?3), sender = COALESCE(sender, ?4),
-                 subject = COALESCE(subject, ?5),
-                 spool_path = CASE WHEN spool_path = '' THEN ?6 ELSE spool_path END
-                 WHERE report_id = ?1",
-                params![
-                    new.report_id.0,
-                    new.content_hash,
-                    new.message_id,
-                    new.sender,
-                    new.subject,
-                    new.spool_path
-                ],
-            )
-            .map_err(|e| self.wrap(e))?;
+        self.exec(
+            "UPDATE reports SET content_hash = COALESCE(content_hash, ?2),
+             message_id = COALESCE(message_id, ?3), sender = COALESCE(sender, ?4),
+             subject = COALESCE(subject, ?5),
+             spool_path = CASE WHEN spool_path = '' THEN ?6 ELSE spool_path END
+             WHERE report_id = ?1",
+            &[
+                (&new.report_id.0).into(),
+                (&new.content_hash).into(),
+                (&new.message_id).into(),
+                (&new.sender).into(),
+                (&new.subject).into(),
+                (&new.spool_path).into(),
+            ],
+        )?;
         self.get(&new.report_id)?
-            .ok_or_else(|| self.wrap(rusqlite::Error::QueryReturnedNoRows))
+            .ok_or_else(|| self.corrupt(&new.report_id.0, "vanished as it was written".into()))
     }
 
     fn update(
         &self,
         id: &ReportId,
         set: &str,
-        values: &[&dyn rusqlite::ToSql],
+        values: Vec<Val>,
         now: DateTime<Utc>,
     ) -> Result<(), JournalError> {
         let sql = format!("UPDATE reports SET {set}, updated_at = ?1 WHERE report_id = ?2");
-        let now = ts(now);
-        let mut all: Vec<&dyn rusqlite::ToSql> = vec![&now, &id.0];
-        all.extend_from_slice(values);
-        self.conn
-            .execute(&sql, all.as_slice())
-            .map_err(|e| self.wrap(e))?;
+        let mut all: Vec<Val> = vec![ts(now).into(), (&id.0).into()];
+        all.extend(values);
+        self.exec(&sql, &all)?;
         Ok(())
     }
 
@@ -283,7 +481,7 @@ impl Db {
                 "SELECT {COLUMNS} FROM reports WHERE message_id = ?1
                  ORDER BY first_seen_at LIMIT 1"
             ),
-            &[&message_id],
+            &[message_id.into()],
         )
     }
 
@@ -298,6 +496,10 @@ impl Db {
             return Ok(Vec::new());
         }
         let marks = |n: usize, from: usize| {
+            if n == 0 {
+                // `IN ()` is SQLite's only; NULL matches nothing on both.
+                return "NULL".to_owned();
+            }
             (from..from + n)
                 .map(|i| format!("?{i}"))
                 .collect::<Vec<_>>()
@@ -308,10 +510,10 @@ impl Db {
             marks(message_ids.len(), 1),
             marks(report_ids.len(), message_ids.len() + 1),
         );
-        let values: Vec<&dyn rusqlite::ToSql> = message_ids
+        let values: Vec<Val> = message_ids
             .iter()
-            .map(|m| m as &dyn rusqlite::ToSql)
-            .chain(report_ids.iter().map(|r| &r.0 as &dyn rusqlite::ToSql))
+            .map(Val::from)
+            .chain(report_ids.iter().map(|r| Val::from(&r.0)))
             .collect();
         self.many(&sql, &values)
     }
@@ -320,10 +522,11 @@ impl Db {
     pub fn find_by_ghsa(&self, ghsa_id: &str) -> Result<Option<Entry>, JournalError> {
         self.one(
             &format!(
-                "SELECT {COLUMNS} FROM reports WHERE ghsa_id = ?1 COLLATE NOCASE
-                 AND thread_of IS NULL ORDER BY first_seen_at LIMIT 1"
+                "SELECT {COLUMNS} FROM reports WHERE {}
+                 AND thread_of IS NULL ORDER BY first_seen_at LIMIT 1",
+                self.conn.nocase("ghsa_id", "?1")
             ),
-            &[&ghsa_id],
+            &[ghsa_id.into()],
         )
     }
 
@@ -338,7 +541,7 @@ impl Db {
         self.update(
             id,
             "thread_of = ?3, repository = ?4, route_reason = 'follow-up'",
-            &[&original.0, &repository],
+            vec![(&original.0).into(), repository.into()],
             now,
         )
     }
@@ -346,18 +549,14 @@ impl Db {
     /// The senders (lower-cased) a thread already includes: the report's, and those of
     /// follow-ups that were added to its advisory.
     pub fn thread_senders(&self, original: &ReportId) -> Result<Vec<String>, JournalError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT DISTINCT lower(trim(sender)) FROM reports WHERE sender IS NOT NULL
-                 AND (report_id = ?1 OR (thread_of = ?1 AND ghsa_id IS NOT NULL))",
-            )
-            .map_err(|e| self.wrap(e))?;
-        let rows = stmt
-            .query_map([&original.0], |row| row.get(0))
-            .map_err(|e| self.wrap(e))?;
-        rows.collect::<Result<Vec<String>, _>>()
-            .map_err(|e| self.wrap(e))
+        self.rows(
+            "SELECT DISTINCT lower(trim(sender)) FROM reports WHERE sender IS NOT NULL
+             AND (report_id = ?1 OR (thread_of = ?1 AND ghsa_id IS NOT NULL))",
+            &[(&original.0).into()],
+        )?
+        .iter()
+        .map(|r| r.text(0).map_err(|w| self.wrong_type(w)))
+        .collect()
     }
 
     /// When the last reply in a thread (the report and its follow-ups) was sent.
@@ -365,42 +564,41 @@ impl Db {
         &self,
         original: &ReportId,
     ) -> Result<Option<DateTime<Utc>>, JournalError> {
-        let t: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT MAX(replied_at) FROM reports WHERE report_id = ?1 OR thread_of = ?1",
-                [&original.0],
-                |row| row.get(0),
-            )
-            .map_err(|e| self.wrap(e))?;
+        let t = match self.row(
+            "SELECT MAX(replied_at) FROM reports WHERE report_id = ?1 OR thread_of = ?1",
+            &[(&original.0).into()],
+        )? {
+            Some(r) => r.opt_text(0).map_err(|w| self.wrong_type(w))?,
+            None => None,
+        };
         t.map(|t| self.time(&original.0, "replied_at", &t))
             .transpose()
     }
 
     /// Reports (not follow-ups) from `sender` first seen since `since` that got an
-    /// advisory: what the per-sender advisory limit counts.
+    /// advisory: what the per-sender advisory limit counts (across every instance on a
+    /// shared journal).
     pub fn advisories_from(&self, sender: &str, since: DateTime<Utc>) -> Result<u32, JournalError> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM reports WHERE sender = ?1 COLLATE NOCASE
+        self.count(
+            &format!(
+                "SELECT COUNT(*) FROM reports WHERE {}
                  AND thread_of IS NULL AND ghsa_id IS NOT NULL AND first_seen_at >= ?2",
-                params![sender, ts(since)],
-                |row| row.get(0),
-            )
-            .map_err(|e| self.wrap(e))
+                self.conn.nocase("sender", "?1")
+            ),
+            &[sender.into(), ts(since).into()],
+        )
     }
 
     /// Replies sent since `since` for messages from `sender`: what the per-sender reply
     /// limit counts.
     pub fn replies_to(&self, sender: &str, since: DateTime<Utc>) -> Result<u32, JournalError> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM reports WHERE sender = ?1 COLLATE NOCASE
-                 AND replied_at >= ?2",
-                params![sender, ts(since)],
-                |row| row.get(0),
-            )
-            .map_err(|e| self.wrap(e))
+        self.count(
+            &format!(
+                "SELECT COUNT(*) FROM reports WHERE {} AND replied_at >= ?2",
+                self.conn.nocase("sender", "?1")
+            ),
+            &[sender.into(), ts(since).into()],
+        )
     }
 
     /// A held report a person moved back to the inbox: it starts over, exempt from the
@@ -409,7 +607,7 @@ impl Db {
         self.update(
             id,
             "state = 'seen', released = 1, outcome = NULL, next_attempt_at = NULL",
-            &[],
+            vec![],
             now,
         )
     }
@@ -421,7 +619,12 @@ impl Db {
         sender: &str,
         now: DateTime<Utc>,
     ) -> Result<(), JournalError> {
-        self.update(id, "sender = COALESCE(sender, ?3)", &[&sender], now)
+        self.update(
+            id,
+            "sender = COALESCE(sender, ?3)",
+            vec![sender.into()],
+            now,
+        )
     }
 
     /// Records when the server received a message about to be held.
@@ -431,17 +634,20 @@ impl Db {
         received_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<(), JournalError> {
-        self.update(id, "held_received_at = ?3", &[&received_at.map(ts)], now)
+        self.update(
+            id,
+            "held_received_at = ?3",
+            vec![received_at.map(ts).into()],
+            now,
+        )
     }
 
     /// A value kept between runs (e.g. the watcher's watermark per repository).
     pub fn meta(&self, key: &str) -> Result<Option<String>, JournalError> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(|e| self.wrap(e))
+        match self.row("SELECT value FROM meta WHERE key = ?1", &[key.into()])? {
+            Some(r) => r.opt_text(0).map_err(|w| self.wrong_type(w)),
+            None => Ok(None),
+        }
     }
 
     /// A timestamp kept between runs; a value that is not one is an error.
@@ -461,14 +667,22 @@ impl Db {
 
     /// Sets a value kept between runs.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), JournalError> {
-        self.conn
-            .execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+        self.exec(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            &[key.into(), value.into()],
+        )
+        .map(|_| ())
+    }
+
+    /// Sets a value kept between runs unless one is set already; true when this call
+    /// set it (one winner across instances).
+    pub fn set_meta_once(&self, key: &str, value: &str) -> Result<bool, JournalError> {
+        self.exec(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            &[key.into(), value.into()],
+        )
+        .map(|n| n > 0)
     }
 
     /// Reports (not follow-ups) in `repository` that have an advisory: what the watcher
@@ -476,10 +690,11 @@ impl Db {
     pub fn reports_with_advisory(&self, repository: &str) -> Result<Vec<Entry>, JournalError> {
         self.many(
             &format!(
-                "SELECT {COLUMNS} FROM reports WHERE repository = ?1 COLLATE NOCASE
-                 AND thread_of IS NULL AND ghsa_id IS NOT NULL"
+                "SELECT {COLUMNS} FROM reports WHERE {}
+                 AND thread_of IS NULL AND ghsa_id IS NOT NULL",
+                self.conn.nocase("repository", "?1")
             ),
-            &[&repository],
+            &[repository.into()],
         )
     }
 
@@ -497,7 +712,7 @@ impl Db {
         self.update(
             id,
             "github_state = ?3, cve_id = ?4, github_updated_at = COALESCE(?5, github_updated_at)",
-            &[&state.as_str(), &cve_id, &changed],
+            vec![state.as_str().into(), cve_id.into(), changed.into()],
             now,
         )
     }
@@ -512,23 +727,25 @@ impl Db {
         duplicate: Option<(&str, f64)>,
         now: DateTime<Utc>,
     ) -> Result<(), JournalError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO fingerprints
-                 (report_id, exact, minhash, signals, duplicate_of, similarity, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    id.0,
-                    fingerprint.exact,
-                    fingerprint.minhash_bytes(),
-                    signals,
-                    duplicate.map(|d| d.0),
-                    duplicate.map(|d| d.1),
-                    ts(now)
-                ],
-            )
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+        self.exec(
+            "INSERT INTO fingerprints
+             (report_id, exact, minhash, signals, duplicate_of, similarity, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (report_id) DO UPDATE SET exact = excluded.exact,
+             minhash = excluded.minhash, signals = excluded.signals,
+             duplicate_of = excluded.duplicate_of, similarity = excluded.similarity,
+             recorded_at = excluded.recorded_at",
+            &[
+                (&id.0).into(),
+                (&fingerprint.exact).into(),
+                fingerprint.minhash_bytes().into(),
+                signals.into(),
+                duplicate.map(|d| d.0).into(),
+                duplicate.map(|d| d.1).into(),
+                ts(now).into(),
+            ],
+        )
+        .map(|_| ())
     }
 
     /// The fingerprints of every other report that has an advisory, with its GHSA id,
@@ -537,29 +754,25 @@ impl Db {
         &self,
         except: &ReportId,
     ) -> Result<Vec<(crate::triage::Fingerprint, String, String, String)>, JournalError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT f.exact, f.minhash, r.ghsa_id, COALESCE(r.repository, ''),
-                        COALESCE(r.advisory_url, '')
-                 FROM fingerprints f JOIN reports r ON r.report_id = f.report_id
-                 WHERE r.ghsa_id IS NOT NULL AND r.thread_of IS NULL AND f.report_id != ?1",
-            )
-            .map_err(|e| self.wrap(e))?;
-        let rows = stmt
-            .query_map(params![except.0], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, Vec<u8>>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, String>(4)?,
-                ))
-            })
-            .map_err(|e| self.wrap(e))?;
+        let rows = self.rows(
+            "SELECT f.exact, f.minhash, r.ghsa_id, COALESCE(r.repository, ''),
+                    COALESCE(r.advisory_url, '')
+             FROM fingerprints f JOIN reports r ON r.report_id = f.report_id
+             WHERE r.ghsa_id IS NOT NULL AND r.thread_of IS NULL AND f.report_id != ?1",
+            &[(&except.0).into()],
+        )?;
         let mut out = Vec::new();
         for row in rows {
-            let (exact, bytes, ghsa, repository, url) = row.map_err(|e| self.wrap(e))?;
+            let read = || -> Result<_, WrongType> {
+                Ok((
+                    row.text(0)?,
+                    row.blob(1)?,
+                    row.text(2)?,
+                    row.text(3)?,
+                    row.text(4)?,
+                ))
+            };
+            let (exact, bytes, ghsa, repository, url) = read().map_err(|w| self.wrong_type(w))?;
             let fingerprint = crate::triage::Fingerprint::from_stored(exact, &bytes)
                 .ok_or_else(|| self.corrupt(&ghsa, "a fingerprint of the wrong size".into()))?;
             out.push((fingerprint, ghsa, repository, url));
@@ -570,20 +783,21 @@ impl Db {
     /// A report's triage record: its signals, and the advisory it probably repeats with
     /// the similarity.
     pub fn triage_of(&self, id: &ReportId) -> Result<Option<super::TriageRecord>, JournalError> {
-        self.conn
-            .query_row(
-                "SELECT signals, duplicate_of, similarity FROM fingerprints WHERE report_id = ?1",
-                params![id.0],
-                |row| {
-                    Ok(super::TriageRecord {
-                        signals: row.get(0)?,
-                        duplicate_of: row.get(1)?,
-                        similarity: row.get(2)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.wrap(e))
+        let Some(row) = self.row(
+            "SELECT signals, duplicate_of, similarity FROM fingerprints WHERE report_id = ?1",
+            &[(&id.0).into()],
+        )?
+        else {
+            return Ok(None);
+        };
+        let read = || -> Result<_, WrongType> {
+            Ok(super::TriageRecord {
+                signals: row.text(0)?,
+                duplicate_of: row.opt_text(1)?,
+                similarity: row.opt_real(2)?,
+            })
+        };
+        read().map(Some).map_err(|w| self.wrong_type(w))
     }
 
     /// Reports whose advisory is still a draft (or in triage) and was last changed on
@@ -596,20 +810,17 @@ impl Db {
                  AND COALESCE(github_updated_at, first_seen_at) < ?1
                  ORDER BY first_seen_at"
             ),
-            &[&ts(cutoff)],
+            &[ts(cutoff).into()],
         )
     }
 
     /// True when the notice for `event` already went out for this report.
     pub fn notice_sent(&self, id: &ReportId, event: &str) -> Result<bool, JournalError> {
-        self.conn
-            .query_row(
-                "SELECT COUNT(*) FROM notices WHERE report_id = ?1 AND event = ?2",
-                params![id.0, event],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|n| n > 0)
-            .map_err(|e| self.wrap(e))
+        self.count(
+            "SELECT COUNT(*) FROM notices WHERE report_id = ?1 AND event = ?2",
+            &[(&id.0).into(), event.into()],
+        )
+        .map(|n| n > 0)
     }
 
     /// Records a notice the SMTP server accepted.
@@ -620,14 +831,17 @@ impl Db {
         message_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(), JournalError> {
-        self.conn
-            .execute(
-                "INSERT OR IGNORE INTO notices (report_id, event, sent_at, message_id)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![id.0, event, ts(now), message_id],
-            )
-            .map(|_| ())
-            .map_err(|e| self.wrap(e))
+        self.exec(
+            "INSERT INTO notices (report_id, event, sent_at, message_id)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            &[
+                (&id.0).into(),
+                event.into(),
+                ts(now).into(),
+                message_id.into(),
+            ],
+        )
+        .map(|_| ())
     }
 
     /// Records where the report was routed and why.
@@ -641,7 +855,7 @@ impl Db {
         self.update(
             id,
             "repository = ?3, route_reason = ?4",
-            &[&repository, &reason],
+            vec![repository.into(), reason.into()],
             now,
         )
     }
@@ -658,7 +872,7 @@ impl Db {
             id,
             "state = 'advisory_created', ghsa_id = ?3, advisory_url = ?4, attempts = 0, \
              next_attempt_at = NULL, last_error = NULL",
-            &[&ghsa_id, &url],
+            vec![ghsa_id.into(), url.into()],
             now,
         )
     }
@@ -677,15 +891,16 @@ impl Db {
             id,
             "state = 'acknowledged', reply = ?3, reply_message_id = ?4, attempts = 0, \
              next_attempt_at = NULL, last_error = NULL, \
-             replied_at = CASE WHEN ?4 IS NULL THEN replied_at ELSE ?1 END, \
+             replied_at = CASE WHEN CAST(?4 AS TEXT) IS NULL THEN replied_at \
+             ELSE CAST(?1 AS TEXT) END, \
              reply_to = COALESCE(?5, reply_to)",
-            &[&reply.encode(), &message_id, &to],
+            vec![reply.encode().into(), message_id.into(), to.into()],
             now,
         )
     }
 
     /// Records a final state (filed, ignored, quarantined), or holding / held, with its
-    /// reason.
+    /// reason, and ends any instance's claim on the report (in one transaction).
     pub fn record_final(
         &self,
         id: &ReportId,
@@ -697,12 +912,20 @@ impl Db {
             state.is_final() || matches!(state, State::Holding | State::Held),
             "record_final takes a final state"
         );
-        self.update(
-            id,
-            "state = ?3, outcome = COALESCE(?4, outcome), next_attempt_at = NULL",
-            &[&state.as_str(), &outcome],
-            now,
-        )
+        let set = || {
+            self.update(
+                id,
+                "state = ?3, outcome = COALESCE(?4, outcome), next_attempt_at = NULL",
+                vec![state.as_str().into(), outcome.into()],
+                now,
+            )
+        };
+        // SQLite journals hold no claims (one instance each): the delete finds nothing.
+        self.transaction(|db| {
+            set()?;
+            db.exec("DELETE FROM claims WHERE report_id = ?1", &[(&id.0).into()])?;
+            Ok(())
+        })
     }
 
     /// Records a failure and when to try again; returns the attempt count.
@@ -716,7 +939,7 @@ impl Db {
         self.update(
             id,
             "attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4",
-            &[&error, &ts(next_attempt_at)],
+            vec![error.into(), ts(next_attempt_at).into()],
             now,
         )?;
         Ok(self.get(id)?.map_or(1, |e| e.attempts))
@@ -734,27 +957,28 @@ impl Db {
         url: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Entry>, JournalError> {
-        let tx = self.conn.transaction().map_err(|e| JournalError {
-            path: self.path.clone(),
-            fault: e.into(),
-        })?;
-        tx.execute(
-            "INSERT OR IGNORE INTO reports
-             (report_id, state, first_seen_at, updated_at, spool_path)
-             VALUES (?1, 'seen', ?2, ?2, '')",
-            params![id.0, ts(now)],
-        )
-        .and_then(|_| {
-            tx.execute(
+        self.transaction(|db| {
+            db.exec(
+                "INSERT INTO reports
+                 (report_id, state, first_seen_at, updated_at, spool_path)
+                 VALUES (?1, 'seen', ?2, ?2, '') ON CONFLICT DO NOTHING",
+                &[(&id.0).into(), ts(now).into()],
+            )?;
+            db.exec(
                 "UPDATE reports SET state = 'advisory_created', repository = ?2,
                  route_reason = 'rebuilt from its advisory', ghsa_id = ?3, advisory_url = ?4,
                  attempts = 0, next_attempt_at = NULL, last_error = NULL, updated_at = ?5
                  WHERE report_id = ?1",
-                params![id.0, repository, ghsa_id, url, ts(now)],
-            )
-        })
-        .and_then(|_| tx.commit())
-        .map_err(|e| self.wrap(e))?;
+                &[
+                    (&id.0).into(),
+                    repository.into(),
+                    ghsa_id.into(),
+                    url.into(),
+                    ts(now).into(),
+                ],
+            )?;
+            Ok(())
+        })?;
         self.get(id)
     }
 
@@ -769,11 +993,192 @@ impl Db {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.many(
             &format!(
-                "SELECT {COLUMNS} FROM reports WHERE (?1 IS NULL OR state = ?1)
+                "SELECT {COLUMNS} FROM reports WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1)
                  ORDER BY updated_at DESC LIMIT ?2"
             ),
-            &[&state.map(State::as_str), &limit],
+            &[state.map(State::as_str).into(), limit.into()],
         )
+    }
+
+    // ---- Coordination of several instances (a shared PostgreSQL journal) ----
+
+    /// Registers this instance (or renews its registration) with a lease, and renews
+    /// the leases of every claim it holds, in one transaction. Remembered, so that a
+    /// lost connection coming back renews at once.
+    pub fn register(&mut self, registration: &Registration) -> Result<(), JournalError> {
+        self.registration = Some(registration.clone());
+        self.renew(registration)
+    }
+
+    /// Renews this instance's lease and those of its claims.
+    fn renew(&self, r: &Registration) -> Result<(), JournalError> {
+        let now = self.conn.now_ms();
+        let lease = lease_ms(r.lease);
+        self.transaction(|db| {
+            db.exec(
+                &format!(
+                    "INSERT INTO instances (name, claim_folder, started_at, renewed_at, lease_until)
+                     VALUES (?1, ?2, {now}, {now}, {now} + ?3)
+                     ON CONFLICT (name) DO UPDATE SET claim_folder = excluded.claim_folder,
+                     renewed_at = excluded.renewed_at, lease_until = excluded.lease_until"
+                ),
+                &[(&r.name).into(), (&r.claim_folder).into(), lease.into()],
+            )?;
+            db.exec(
+                &format!("UPDATE claims SET lease_until = {now} + ?2 WHERE instance = ?1"),
+                &[(&r.name).into(), lease.into()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Renews this instance's registration (see [`Db::register`]); a no-op before it.
+    pub fn renew_leases(&self) -> Result<(), JournalError> {
+        match &self.registration {
+            Some(r) => self.renew(r),
+            None => Ok(()),
+        }
+    }
+
+    /// Claims a report for `instance` in one statement: it wins when nobody holds the
+    /// report, when it holds it already, or when the holder's lease has run out. One
+    /// winner across every instance on the journal.
+    pub fn claim(
+        &self,
+        id: &ReportId,
+        instance: &str,
+        lease: Duration,
+    ) -> Result<ClaimOutcome, JournalError> {
+        let now = self.conn.now_ms();
+        let won = self.row(
+            &format!(
+                "INSERT INTO claims (report_id, instance, lease_until) VALUES (?1, ?2, {now} + ?3)
+                 ON CONFLICT (report_id) DO UPDATE SET instance = excluded.instance,
+                 lease_until = excluded.lease_until
+                 WHERE claims.instance = excluded.instance OR claims.lease_until < {now}
+                 RETURNING instance"
+            ),
+            &[(&id.0).into(), instance.into(), lease_ms(lease).into()],
+        )?;
+        if won.is_some() {
+            return Ok(ClaimOutcome::Won);
+        }
+        match self.row(
+            "SELECT instance, lease_until FROM claims WHERE report_id = ?1",
+            &[(&id.0).into()],
+        )? {
+            Some(row) => {
+                let holder = row.text(0).map_err(|w| self.wrong_type(w))?;
+                let until = row.int(1).map_err(|w| self.wrong_type(w))?;
+                Ok(ClaimOutcome::HeldBy {
+                    instance: holder,
+                    until: ms_time(until),
+                })
+            }
+            // Released between the two statements: try again.
+            None => self.claim(id, instance, lease),
+        }
+    }
+
+    /// Every instance registered in the journal, by name.
+    pub fn instances(&self) -> Result<Vec<InstanceInfo>, JournalError> {
+        let now = self.conn.now_ms();
+        let rows = self.rows(
+            &format!(
+                "SELECT name, claim_folder, renewed_at, lease_until,
+                 CASE WHEN lease_until < {now} THEN 1 ELSE 0 END
+                 FROM instances ORDER BY name"
+            ),
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let read = || -> Result<_, WrongType> {
+                    Ok(InstanceInfo {
+                        name: r.text(0)?,
+                        claim_folder: r.text(1)?,
+                        renewed_at: ms_time(r.int(2)?),
+                        lease_until: ms_time(r.int(3)?),
+                        expired: r.int(4)? != 0,
+                    })
+                };
+                read().map_err(|w| self.wrong_type(w))
+            })
+            .collect()
+    }
+
+    /// Takes over a dead instance: when `dead`'s lease has run out, extends it for
+    /// `taker` to move the dead instance's mail (one winner); true when this call won.
+    /// The taker then moves the mail and calls [`Db::forget_instance`].
+    ///
+    /// For one lease after this connection came back from a loss nobody is taken over:
+    /// the database itself was away, every instance lost it at once and the others
+    /// have not renewed yet; they are not dead.
+    ///
+    /// The dead instance's claims on reports become the taker's in the same
+    /// transaction: should the dead one come back before the taker is done, it does not
+    /// renew claims on mail that is no longer in its folder.
+    pub fn take_over(
+        &self,
+        dead: &str,
+        taker: &str,
+        lease: Duration,
+    ) -> Result<Option<i64>, JournalError> {
+        if self.reconnected_at.is_some_and(|t| t.elapsed() < lease) {
+            return Ok(None);
+        }
+        let now = self.conn.now_ms();
+        self.transaction(|db| {
+            let row = db.row(
+                &format!(
+                    "UPDATE instances SET lease_until = {now} + ?2
+                     WHERE name = ?1 AND lease_until < {now} RETURNING renewed_at"
+                ),
+                &[dead.into(), lease_ms(lease).into()],
+            )?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let renewed_at = row.int(0).map_err(|w| db.wrong_type(w))?;
+            db.exec(
+                &format!(
+                    "UPDATE claims SET instance = ?2, lease_until = {now} + ?3 WHERE instance = ?1"
+                ),
+                &[dead.into(), taker.into(), lease_ms(lease).into()],
+            )?;
+            Ok(Some(renewed_at))
+        })
+    }
+
+    /// Forgets a taken-over instance, unless it came back meanwhile (renewed since).
+    pub fn forget_instance(&self, dead: &str, renewed_at: i64) -> Result<(), JournalError> {
+        self.exec(
+            "DELETE FROM instances WHERE name = ?1 AND renewed_at = ?2",
+            &[dead.into(), renewed_at.into()],
+        )
+        .map(|_| ())
+    }
+
+    /// True while this instance may run the notice watcher and the maintainers' digest:
+    /// always with SQLite (one instance per journal); with PostgreSQL while this
+    /// connection holds the watcher's advisory lock.
+    pub fn try_lead(&self) -> Result<bool, JournalError> {
+        match &self.conn {
+            Conn::Sqlite(_) => Ok(true),
+            Conn::Pg(p) => p.borrow_mut().try_lead().map_err(|e| self.wrap(e)),
+        }
+    }
+
+    /// The schema version the database holds.
+    pub fn stored_schema_version(&self) -> Result<i64, JournalError> {
+        let sql = match self.backend() {
+            Backend::Sqlite => "PRAGMA user_version",
+            Backend::Postgres => "SELECT max(version) FROM journal_schema",
+        };
+        match self.row(sql, &[])? {
+            Some(r) => r.int(0).map_err(|w| self.wrong_type(w)),
+            None => Ok(0),
+        }
     }
 }
 
@@ -781,10 +1186,52 @@ impl Db {
 mod tests {
     use super::*;
 
-    fn open(dir: &Path) -> Db {
-        let path = dir.join("journal.sqlite3");
-        Db::open(&path, &path.display().to_string()).unwrap()
+    /// The journal of `dir` on `backend`: the SQLite file in it, or the PostgreSQL
+    /// schema named after it in the test cluster.
+    fn open(backend: Backend, dir: &Path) -> Db {
+        match backend {
+            Backend::Sqlite => {
+                let path = dir.join("journal.sqlite3");
+                Db::open(&path, &path.display().to_string()).unwrap()
+            }
+            Backend::Postgres => Db::connect(
+                crate::journal::testing::pg_target(&dir.display().to_string()),
+                Arc::new(AtomicBool::new(true)),
+                Arc::new(AtomicBool::new(false)),
+            )
+            .unwrap(),
+        }
     }
+
+    /// Runs each named test (a `fn(Backend)`) on SQLite and on PostgreSQL.
+    macro_rules! on_both {
+        ($($name:ident),* $(,)?) => {
+            $(
+                mod $name {
+                    #[test]
+                    fn sqlite() {
+                        super::$name(super::Backend::Sqlite)
+                    }
+                    #[test]
+                    fn postgres() {
+                        super::$name(super::Backend::Postgres)
+                    }
+                }
+            )*
+        };
+    }
+
+    on_both!(
+        a_report_moves_through_its_states_and_survives_reopening,
+        seeing_a_report_again_keeps_its_progress,
+        failures_count_attempts_and_a_success_resets_them,
+        an_unknown_state_or_a_broken_timestamp_is_an_error_not_a_default,
+        a_rebuilt_record_is_written_whole,
+        per_sender_counts_ignore_case_and_follow_ups,
+        one_instance_wins_a_claim_until_its_lease_runs_out_or_the_report_is_final,
+        a_dead_instance_is_taken_over_once_and_kept_when_it_comes_back,
+        fingerprints_and_meta_round_trip,
+    );
 
     fn new_entry(id: &ReportId, path: &str) -> NewEntry {
         NewEntry {
@@ -797,13 +1244,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_report_moves_through_its_states_and_survives_reopening() {
+    fn a_report_moves_through_its_states_and_survives_reopening(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let id = ReportId("r1".into());
         let now = Utc::now();
         {
-            let j = open(dir.path());
+            let j = open(b, dir.path());
             let e = j.record_seen(&new_entry(&id, "/s/1.eml"), now).unwrap();
             assert_eq!(e.state, State::Seen);
             assert_eq!(e.reply, Reply::Pending);
@@ -812,7 +1258,7 @@ mod tests {
             j.record_advisory(&id, "GHSA-2345-6789-cfgh", "https://x", now)
                 .unwrap();
         }
-        let j = open(dir.path());
+        let j = open(b, dir.path());
         let e = j.get(&id).unwrap().unwrap();
         assert_eq!(e.state, State::AdvisoryCreated);
         assert_eq!(e.ghsa_id.as_deref(), Some("GHSA-2345-6789-cfgh"));
@@ -827,10 +1273,9 @@ mod tests {
         assert_eq!(e.reply_message_id.as_deref(), Some("ack@x"));
     }
 
-    #[test]
-    fn seeing_a_report_again_keeps_its_progress() {
+    fn seeing_a_report_again_keeps_its_progress(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let j = open(dir.path());
+        let j = open(b, dir.path());
         let id = ReportId("r2".into());
         let now = Utc::now();
         j.record_seen(&new_entry(&id, "/s/2.eml"), now).unwrap();
@@ -839,10 +1284,9 @@ mod tests {
         assert_eq!(again.state, State::AdvisoryCreated);
     }
 
-    #[test]
-    fn failures_count_attempts_and_a_success_resets_them() {
+    fn failures_count_attempts_and_a_success_resets_them(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let j = open(dir.path());
+        let j = open(b, dir.path());
         let id = ReportId("r3".into());
         let now = Utc::now();
         j.record_seen(&new_entry(&id, "/s/3.eml"), now).unwrap();
@@ -858,27 +1302,24 @@ mod tests {
         assert!(j.recent(10, Some(State::Filed)).unwrap().is_empty());
     }
 
-    #[test]
-    fn an_unknown_state_or_a_broken_timestamp_is_an_error_not_a_default() {
+    fn an_unknown_state_or_a_broken_timestamp_is_an_error_not_a_default(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let j = open(dir.path());
+        let j = open(b, dir.path());
         let now = Utc::now();
         let a = ReportId("a".into());
         let b = ReportId("b".into());
         j.record_seen(&new_entry(&a, "/s/a"), now).unwrap();
         j.record_seen(&new_entry(&b, "/s/b"), now).unwrap();
-        j.conn
-            .execute(
-                "UPDATE reports SET state = 'exploded' WHERE report_id = 'a'",
-                [],
-            )
-            .unwrap();
-        j.conn
-            .execute(
-                "UPDATE reports SET next_attempt_at = 'soon' WHERE report_id = 'b'",
-                [],
-            )
-            .unwrap();
+        j.exec(
+            "UPDATE reports SET state = 'exploded' WHERE report_id = 'a'",
+            &[],
+        )
+        .unwrap();
+        j.exec(
+            "UPDATE reports SET next_attempt_at = 'soon' WHERE report_id = 'b'",
+            &[],
+        )
+        .unwrap();
         let e = j.get(&a).unwrap_err().to_string();
         assert!(e.contains("unknown state `exploded`"), "{e}");
         let e = j.get(&b).unwrap_err().to_string();
@@ -888,10 +1329,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_rebuilt_record_is_written_whole() {
+    fn a_rebuilt_record_is_written_whole(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = open(dir.path());
+        let mut j = open(b, dir.path());
         let id = ReportId("lost".into());
         let e = j
             .record_rebuilt(&id, "pallets/flask", "GHSA-q", "u", Utc::now())
@@ -900,5 +1340,223 @@ mod tests {
         assert_eq!(e.state, State::AdvisoryCreated);
         assert_eq!(e.ghsa_id.as_deref(), Some("GHSA-q"));
         assert_eq!(e.repository.as_deref(), Some("pallets/flask"));
+    }
+
+    #[allow(clippy::needless_pass_by_value)]
+    fn per_sender_counts_ignore_case_and_follow_ups(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(b, dir.path());
+        let now = Utc::now();
+        let (r, f) = (ReportId("r".into()), ReportId("f".into()));
+        j.record_seen(&new_entry(&r, "/s/r"), now).unwrap();
+        j.record_advisory(&r, "GHSA-abcd", "u", now).unwrap();
+        j.record_reply(&r, &Reply::Sent, Some(("m@x", "reporter@example.org")), now)
+            .unwrap();
+        j.record_seen(&new_entry(&f, "/s/f"), now).unwrap();
+        j.record_thread(&f, &r, Some("pallets/flask"), now).unwrap();
+        let since = now - chrono::Duration::hours(1);
+        assert_eq!(j.advisories_from("REPORTER@example.org", since).unwrap(), 1);
+        assert_eq!(j.replies_to("Reporter@Example.org", since).unwrap(), 1);
+        assert_eq!(j.find_by_ghsa("ghsa-ABCD").unwrap().unwrap().report_id, r);
+        assert_eq!(j.thread_senders(&r).unwrap(), vec!["reporter@example.org"]);
+        assert!(j.last_reply_in_thread(&r).unwrap().is_some());
+        let related = j.find_related(&["abc@example.org".into()], &[]).unwrap();
+        assert_eq!(related.len(), 2);
+        assert_eq!(
+            j.find_related(&[], std::slice::from_ref(&f)).unwrap().len(),
+            1
+        );
+    }
+
+    fn one_instance_wins_a_claim_until_its_lease_runs_out_or_the_report_is_final(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(b, dir.path());
+        let id = ReportId("claimed".into());
+        let long = Duration::from_secs(3600);
+        assert_eq!(j.claim(&id, "a", long).unwrap(), ClaimOutcome::Won);
+        assert_eq!(
+            j.claim(&id, "a", long).unwrap(),
+            ClaimOutcome::Won,
+            "its own claim"
+        );
+        match j.claim(&id, "b", long).unwrap() {
+            ClaimOutcome::HeldBy { instance, .. } => assert_eq!(instance, "a"),
+            other => panic!("b must not win a live claim: {other:?}"),
+        }
+        // Filed: the claim ends with it.
+        j.record_seen(&new_entry(&id, "/s/c"), Utc::now()).unwrap();
+        j.record_final(&id, State::Filed, None, Utc::now()).unwrap();
+        assert_eq!(j.claim(&id, "b", long).unwrap(), ClaimOutcome::Won);
+        // A lease that ran out goes to whoever asks next.
+        let other = ReportId("expiring".into());
+        assert_eq!(
+            j.claim(&other, "a", Duration::ZERO).unwrap(),
+            ClaimOutcome::Won
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(j.claim(&other, "b", long).unwrap(), ClaimOutcome::Won);
+        assert!(matches!(
+            j.claim(&other, "a", long).unwrap(),
+            ClaimOutcome::HeldBy { .. }
+        ));
+    }
+
+    fn a_dead_instance_is_taken_over_once_and_kept_when_it_comes_back(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = open(b, dir.path());
+        let reg = |name: &str, lease: Duration| Registration {
+            name: name.into(),
+            claim_folder: format!("Processing.{name}"),
+            lease,
+        };
+        let hour = Duration::from_secs(3600);
+        j.register(&reg("dead", Duration::ZERO)).unwrap();
+        let mail = ReportId("in-the-dead-ones-folder".into());
+        assert_eq!(j.claim(&mail, "dead", hour).unwrap(), ClaimOutcome::Won);
+        j.register(&reg("dead", Duration::ZERO)).unwrap();
+        j.register(&reg("alive", hour)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let seen = j.instances().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen.iter().any(|i| i.name == "dead" && i.expired));
+        assert!(seen.iter().any(|i| i.name == "alive" && !i.expired));
+        let minute = Duration::from_secs(60);
+        assert!(j.take_over("alive", "taker", minute).unwrap().is_none());
+        let won = j.take_over("dead", "taker", minute).unwrap();
+        assert!(won.is_some());
+        assert!(
+            j.take_over("dead", "other", minute).unwrap().is_none(),
+            "one winner"
+        );
+        // Its claims went to the taker with its mail.
+        match j.claim(&mail, "dead", minute).unwrap() {
+            ClaimOutcome::HeldBy { instance, .. } => assert_eq!(instance, "taker"),
+            other => panic!("the taker holds the dead one's claims: {other:?}"),
+        }
+        // It came back before the taker was done: it keeps its registration, and
+        // renewing its leases does not take the claims back.
+        std::thread::sleep(Duration::from_millis(5));
+        j.register(&reg("dead", hour)).unwrap();
+        j.forget_instance("dead", won.unwrap()).unwrap();
+        assert_eq!(j.instances().unwrap().len(), 2);
+        assert!(matches!(
+            j.claim(&mail, "dead", minute).unwrap(),
+            ClaimOutcome::HeldBy { .. }
+        ));
+        // Gone for good this time.
+        j.register(&reg("dead", Duration::ZERO)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let won = j.take_over("dead", "taker", minute).unwrap().unwrap();
+        j.forget_instance("dead", won).unwrap();
+        let left: Vec<String> = j.instances().unwrap().into_iter().map(|i| i.name).collect();
+        assert_eq!(left, vec!["alive".to_owned()]);
+    }
+
+    fn fingerprints_and_meta_round_trip(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(b, dir.path());
+        let now = Utc::now();
+        let (a, c) = (ReportId("fa".into()), ReportId("fc".into()));
+        j.record_seen(&new_entry(&a, "/s/a"), now).unwrap();
+        j.record_advisory(&a, "GHSA-f", "https://a", now).unwrap();
+        let bytes: Vec<u8> = (0..4096u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let fp = (1..=bytes.len() / 4)
+            .find_map(|n| crate::triage::Fingerprint::from_stored("exact".into(), &bytes[..n * 4]))
+            .expect("a fingerprint of some size");
+        j.record_fingerprint(&a, &fp, "poc", Some(("GHSA-x", 0.75)), now)
+            .unwrap();
+        j.record_fingerprint(&a, &fp, "poc cvss", Some(("GHSA-x", 0.5)), now)
+            .unwrap();
+        let t = j.triage_of(&a).unwrap().unwrap();
+        assert_eq!(t.signals, "poc cvss");
+        assert_eq!(t.similarity, Some(0.5));
+        let others = j.fingerprints_with_advisory(&c).unwrap();
+        assert_eq!(others.len(), 1);
+        assert_eq!(others[0].0, fp);
+        assert!(j.fingerprints_with_advisory(&a).unwrap().is_empty());
+        assert_eq!(j.meta("k").unwrap(), None);
+        j.set_meta("k", "1").unwrap();
+        j.set_meta("k", "2").unwrap();
+        assert_eq!(j.meta("k").unwrap().as_deref(), Some("2"));
+        assert!(j.set_meta_once("once", "a").unwrap());
+        assert!(!j.set_meta_once("once", "b").unwrap());
+        assert!(j.started_at().unwrap().is_some());
+        assert_eq!(j.stored_schema_version().unwrap(), schema::latest() as i64);
+        j.record_notice(&a, "published", "n@x", now).unwrap();
+        j.record_notice(&a, "published", "n2@x", now).unwrap();
+        assert!(j.notice_sent(&a, "published").unwrap());
+        assert!(!j.notice_sent(&a, "cve").unwrap());
+        assert_eq!(j.recent(10, None).unwrap().len(), 1);
+        assert_eq!(
+            j.stale_drafts(now + chrono::Duration::days(1))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn on_postgres_claims_from_many_connections_have_one_winner_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().display().to_string();
+        // Migrate once first.
+        drop(open(Backend::Postgres, dir.path()));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let key = key.clone();
+                std::thread::spawn(move || {
+                    let db = Db::connect(
+                        crate::journal::testing::pg_target(&key),
+                        Arc::default(),
+                        Arc::default(),
+                    )
+                    .unwrap();
+                    (0..60)
+                        .filter(|i| {
+                            let id = ReportId(format!("race-{i}"));
+                            db.claim(&id, &format!("i{t}"), Duration::from_secs(600))
+                                .unwrap()
+                                == ClaimOutcome::Won
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let won: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(won, 60, "each report has exactly one winner");
+    }
+
+    #[test]
+    fn on_postgres_one_connection_leads_and_another_takes_over_when_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(Backend::Postgres, dir.path());
+        let b = open(Backend::Postgres, dir.path());
+        // The lock is the journal's (its schema's): other tests' journals do not hold it.
+        assert!(a.try_lead().unwrap());
+        assert!(!b.try_lead().unwrap(), "never two leaders");
+        assert!(a.try_lead().unwrap(), "a leader stays one");
+        drop(a);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !b.try_lead().unwrap() {
+            assert!(std::time::Instant::now() < deadline, "b never took over");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_sqlite_journal_never_makes_healthz_unhealthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = crate::journal::Journal::open(dir.path()).unwrap();
+        assert!(j.reachable());
+        let m = crate::metrics::Metrics::new();
+        m.watch_journal(j.reachable_flag());
+        m.set_mailbox_connected(true);
+        assert!(m.health().is_ok(), "{:?}", m.health());
+    }
+
+    #[test]
+    fn sqlite_always_leads() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open(Backend::Sqlite, dir.path()).try_lead().unwrap());
     }
 }

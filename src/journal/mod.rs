@@ -1,5 +1,7 @@
-//! The SQLite journal in the state directory: what happened to each report, step by step,
-//! with attempts, the next retry time and the outcome.
+//! The journal: what happened to each report, step by step, with attempts, the next
+//! retry time and the outcome. SQLite in the state directory by default; with
+//! `[journal] url` a PostgreSQL database shared by several instances, which also
+//! coordinates them (claims with leases, one watcher: see `Db::claim`).
 //!
 //! The journal makes recovery fast and records outcomes; GitHub and the mailbox remain
 //! the truth (a lost journal cannot cause a duplicate advisory: see `engine`). Every
@@ -8,22 +10,31 @@
 //! writes several records does so in one transaction, so a crash loses at most the step
 //! in flight and never leaves half of one.
 //!
-//! All SQLite work runs on one dedicated thread ([`Journal::call`]), so fsyncs never
-//! block the async runtime. The schema is versioned (`schema`): a journal written by an
+//! All database work runs on one dedicated thread ([`Journal::call`]), so fsyncs and
+//! round trips never block the async runtime. With PostgreSQL a lost connection is
+//! waited out on that thread (callers wait, `/healthz` says so) and the operation runs
+//! again once the database is back. The schema is versioned (`schema`): a journal written by an
 //! earlier release is migrated on open. A value the journal cannot read back (an unknown
 //! state, a broken timestamp) is an error, never a default.
 
 mod db;
+pub mod pg;
 mod schema;
+mod sql;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
 
 use crate::mail::ReportId;
 
-pub use db::Db;
+pub use db::{ClaimOutcome, Db, InstanceInfo, Registration};
+pub use pg::PgTarget;
+pub use sql::Backend;
 
 /// A journal that cannot be opened, read or written. The daemon stops on it: without a
 /// working journal it could not keep its promises.
@@ -42,6 +53,18 @@ pub enum JournalFault {
     /// SQLite refused.
     #[error("{0}; check that the state directory is writable and not full")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL refused a statement.
+    #[error("{}; check the database's log", pg::describe(.0))]
+    Postgres(#[from] postgres::Error),
+    /// The PostgreSQL journal cannot be reached at start.
+    #[error(
+        "cannot connect: {}; check [journal] url (host, port, user, database), the password in journal.password_file or journal.password_env, journal.tls and journal.ca_file, and that the database is up",
+        pg::describe(.0)
+    )]
+    Unreachable(#[source] postgres::Error),
+    /// The PostgreSQL journal's schema cannot be used.
+    #[error("cannot migrate the schema: {0}")]
+    PgSchema(#[from] pg::PgSchemaError),
     /// The schema could not be brought to this release's version.
     #[error(
         "cannot migrate the schema: {0}; a journal from a newer advisory-bridge cannot be opened by an older one"
@@ -55,6 +78,9 @@ pub enum JournalFault {
         /// What is wrong with it.
         message: String,
     },
+    /// `[journal]` is set but unusable.
+    #[error("{0}")]
+    Config(String),
     /// The journal's thread is gone (it panicked, or the journal was closed).
     #[error("the journal's thread has stopped")]
     Stopped,
@@ -299,6 +325,11 @@ type Job = Box<dyn FnOnce(&mut Db) + Send>;
 pub struct Journal {
     jobs: std::sync::mpsc::Sender<Job>,
     path: Arc<str>,
+    backend: Backend,
+    /// False while the database cannot be reached.
+    reachable: Arc<AtomicBool>,
+    /// Set when the daemon stops: waits for the database give up.
+    stopping: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -313,13 +344,57 @@ impl Journal {
     pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
         let path = state_dir.join("journal.sqlite3");
         let display: Arc<str> = path.display().to_string().into();
+        let thread_path = display.clone();
+        Journal::spawn(
+            display,
+            Backend::Sqlite,
+            // A local file is always reachable; `/healthz` never reports it.
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicBool::new(false)),
+            move |_, _| Db::open(&path, &thread_path),
+        )
+    }
+
+    /// Connects to the PostgreSQL journal at `target` on its own thread and migrates it
+    /// to this release's schema.
+    pub fn connect(target: PgTarget) -> Result<Journal, JournalError> {
+        let display: Arc<str> = target.display.clone().into();
+        let reachable = Arc::new(AtomicBool::new(true));
+        Journal::spawn(
+            display,
+            Backend::Postgres,
+            reachable,
+            Arc::new(AtomicBool::new(false)),
+            move |reachable, stopping| Db::connect(target, reachable, stopping),
+        )
+    }
+
+    /// Opens the journal the configuration names: PostgreSQL with `[journal] url`, else
+    /// SQLite in the state directory.
+    pub fn from_config(config: &crate::config::Config) -> Result<Journal, JournalError> {
+        match config.journal_target().map_err(|e| JournalError {
+            path: config.journal.url.clone().unwrap_or_default(),
+            fault: JournalFault::Config(e.to_string()),
+        })? {
+            Some(target) => Journal::connect(target),
+            None => Journal::open(&config.state_dir),
+        }
+    }
+
+    fn spawn(
+        display: Arc<str>,
+        backend: Backend,
+        reachable: Arc<AtomicBool>,
+        stopping: Arc<AtomicBool>,
+        open: impl FnOnce(Arc<AtomicBool>, Arc<AtomicBool>) -> Result<Db, JournalError> + Send + 'static,
+    ) -> Result<Journal, JournalError> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let (opened_tx, opened) = std::sync::mpsc::channel();
-        let thread_path = display.clone();
+        let (r, st) = (reachable.clone(), stopping.clone());
         std::thread::Builder::new()
             .name("journal".into())
             .spawn(move || {
-                let mut db = match Db::open(&path, &thread_path) {
+                let mut db = match open(r, st) {
                     Ok(db) => {
                         let _ = opened_tx.send(Ok(()));
                         db
@@ -341,6 +416,9 @@ impl Journal {
             Ok(Ok(())) => Ok(Journal {
                 jobs,
                 path: display,
+                backend,
+                reachable,
+                stopping,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(JournalError {
@@ -350,15 +428,55 @@ impl Journal {
         }
     }
 
+    /// Which backend the journal is on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Where the journal is (file, or URL without password).
+    pub fn location(&self) -> &str {
+        &self.path
+    }
+
+    /// False while the journal's database cannot be reached (PostgreSQL only).
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::SeqCst)
+    }
+
+    /// The flag behind [`Journal::reachable`], for `/healthz`.
+    pub fn reachable_flag(&self) -> Arc<AtomicBool> {
+        self.reachable.clone()
+    }
+
+    /// Makes waits for an unreachable database give up (the daemon is stopping): the
+    /// operations waiting fail instead of keeping the process alive.
+    pub fn stop_waiting(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
     /// Runs `f` on the journal's thread and returns its result.
     pub async fn call<R, F>(&self, f: F) -> Result<R, JournalError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Db) -> Result<R, JournalError> + Send + 'static,
+        F: FnMut(&mut Db) -> Result<R, JournalError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut f = f;
         let job: Job = Box::new(move |db| {
-            let _ = tx.send(f(db));
+            // A lost PostgreSQL connection: wait for the database, then run the operation
+            // again (every operation is safe to repeat: a statement either committed or
+            // not, and the records are idempotent or counted again harmlessly).
+            let result = loop {
+                match f(db) {
+                    Err(e) if db.lost(&e) => {
+                        if !db.reconnect() {
+                            break Err(e);
+                        }
+                    }
+                    r => break r,
+                }
+            };
+            let _ = tx.send(result);
         });
         let stopped = || JournalError {
             path: self.path.to_string(),

@@ -115,6 +115,29 @@ CREATE TABLE fingerprints (
 CREATE INDEX fingerprints_by_exact ON fingerprints(exact);
 ";
 
+/// Version 6: the coordination of several instances on one PostgreSQL journal (the
+/// instances seen, with their leases, and which instance works on which report). Written
+/// to run on both backends; SQLite journals have the tables but never fill them.
+pub const V6: &str = "
+CREATE TABLE instances (
+    name         TEXT PRIMARY KEY,
+    claim_folder TEXT NOT NULL,
+    started_at   BIGINT NOT NULL,
+    renewed_at   BIGINT NOT NULL,
+    lease_until  BIGINT NOT NULL
+);
+CREATE TABLE claims (
+    report_id   TEXT PRIMARY KEY,
+    instance    TEXT NOT NULL,
+    lease_until BIGINT NOT NULL
+);
+CREATE INDEX claims_by_instance ON claims(instance);
+";
+
+/// The migrations after the PostgreSQL baseline (version 5), as one SQL text each that
+/// both backends run: `(version, sql)`, oldest first. Append only.
+pub const PORTABLE: &[(i64, &str)] = &[(6, V6)];
+
 /// Adds the columns of [`V1_COLUMNS`] a pre-release journal lacks, then the indexes.
 fn v1_hook(tx: &rusqlite::Transaction<'_>) -> Result<(), HookError> {
     let existing: Vec<String> = tx
@@ -138,12 +161,13 @@ pub fn migrations() -> Migrations<'static> {
         M::up(V3),
         M::up(V4),
         M::up(V5),
+        M::up(V6),
     ])
 }
 
 /// The schema version this binary writes.
 pub fn latest() -> usize {
-    5
+    6
 }
 
 /// Brings `conn` to the latest version in one transaction per migration.

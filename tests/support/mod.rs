@@ -1058,6 +1058,7 @@ impl Drop for Process {
         self.kill();
     }
 }
+pub mod postgres;
 pub mod proxy;
 pub mod refusing;
 pub mod stack;
