@@ -268,6 +268,20 @@ pub struct Engine<A, O> {
     /// Reports new to the journal that came back [`Action::Paced`] before any request
     /// for them: still new at their next turn (no create can have been sent).
     paced_new: std::sync::Mutex<std::collections::HashSet<ReportId>>,
+    /// The fingerprints of earlier reports with an advisory, read incrementally.
+    fingerprints: tokio::sync::Mutex<FingerprintCache>,
+}
+
+/// How far back [`Engine::duplicate_of`] reads again what it may have read, for
+/// fingerprints another instance on a shared journal recorded with a clock behind ours.
+const FINGERPRINT_CLOCK_MARGIN_MINUTES: i64 = 10;
+
+/// Earlier reports' fingerprints with their advisory (GHSA id, repository, URL), and up
+/// to when they were read.
+#[derive(Default)]
+struct FingerprintCache {
+    by_report: HashMap<ReportId, (crate::triage::Fingerprint, String, String, String)>,
+    loaded_to: Option<DateTime<Utc>>,
 }
 
 /// How [`Engine::ensure_advisory`] looks for an advisory made earlier for a report.
@@ -320,6 +334,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
             recovery: Default::default(),
             journal_born: tokio::sync::OnceCell::new(),
             paced_new: Default::default(),
+            fingerprints: Default::default(),
         }
     }
 
@@ -1345,16 +1360,29 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         id: &ReportId,
         fingerprint: &crate::triage::Fingerprint,
     ) -> Result<Option<crate::triage::Duplicate>, EngineError> {
-        let except = id.clone();
-        let earlier = self
+        let mut cache = self.fingerprints.lock().await;
+        // Only what was recorded since the last look (with a margin for the clocks of
+        // other instances on a shared journal): the cost per report stays flat as the
+        // journal grows.
+        let since = cache
+            .loaded_to
+            .map(|t| t - chrono::Duration::minutes(FINGERPRINT_CLOCK_MARGIN_MINUTES));
+        let now = self.clock.now();
+        let new = self
             .journal
-            .call(move |db| db.fingerprints_with_advisory(&except))
+            .call(move |db| db.fingerprints_recorded_since(since))
             .await?;
+        for (report, f, ghsa, repo, url) in new {
+            cache.by_report.insert(report, (f, ghsa, repo, url));
+        }
+        cache.loaded_to = Some(now);
         let best = crate::triage::best_match(
             fingerprint,
-            earlier
+            cache
+                .by_report
                 .iter()
-                .map(|(f, ghsa, repo, url)| (f, (ghsa, repo, url))),
+                .filter(|(report, _)| *report != id)
+                .map(|(_, (f, ghsa, repo, url))| (f, (ghsa, repo, url))),
         );
         Ok(best.map(|(similarity, (ghsa, repo, url))| {
             self.metrics.near_duplicates.inc();

@@ -754,12 +754,29 @@ impl Db {
         &self,
         except: &ReportId,
     ) -> Result<Vec<(crate::triage::Fingerprint, String, String, String)>, JournalError> {
+        Ok(self
+            .fingerprints_recorded_since(None)?
+            .into_iter()
+            .filter(|(id, ..)| id != except)
+            .map(|(_, f, ghsa, repository, url)| (f, ghsa, repository, url))
+            .collect())
+    }
+
+    /// [`Db::fingerprints_with_advisory`] recorded at or after `since` (all for `None`),
+    /// each with its report, for a cache that reads only what is new.
+    #[allow(clippy::type_complexity)]
+    pub fn fingerprints_recorded_since(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<(ReportId, crate::triage::Fingerprint, String, String, String)>, JournalError>
+    {
+        let since = since.map(ts).unwrap_or_default();
         let rows = self.rows(
             "SELECT f.exact, f.minhash, r.ghsa_id, COALESCE(r.repository, ''),
-                    COALESCE(r.advisory_url, '')
+                    COALESCE(r.advisory_url, ''), f.report_id
              FROM fingerprints f JOIN reports r ON r.report_id = f.report_id
-             WHERE r.ghsa_id IS NOT NULL AND r.thread_of IS NULL AND f.report_id != ?1",
-            &[(&except.0).into()],
+             WHERE r.ghsa_id IS NOT NULL AND r.thread_of IS NULL AND f.recorded_at >= ?1",
+            &[(&since).into()],
         )?;
         let mut out = Vec::new();
         for row in rows {
@@ -770,12 +787,14 @@ impl Db {
                     row.text(2)?,
                     row.text(3)?,
                     row.text(4)?,
+                    row.text(5)?,
                 ))
             };
-            let (exact, bytes, ghsa, repository, url) = read().map_err(|w| self.wrong_type(w))?;
+            let (exact, bytes, ghsa, repository, url, id) =
+                read().map_err(|w| self.wrong_type(w))?;
             let fingerprint = crate::triage::Fingerprint::from_stored(exact, &bytes)
                 .ok_or_else(|| self.corrupt(&ghsa, "a fingerprint of the wrong size".into()))?;
-            out.push((fingerprint, ghsa, repository, url));
+            out.push((ReportId(id), fingerprint, ghsa, repository, url));
         }
         Ok(out)
     }
