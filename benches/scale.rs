@@ -271,11 +271,8 @@ async fn backlog(n: usize, repo_count: usize) {
     );
 }
 
-/// APPEND -> advisory and APPEND -> reply with IDLE, and Dovecot's own IDLE floor.
-async fn arrival(samples: usize) {
-    let mut stack = stack(&[], "").await;
-    let floor = idle_floor(&stack, samples).await;
-    let mut daemon = stack.daemon_logging(&["run"], "warn");
+/// Waits until a started daemon has made its folders.
+async fn ready(stack: &Stack) {
     wait_for_async(PATIENCE, "the daemon to be ready", || async {
         stack
             .mailbox()
@@ -285,6 +282,14 @@ async fn arrival(samples: usize) {
             .any(|f| f == "Processed")
     })
     .await;
+}
+
+/// APPEND -> advisory and APPEND -> reply with IDLE, and Dovecot's own IDLE floor.
+async fn arrival(samples: usize) {
+    let mut stack = stack(&[], "").await;
+    let floor = idle_floor(&stack, samples).await;
+    let mut daemon = stack.daemon_logging(&["run"], "warn");
+    ready(&stack).await;
     let mut to_advisory = Vec::new();
     let mut to_reply = Vec::new();
     for i in 0..samples {
@@ -595,15 +600,7 @@ async fn memory() {
         let repos = bench_repos(repos);
         let mut stack = stack(&repos, "").await;
         let mut daemon = stack.daemon_logging(&["run"], "warn");
-        wait_for_async(PATIENCE, "the daemon to be ready", || async {
-            stack
-                .mailbox()
-                .folders()
-                .await
-                .iter()
-                .any(|f| f == "Processed")
-        })
-        .await;
+        ready(&stack).await;
         stack.deliver(&report("idle-0", "Flask: one", "one")).await;
         wait_for_count(&stack, "Processed", 1).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -618,15 +615,7 @@ async fn memory() {
     let size = 24 * 1024 * 1024;
     let raw = big_message(size);
     let mut daemon = stack.daemon_logging(&["run"], "warn");
-    wait_for_async(PATIENCE, "the daemon to be ready", || async {
-        stack
-            .mailbox()
-            .folders()
-            .await
-            .iter()
-            .any(|f| f == "Processed")
-    })
-    .await;
+    ready(&stack).await;
     let mut session = stack.mailbox().connect().await;
     session
         .append("INBOX", None, None, &raw)

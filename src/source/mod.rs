@@ -793,34 +793,6 @@ impl ImapSource {
         self.store_flag(&uid_set(uids), flag).await
     }
 
-    /// The claim keywords on a message and its MODSEQ (when the server has CONDSTORE);
-    /// `None` when the message is gone.
-    async fn claim_state(
-        &mut self,
-        uid: u32,
-        prefix: &str,
-    ) -> Result<Option<(Vec<String>, Option<u64>)>, ImapError> {
-        // MODSEQ only where CONDSTORE is announced: Courier answers NO to it otherwise.
-        let command = if self.features.condstore {
-            format!("UID FETCH {uid} (UID FLAGS MODSEQ)")
-        } else {
-            format!("UID FETCH {uid} (UID FLAGS)")
-        };
-        let news = self.news.clone();
-        let found = run!(self, "fetch flags", |s| wire::fetches(s, &command, &news)
-            .await)
-        .await
-        .map_err(|e| self.about_uid(uid, e))?;
-        Ok(found.into_iter().find(|f| f.uid == Some(uid)).map(|f| {
-            let claims = f
-                .flags
-                .into_iter()
-                .filter(|k| k.starts_with(prefix))
-                .collect();
-            (claims, f.modseq)
-        }))
-    }
-
     /// Claims a message for this instance, atomically across clients: a conditional
     /// `UID STORE (UNCHANGEDSINCE <modseq>)` (RFC 7162) sets `keyword` only if nobody
     /// changed the message since we looked, so of two instances racing for it exactly
@@ -840,33 +812,7 @@ impl ImapSource {
         prefix: &str,
         keyword: &str,
     ) -> Result<bool, ImapError> {
-        if self.claim_mode() == ClaimMode::MoveOnly {
-            // Nothing to mark: the move into our claim folder is the claim.
-            return Ok(true);
-        }
-        let Some((claims, modseq)) = self.claim_state(uid, prefix).await? else {
-            return Ok(false);
-        };
-        if !claims.is_empty() {
-            return Ok(Self::winner(&claims) == Some(keyword));
-        }
-        let query = match modseq {
-            Some(m) if self.features.condstore => {
-                format!("(UNCHANGEDSINCE {m}) +FLAGS.SILENT ({keyword})")
-            }
-            _ => format!("+FLAGS.SILENT ({keyword})"),
-        };
-        let command = format!("UID STORE {uid} {query}");
-        let news = self.news.clone();
-        run!(self, "claim", |s| wire::simple(s, &command, &news).await)
-            .await
-            .map_err(|e| self.about_uid(uid, e))?;
-        // A lost race leaves the other instance's keyword (or none, if the message
-        // changed otherwise: the next pass tries again).
-        Ok(match self.claim_state(uid, prefix).await? {
-            Some((claims, _)) => Self::winner(&claims) == Some(keyword),
-            None => false,
-        })
+        Ok(!self.claim_all(&[uid], prefix, keyword).await?.is_empty())
     }
 
     /// [`ImapSource::claim`] for several messages in three commands whatever their
@@ -929,8 +875,8 @@ impl ImapSource {
         Ok(ours)
     }
 
-    /// [`ImapSource::claim_state`] for several messages in one command; gone ones are
-    /// absent.
+    /// The claim keywords and MODSEQ (where the server has CONDSTORE) of several
+    /// messages, in one command; gone ones are absent.
     async fn claim_states(
         &mut self,
         uids: &[u32],
@@ -1138,7 +1084,12 @@ impl ImapSource {
 
     /// Names the messages in an error about them.
     fn about_uids(&self, set: &str, mut e: ImapError) -> ImapError {
-        e.message = format!("UIDs {set} in `{}`: {}", self.mailbox, e.message);
+        let what = if set.contains([',', ':']) {
+            "UIDs"
+        } else {
+            "UID"
+        };
+        e.message = format!("{what} {set} in `{}`: {}", self.mailbox, e.message);
         e
     }
 
