@@ -730,6 +730,17 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
                                 }
                             })
                             .await?;
+                        if let Some(f) = &fingerprint {
+                            self.fingerprints.lock().await.by_report.insert(
+                                id.clone(),
+                                (
+                                    f.clone(),
+                                    a.ghsa_id.clone(),
+                                    a.repository.clone(),
+                                    a.html_url.clone(),
+                                ),
+                            );
+                        }
                         a
                     }
                     Err(e) => return self.failed(&entry, e).await,
@@ -1361,21 +1372,25 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         fingerprint: &crate::triage::Fingerprint,
     ) -> Result<Option<crate::triage::Duplicate>, EngineError> {
         let mut cache = self.fingerprints.lock().await;
-        // Only what was recorded since the last look (with a margin for the clocks of
-        // other instances on a shared journal): the cost per report stays flat as the
-        // journal grows.
-        let since = cache
-            .loaded_to
-            .map(|t| t - chrono::Duration::minutes(FINGERPRINT_CLOCK_MARGIN_MINUTES));
-        let now = self.clock.now();
-        let new = self
-            .journal
-            .call(move |db| db.fingerprints_recorded_since(since))
-            .await?;
-        for (report, f, ghsa, repo, url) in new {
-            cache.by_report.insert(report, (f, ghsa, repo, url));
+        // Read once; then this engine adds what it records itself, so the cost per
+        // report stays flat as the journal grows. A shared journal also holds what other
+        // instances record: read what came since the last look (with a margin for their
+        // clocks).
+        let shared = self.journal.backend() == crate::journal::Backend::Postgres;
+        if cache.loaded_to.is_none() || shared {
+            let since = cache
+                .loaded_to
+                .map(|t| t - chrono::Duration::minutes(FINGERPRINT_CLOCK_MARGIN_MINUTES));
+            let now = self.clock.now();
+            let new = self
+                .journal
+                .call(move |db| db.fingerprints_recorded_since(since))
+                .await?;
+            for (report, f, ghsa, repo, url) in new {
+                cache.by_report.insert(report, (f, ghsa, repo, url));
+            }
+            cache.loaded_to = Some(now);
         }
-        cache.loaded_to = Some(now);
         let best = crate::triage::best_match(
             fingerprint,
             cache
