@@ -481,9 +481,9 @@ impl Daemon {
         let takeover_every = Duration::from_secs(self.settings.config.journal.lease_secs) / 3;
         let mut takeover_checked = tokio::time::Instant::now();
         let uids = mailbox.pending().await?;
-        // Two lanes: first every message that can go without waiting for GitHub's
-        // pacing (noise, follow-ups, reports while the pacer is free), then the reports
-        // that would have waited, in order, waiting their turn.
+        // Two lanes: first every message except new reports that would wait for GitHub's
+        // pacing (noise, follow-ups, reports while the pacer is free), then those
+        // reports, in order, waiting their turn.
         let mut paced = Vec::new();
         for (lane, uids) in [(Lane::Unpaced, uids), (Lane::Paced, Vec::new())] {
             let uids = if lane == Lane::Paced {
