@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::stack::{PATIENCE, SECURITY_ADDRESS, Stack, report};
-use support::{Process, ServerKind, daemon_binary, wait_for_async};
+use support::{Process, ServerKind, daemon_binary};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -271,25 +271,12 @@ async fn backlog(n: usize, repo_count: usize) {
     );
 }
 
-/// Waits until a started daemon has made its folders.
-async fn ready(stack: &Stack) {
-    wait_for_async(PATIENCE, "the daemon to be ready", || async {
-        stack
-            .mailbox()
-            .folders()
-            .await
-            .iter()
-            .any(|f| f == "Processed")
-    })
-    .await;
-}
-
 /// APPEND -> advisory and APPEND -> reply with IDLE, and Dovecot's own IDLE floor.
 async fn arrival(samples: usize) {
     let mut stack = stack(&[], "").await;
     let floor = idle_floor(&stack, samples).await;
     let mut daemon = stack.daemon_logging(&["run"], "warn");
-    ready(&stack).await;
+    stack.wait_for_daemon_folders().await;
     let mut to_advisory = Vec::new();
     let mut to_reply = Vec::new();
     for i in 0..samples {
@@ -600,7 +587,7 @@ async fn memory() {
         let repos = bench_repos(repos);
         let mut stack = stack(&repos, "").await;
         let mut daemon = stack.daemon_logging(&["run"], "warn");
-        ready(&stack).await;
+        stack.wait_for_daemon_folders().await;
         stack.deliver(&report("idle-0", "Flask: one", "one")).await;
         wait_for_count(&stack, "Processed", 1).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -615,7 +602,7 @@ async fn memory() {
     let size = 24 * 1024 * 1024;
     let raw = big_message(size);
     let mut daemon = stack.daemon_logging(&["run"], "warn");
-    ready(&stack).await;
+    stack.wait_for_daemon_folders().await;
     let mut session = stack.mailbox().connect().await;
     session
         .append("INBOX", None, None, &raw)

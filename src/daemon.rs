@@ -16,7 +16,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::{Config, ConfigError, Resolved};
 use crate::engine::{Clock, Engine, EngineError, backoff};
 use crate::github::{GitHub, GitHubError};
-use crate::journal::{Backend, Journal, JournalError, Registration};
+use crate::journal::{Journal, JournalError, Registration};
 use crate::mailbox::{self, Fetched, Mailbox, MailboxError, Memory};
 use crate::metrics::Metrics;
 use crate::render::marker::MarkerKeyError;
@@ -241,7 +241,7 @@ impl Daemon {
             (Mode::Run, Some(w)) => Some(tokio::spawn(w.run(shutdown.clone()))),
             _ => None,
         };
-        let renewal = (self.journal.backend() == Backend::Postgres).then(|| {
+        let renewal = self.journal.is_shared().then(|| {
             tokio::spawn(renew_leases(
                 self.journal.clone(),
                 Duration::from_secs(self.settings.config.journal.lease_secs),
@@ -309,7 +309,7 @@ impl Daemon {
                 }
             };
             reconnect_attempts = 0;
-            if self.journal.backend() == Backend::Postgres {
+            if self.journal.is_shared() {
                 // Registered with the claim folder as this server names it, for whoever
                 // takes over our mail should we die.
                 let registration = Registration {
@@ -477,21 +477,16 @@ impl Daemon {
         let stop = shutdown.clone();
         pass.others = mailbox.claim_new(|| !*stop.borrow()).await?;
         self.take_over_dead_instances(mailbox).await?;
-        let shared = self.journal.backend() == Backend::Postgres;
+        let shared = self.journal.is_shared();
         let takeover_every = Duration::from_secs(self.settings.config.journal.lease_secs) / 3;
         let mut takeover_checked = tokio::time::Instant::now();
-        let uids = mailbox.pending().await?;
         // Two lanes: first every message except new reports that would wait for GitHub's
         // pacing (noise, follow-ups, reports while the pacer is free), then those
         // reports, in order, waiting their turn.
-        let mut paced = Vec::new();
-        for (lane, uids) in [(Lane::Unpaced, uids), (Lane::Paced, Vec::new())] {
-            let uids = if lane == Lane::Paced {
-                std::mem::take(&mut paced)
-            } else {
-                uids
-            };
-            for uid in uids {
+        let mut uids = mailbox.pending().await?;
+        for lane in [Lane::Unpaced, Lane::Paced] {
+            let mut paced = Vec::new();
+            for uid in std::mem::take(&mut uids) {
                 // A long pass still takes over a dead instance's mail soon after its
                 // lease ran out; what it moves here is handled right after this pass.
                 if shared && takeover_checked.elapsed() >= takeover_every {
@@ -532,13 +527,14 @@ impl Daemon {
                     }
                 }
             }
+            uids = paced;
         }
         // Before anything selects another folder: the queued UIDs are the claim folder's.
         mailbox.flush_moves().await?;
         if let Some(at) = mailbox.end_pass().await {
             pass.next_due = Some(pass.next_due.map_or(at, |n| n.min(at)));
         }
-        if self.journal.backend() == Backend::Postgres {
+        if self.journal.is_shared() {
             // Another pass every third of a lease even when no mail comes: it takes over
             // the mail of an instance that died soon after its lease runs out.
             let lease = Duration::from_secs(self.settings.config.journal.lease_secs);
@@ -557,7 +553,7 @@ impl Daemon {
         &mut self,
         mailbox: &mut Mailbox,
     ) -> Result<(usize, usize), SessionError> {
-        if self.journal.backend() != Backend::Postgres {
+        if !self.journal.is_shared() {
             return Ok((0, 0));
         }
         let (mut won_any, mut total) = (0, 0);

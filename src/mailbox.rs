@@ -82,10 +82,9 @@ pub struct Mailbox {
     moves: Vec<(u32, String, Action)>,
     /// The claim folder's UIDs as the current pass listed them, for fetching sizes ahead.
     listed: Vec<u32>,
-    /// Sizes fetched ahead for this pass, and the UIDs already asked about (a UID asked
-    /// about without a size is gone).
-    sizes: HashMap<u32, u32>,
-    asked: std::collections::HashSet<u32>,
+    /// Sizes fetched ahead for this pass, by UID: `None` for a UID asked about that the
+    /// server did not list (gone).
+    sizes: HashMap<u32, Option<u32>>,
 }
 
 /// What the mailbox remembers across sessions.
@@ -152,7 +151,6 @@ impl Mailbox {
             moves: Vec::new(),
             listed: Vec::new(),
             sizes: HashMap::new(),
-            asked: std::collections::HashSet::new(),
             refusals: 0,
             // A note left by an earlier session or run is cleared by the first clean pass.
             refusal_noted: true,
@@ -197,7 +195,7 @@ impl Mailbox {
             ClaimMode::Plain => "a plain keyword",
             ClaimMode::MoveOnly => "the move alone",
         };
-        let shared = self.journal.backend() == crate::journal::Backend::Postgres;
+        let shared = self.journal.is_shared();
         match (imap.claim_mode(), other_instances) {
             (ClaimMode::Conditional, _) if shared => tracing::info!(
                 server,
@@ -249,7 +247,7 @@ impl Mailbox {
             }
             others += 1;
             // With a shared journal a dead instance's mail is taken over by itself.
-            let shared = self.journal.backend() == crate::journal::Backend::Postgres;
+            let shared = self.journal.is_shared();
             if count > 0 && shared {
                 debug!(folder = %folder, messages = count, "another instance's claim folder holds mail; taken over should its lease run out");
             } else if count > 0 {
@@ -420,7 +418,6 @@ impl Mailbox {
         self.metrics.waiting(uids.len(), oldest);
         self.listed = uids.clone();
         self.sizes.clear();
-        self.asked.clear();
         Ok(uids)
     }
 
@@ -482,7 +479,7 @@ impl Mailbox {
         uid: u32,
         now: DateTime<Utc>,
     ) -> Result<Option<u32>, ImapError> {
-        if !self.asked.contains(&uid) {
+        if !self.sizes.contains_key(&uid) {
             let from = self
                 .listed
                 .iter()
@@ -498,15 +495,16 @@ impl Mailbox {
                     .deferred
                     .get(&self.key(u))
                     .is_some_and(|&until| until > now);
-                if !waiting && !self.asked.contains(&u) {
+                if !waiting && !self.sizes.contains_key(&u) {
                     ahead.push(u);
                 }
             }
-            let sizes = self.imap.sizes(&ahead).await?;
-            self.asked.extend(ahead);
-            self.sizes.extend(sizes);
+            let found = self.imap.sizes(&ahead).await?;
+            for u in ahead {
+                self.sizes.insert(u, found.get(&u).copied());
+            }
         }
-        Ok(self.sizes.get(&uid).copied())
+        Ok(self.sizes.get(&uid).copied().flatten())
     }
 
     /// Carries out the engine's verdict on one message: keeps copies of the mail sent for
@@ -556,15 +554,10 @@ impl Mailbox {
         }
         // The messages leave the claim folder: their spool files and outcomes must
         // survive a power cut first. One syncfs for the batch.
-        let spool = self.settings.config.state_dir.join("spool");
-        let synced =
-            tokio::task::spawn_blocking(move || crate::spool::sync_state(&spool).map(|()| spool))
-                .await
-                .map_err(|e| crate::spool::SpoolError {
-                    path: self.settings.config.state_dir.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-        synced?;
+        let state_dir = self.settings.config.state_dir.clone();
+        tokio::task::spawn_blocking(move || crate::spool::sync_state(&state_dir))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         let mut queued = std::mem::take(&mut self.moves);
         while !queued.is_empty() {
             let target = queued[0].1.clone();

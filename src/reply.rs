@@ -99,9 +99,8 @@ impl Mailer {
         let host = settings.host.trim_start_matches('[').trim_end_matches(']');
         let security = match settings.tls {
             TlsMode::Implicit => {
-                // Checked the same way as for STARTTLS, so both say the same about a bad
-                // CA file; then our own rustls config, for the handshake before SMTP.
-                tls_parameters(host, settings, &server)?;
+                // Our own rustls config, for the handshake before SMTP; a bad CA file
+                // reads as it does for STARTTLS (the same `tls::root_store` check).
                 let config =
                     crate::tls::client_config(settings.ca_file.as_deref()).map_err(|e| {
                         SendError {

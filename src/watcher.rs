@@ -124,7 +124,7 @@ impl<A: AdvisoryApi, O: Outbox> Watcher<A, O> {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), JournalError> {
         let interval = Duration::from_secs(self.settings.config.notify.interval_secs.max(1));
         // Who runs the watcher is news only on a shared journal.
-        let shared = self.journal.backend() == crate::journal::Backend::Postgres;
+        let shared = self.journal.is_shared();
         let mut was_leading = None;
         loop {
             if *shutdown.borrow() {

@@ -53,15 +53,7 @@ async fn a_report_about_werkzeug_becomes_a_draft_in_werkzeug_and_the_reporter_ge
     let mut stack = Stack::start().await;
     // Started before the mail arrives: the IDLE path.
     let mut daemon = stack.daemon(&["run"]);
-    wait_for_async(PATIENCE, "the daemon to create its folders", || async {
-        stack
-            .mailbox()
-            .folders()
-            .await
-            .iter()
-            .any(|f| f == "Processed")
-    })
-    .await;
+    stack.wait_for_daemon_folders().await;
 
     let raw = stack.deliver_fixture("plain-werkzeug.eml").await;
     let message_id = message_id_of(&raw);

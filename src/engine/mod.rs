@@ -33,7 +33,7 @@ use crate::classify::{Classification, NoiseReason, ReplyDecision};
 use crate::config::{GithubMode, Resolved};
 use crate::failure::{Classify, FailureKind};
 use crate::github::GitHubError;
-use crate::journal::{Backend, ClaimOutcome, Entry, Journal, JournalError, NewEntry, Reply, State};
+use crate::journal::{ClaimOutcome, Entry, Journal, JournalError, NewEntry, Reply, State};
 use crate::mail::{self, Report, ReportId};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Prepared};
@@ -492,7 +492,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
     /// and look again at `at` (by then it is done, and this copy is filed as one, or its
     /// holder died and the claim is ours). SQLite journals serve one instance: `None`.
     async fn claim(&self, id: &ReportId) -> Result<Option<DateTime<Utc>>, JournalError> {
-        if self.journal.backend() != Backend::Postgres {
+        if !self.journal.is_shared() {
             return Ok(None);
         }
         let (rid, instance) = (id.clone(), self.settings.instance.clone());
@@ -1376,7 +1376,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         // report stays flat as the journal grows. A shared journal also holds what other
         // instances record: read what came since the last look (with a margin for their
         // clocks).
-        let shared = self.journal.backend() == crate::journal::Backend::Postgres;
+        let shared = self.journal.is_shared();
         if cache.loaded_to.is_none() || shared {
             let since = cache
                 .loaded_to
@@ -1542,8 +1542,7 @@ impl<A: AdvisoryApi, O: Outbox> Engine<A, O> {
         };
         // A shared (PostgreSQL) journal knows every instance's reports: only a journal of
         // our own leaves the others' unseen.
-        let own_journal = self.journal.backend() == crate::journal::Backend::Sqlite;
-        if journaled || (own_journal && self.metrics.shares_mailbox()) {
+        if journaled || (!self.journal.is_shared() && self.metrics.shares_mailbox()) {
             return Scan::Walk;
         }
         let born = self

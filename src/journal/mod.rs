@@ -433,6 +433,12 @@ impl Journal {
         self.backend
     }
 
+    /// True on a shared (PostgreSQL) journal: every instance's reports, claims and
+    /// leases are in it.
+    pub fn is_shared(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+
     /// Where the journal is (file, or URL without password).
     pub fn location(&self) -> &str {
         &self.path

@@ -283,6 +283,18 @@ name = "pallets-eco/flask-sqlalchemy"
         self.smtp.messages()
     }
 
+    /// Waits until a daemon started on this stack has created its folders: it is ready.
+    pub async fn wait_for_daemon_folders(&self) {
+        wait_for_async(PATIENCE, "the daemon to create its folders", || async {
+            self.mailbox()
+                .folders()
+                .await
+                .iter()
+                .any(|f| f == "Processed")
+        })
+        .await;
+    }
+
     /// Waits until `n` messages are in `folder`.
     pub async fn wait_for_folder(&self, folder: &str, n: usize) {
         wait_for_async(PATIENCE, &format!("{n} message(s) in {folder}"), || async {
